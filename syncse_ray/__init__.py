@@ -1,0 +1,2 @@
+"""syncse-ray: SynCSE on Ray."""
+__version__ = "0.1.0"

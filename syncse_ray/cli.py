@@ -1,0 +1,90 @@
+"""The `syncse` command line. Each stage adds its command here; every command has --help."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from syncse_ray.config import Config, ConfigError, dump_config, load_config
+from syncse_ray.models import ModelError, bundled_status, prepare_bundled, BUNDLED
+
+app = typer.Typer(
+    name="syncse",
+    help="SynCSE on Ray: synthesize contrastive data with an LLM, train, evaluate and serve sentence encoders.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="Bundled offline models and model references.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect configs.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigPath = Annotated[Path, typer.Argument(help="YAML config file (see configs/).")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value, e.g. --set train.lr=1e-5 (repeatable)."),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def load_or_exit(config: Path | None, overrides: list[str] | None) -> Config:
+    """Load a config for a command; a bad file or override exits with the message, no traceback."""
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+@config_app.command("show")
+def config_show(config: ConfigPath, set_: SetOption = None) -> None:
+    """Print the resolved config (defaults filled in, overrides applied) as YAML."""
+    cfg = load_or_exit(config, set_)
+    typer.echo(dump_config(cfg), nl=False)
+
+
+@models_app.command("list")
+def models_list(
+    cache_dir: Annotated[Path | None, typer.Option(help="Where converted models are cached.")] = None,
+) -> None:
+    """List the bundled models, whether they are installed and prepared, and where."""
+    table = Table(title="bundled models (use as model: bundled:<name>)")
+    for col in ("reference", "kind", "status", "package", "path"):
+        table.add_column(col, overflow="fold")
+    for row in bundled_status(cache_dir):
+        table.add_row(row["reference"], row["kind"], row["status"], row["package"], row["path"])
+    console.print(table)
+
+
+@models_app.command("prepare")
+def models_prepare(
+    names: Annotated[list[str] | None, typer.Argument(help="Bundled model names (default: all).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Where converted models are cached.")] = None,
+    force: Annotated[bool, typer.Option(help="Convert again even if a cached copy exists.")] = False,
+) -> None:
+    """Make bundled models usable offline (SmolLM2: GGUF -> bf16 folder, once)."""
+    for name in names or list(BUNDLED):
+        name = name.removeprefix("bundled:")
+        try:
+            path = prepare_bundled(name, cache_dir, force=force)
+        except ModelError as exc:
+            raise fail(str(exc)) from None
+        console.print(f"[green]ready[/] bundled:{name} -> {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

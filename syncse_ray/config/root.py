@@ -1,0 +1,44 @@
+"""The whole config: run-wide settings plus one section per stage."""
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+
+from syncse_ray.config.base import Section
+from syncse_ray.config.eval import EvalConfig
+from syncse_ray.config.ray import RayConfig
+from syncse_ray.config.serve import ServeConfig
+from syncse_ray.config.synth import SynthConfig
+from syncse_ray.config.train import TrainConfig
+
+DATA_DIR_ENV = "SYNCSE_DATA_DIR"
+CACHE_DIR_ENV = "SYNCSE_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "syncse-ray")
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV) or "data")
+
+
+class Config(Section):
+    name: str = "syncse"
+    run_dir: Path = Field(Path("runs/syncse"), description="every stage writes below this folder")
+    # Benchmark and seed data in the layout of ../shared/data (senteval/, seeds/); env SYNCSE_DATA_DIR.
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # Converted bundled models live here; env SYNCSE_CACHE_DIR.
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    seed: int = 0
+    ray: RayConfig = RayConfig()
+    synth: SynthConfig = SynthConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    serve: ServeConfig = ServeConfig()
+
+    def stage_dir(self, stage: str) -> Path:
+        """Where a stage writes unless its section names an output_dir."""
+        section = getattr(self, stage)
+        return Path(section.output_dir) if getattr(section, "output_dir", None) else self.run_dir / stage

@@ -1,0 +1,73 @@
+"""Synthesis: the LLM writes positives and hard negatives (partial) or sentences first (scratch)."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from syncse_ray.config.base import Section
+
+
+class SamplingConfig(Section):
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    max_tokens: int = Field(96, gt=0)
+
+
+class EngineConfig(Section):
+    """The vLLM engine, one per Ray Data actor."""
+
+    num_engines: int = Field(1, ge=1, description="engine actors (Ray Data actor pool size)")
+    num_gpus_per_engine: float = Field(0.0, ge=0.0, description="0 on CPU")
+    num_cpus_per_engine: float = Field(1.0, ge=0.0)
+    tensor_parallel_size: int = Field(1, ge=1)
+    dtype: str = "auto"
+    max_model_len: int = Field(2048, gt=0)
+    max_num_seqs: int = Field(64, gt=0)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="GPU: share of GPU memory vLLM uses")
+    # CPU: vLLM's RAM heuristic (share of the NUMA node minus the process's RSS) goes negative for small
+    # models on small machines, so the CPU engine gets an explicit KV cache size instead (default 1 GiB).
+    kv_cache_memory_bytes: int | None = Field(None, gt=0, description="explicit KV cache size; None: 1 GiB on CPU")
+    # torch.compile warm-up costs ~60 s on 2 cores for a 135M model; eager is the sensible CPU default.
+    enforce_eager: bool | None = Field(None, description="None: eager on CPU, compiled/CUDA graphs on GPU")
+    enable_prefix_caching: bool = True
+    # Seeded requests split by chunked prefill kill the CPU engine ("CPU Generator does not use offset").
+    enable_chunked_prefill: bool = False
+    batch_size: int = Field(64, gt=0, description="rows a Ray Data batch hands one engine call")
+
+
+class ScratchConfig(Section):
+    num_requests: int = Field(8, ge=1, description="sentence-writing requests; each asks for sentences_per_request")
+    sentences_per_request: int = Field(20, ge=1)
+    topics_per_request: int = Field(6, ge=1)
+    genres: list[str] | None = Field(None, description="genre names to use; None: all in the genre file")
+
+
+class FilterConfig(Section):
+    min_words: int = Field(2, ge=1)
+    max_words: int = Field(64, ge=1)
+    max_sentence_words: int = Field(32, ge=1, description="scratch: generated sentences over this are dropped")
+    near_duplicate_threshold: float = Field(0.9, gt=0.0, le=1.0, description="Jaccard of word 3-grams")
+
+
+class SynthConfig(Section):
+    mode: Literal["partial", "scratch"] = "partial"
+    input: Path | None = Field(None, description="partial: text/JSONL/Parquet/CSV of sentences")
+    text_column: str = "text"
+    limit: int | None = Field(None, ge=1, description="use at most this many input sentences")
+    output_dir: Path | None = Field(None, description="default: <run_dir>/synth")
+    model: str = "bundled:smollm2-135m-instruct"
+    num_exemplars: int = Field(5, ge=0)
+    # Lay each sampled exemplar set out in a fixed order so that requests share longer prompt prefixes.
+    canonical_exemplar_order: bool = True
+    prompt_dir: Path | None = Field(None, description="replace the packaged instructions/exemplars/genres")
+    engine: EngineConfig = EngineConfig()
+    sentence_sampling: SamplingConfig = SamplingConfig(
+        temperature=1.3, top_p=1.0, presence_penalty=0.3, frequency_penalty=0.3, max_tokens=768
+    )
+    positive_sampling: SamplingConfig = SamplingConfig(temperature=1.0, top_p=0.9)
+    hard_negative_sampling: SamplingConfig = SamplingConfig(temperature=1.0, top_p=0.95)
+    scratch: ScratchConfig = ScratchConfig()
+    filters: FilterConfig = FilterConfig()

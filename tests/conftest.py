@@ -1,0 +1,63 @@
+"""Shared, expensive fixtures: one vLLM engine and one local Ray cluster per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Real benchmark/seed data (SentEval layout). CI sets SYNCSE_DATA_DIR=../shared/data."""
+    path = Path(os.environ.get("SYNCSE_DATA_DIR") or REPO.parent / "shared" / "data")
+    if not (path / "senteval").is_dir():
+        pytest.fail(f"benchmark data not found at {path}: set SYNCSE_DATA_DIR to the shared data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    from syncse_ray.config.root import default_cache_dir
+
+    return default_cache_dir()
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(cache_dir) -> Path:
+    from syncse_ray.models import resolve_model
+
+    return resolve_model("bundled:smollm2-135m-instruct", cache_dir)
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    from syncse_ray.models import resolve_model
+
+    return resolve_model("bundled:all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(smollm2_path):
+    """One real vLLM engine on the bundled SmolLM2 for the whole session."""
+    from syncse_ray.synth.engine import build_llm
+
+    llm = build_llm(smollm2_path)
+    yield llm
+    del llm
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray cluster for the session. More logical CPUs than cores: actors that each reserve a CPU
+    would otherwise starve one another on a 2-core machine."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}})
+    yield ray
+    ray.shutdown()

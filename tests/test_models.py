@@ -1,0 +1,122 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from syncse_ray import models
+from syncse_ray.models import ModelError, prepare_bundled, resolve_model
+
+
+def test_unknown_bundled_name():
+    with pytest.raises(ModelError, match="unknown bundled model 'nope'.*smollm2-135m-instruct"):
+        resolve_model("bundled:nope")
+
+
+def test_missing_local_folder_and_file(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model(str(tmp_path / "missing"))
+    f = tmp_path / "weights.bin"
+    f.write_text("x")
+    with pytest.raises(ModelError, match="is a file"):
+        resolve_model(str(f))
+
+
+def test_hub_name_offline_is_a_clear_error(monkeypatch):
+    # The real hub code path; offline mode makes the failure deterministic on machines with network too.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelError, match="Hugging Face hub download failed.*bundled model"):
+        resolve_model("syncse-test/definitely-not-cached-model")
+
+
+def test_minilm_bundled_encodes_paraphrases_closer(minilm_path):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(minilm_path), device="cpu")
+    a, b, c = model.encode(
+        ["A man is playing a guitar on stage.", "Someone performs music with a guitar at a concert.",
+         "The stock market fell sharply on Tuesday."],
+        normalize_embeddings=True,
+    )
+    assert float(a @ b) > float(a @ c) + 0.3
+
+
+def test_interrupted_conversion_leaves_nothing_valid(tmp_path, monkeypatch):
+    """A conversion that dies half-way (here: after writing part of its output) leaves no folder that a later
+    call would take as the model; the next call converts again and succeeds."""
+
+    real = models._CONVERTERS["smollm2-135m-instruct"]
+
+    def dies_halfway(src: Path, out: Path) -> None:
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+        (out / "model.safetensors").write_bytes(b"truncated")
+        raise KeyboardInterrupt("killed during conversion")
+
+    monkeypatch.setitem(models._CONVERTERS, "smollm2-135m-instruct", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_bundled("smollm2-135m-instruct", tmp_path)
+    final = tmp_path / "models" / "smollm2-135m-instruct-bf16"
+    assert not final.exists()
+    assert not any((tmp_path / "models").iterdir()), "temporary folder left behind"
+
+    monkeypatch.setitem(models._CONVERTERS, "smollm2-135m-instruct", real)
+    path = prepare_bundled("smollm2-135m-instruct", tmp_path)
+    assert path == final and (path / "config.json").is_file() and (path / "chat_template.jinja").exists()
+
+
+def test_killed_conversion_process_leaves_nothing_valid(tmp_path):
+    """kill -9 in the middle of a real conversion: the cache holds only a temporary folder, never the model."""
+    code = (
+        "import os, signal, sys\n"
+        "from syncse_ray import models\n"
+        "real = models._CONVERTERS['smollm2-135m-instruct']\n"
+        "def convert_then_die(src, out):\n"
+        "    real(src, out)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "models._CONVERTERS['smollm2-135m-instruct'] = convert_then_die\n"
+        f"models.prepare_bundled('smollm2-135m-instruct', {str(tmp_path)!r})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not (tmp_path / "models" / "smollm2-135m-instruct-bf16").exists()
+    assert [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith(".tmp-")]
+    status = {r["reference"]: r["status"] for r in models.bundled_status(tmp_path)}
+    assert status["bundled:smollm2-135m-instruct"] == "not prepared"
+
+
+@pytest.mark.slow
+def test_smollm2_chat_reply_with_real_vllm(vllm_engine):
+    from vllm import SamplingParams
+
+    out = vllm_engine.chat(
+        [[{"role": "user", "content": "Rewrite in other words: The weather is cold today."}]],
+        SamplingParams(temperature=0.0, max_tokens=32),
+    )
+    text = out[0].outputs[0].text.strip()
+    assert text, "empty reply"
+    assert len(out[0].outputs[0].token_ids) > 0
+
+
+def test_cli_models_and_config(tmp_path):
+    env = dict(os.environ)
+    syncse = [sys.executable, "-m", "syncse_ray.cli"]
+    out = subprocess.run(syncse + ["models", "list"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "bundled:all-minilm-l6-v2" in out.stdout.replace("\n", "") or "all-mini" in out.stdout
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  lr: 1.0e-5\n")
+    out = subprocess.run(syncse + ["config", "show", str(cfg), "--set", "train.epochs=3"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "lr: 1.0e-05" in out.stdout and "epochs: 3" in out.stdout
+    out = subprocess.run(syncse + ["config", "show", str(cfg), "--set", "train.bogus=1"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2 and "train.bogus: unknown key" in out.stderr
+    for cmd in (["--help"], ["models", "--help"], ["models", "prepare", "--help"], ["config", "show", "--help"]):
+        out = subprocess.run(syncse + cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0 and "Usage" in out.stdout, cmd
