@@ -82,6 +82,10 @@ def models_prepare(
         console.print(f"[green]ready[/] bundled:{name} -> {path}")
 
 
+# Stage commands: each stage keeps its command in syncse_ray/<stage>/cli.py and is registered here, one line each.
+# (stage registrations below)
+
+
 def main() -> None:
     app()
 
