@@ -1,31 +1,50 @@
-"""Serving: Ray Serve embeddings + retrieval endpoint."""
+"""Serving: Ray Serve embeddings + retrieval endpoint (syncse_ray/serve, docs/serve.md)."""
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from syncse_ray.config.base import Section
 
 
 class AutoscalingConfig(Section):
+    """Embedder replicas between min and max, scaled on ongoing requests (chunks of texts) per replica."""
+
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(8.0, gt=0.0)
 
+    @model_validator(mode="after")
+    def _min_le_max(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        return self
+
 
 class ServeConfig(Section):
     model: str | None = Field(None, description="default: the best model of the train stage")
+    model_name: str | None = Field(None, description="the id clients send as `model`; default: folder name")
     corpus: Path | None = Field(None, description="text/JSONL/Parquet to index for /v1/search")
+    corpus_text_field: str = "text"
+    corpus_id_field: str = "id"
     index: Path | None = Field(None, description="a saved index (syncse index build)")
     host: str = "127.0.0.1"
     port: int = Field(8000, gt=0, lt=65536)
-    num_replicas: int | None = Field(1, ge=1, description="fixed replicas; None: use autoscaling")
+    num_replicas: int | None = Field(1, ge=1, description="fixed embedder replicas; None: use autoscaling")
     autoscaling: AutoscalingConfig = AutoscalingConfig()
     num_gpus_per_replica: float = Field(0.0, ge=0.0)
     num_cpus_per_replica: float = Field(1.0, ge=0.0)
-    max_batch_size: int = Field(64, gt=0)
+    num_cpus_ingress: float = Field(0.25, ge=0.0, description="the FastAPI ingress (validation, search)")
+    max_batch_size: int = Field(64, gt=0, description="texts per model call (@serve.batch)")
     batch_wait_timeout_s: float = Field(0.01, ge=0.0)
     max_inputs_per_request: int = Field(512, gt=0)
     max_input_chars: int = Field(20_000, gt=0)
     max_body_bytes: int = Field(4_000_000, gt=0)
+    max_top_k: int = Field(100, gt=0)
     api_key_env: str | None = Field(None, description="env var holding the bearer token; None: no auth")
+
+    @model_validator(mode="after")
+    def _one_search_source(self):
+        if self.corpus is not None and self.index is not None:
+            raise ValueError("give either corpus (indexed at start) or index (a saved index), not both")
+        return self

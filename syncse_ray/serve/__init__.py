@@ -1,0 +1,12 @@
+"""Serving: an OpenAI-compatible embeddings and retrieval endpoint on Ray Serve.
+
+Pure request/response logic (no Ray import), unit-tested without a cluster:
+- `protocol`: request models, limits, validation, the OpenAI error shape;
+- `encoding`: `dimensions` truncation + re-normalization, float / base64 (little-endian float32) responses;
+- `tokens`: token counting and truncation to the model's max tokens;
+- `encoder`: the sentence-transformers model behind both the endpoint and the index;
+- `index`: the FAISS corpus index (build from text / JSONL / Parquet, save, load, search).
+
+The Ray Serve application (`app`) and the `syncse serve` / `syncse index build` commands (`cli`) are thin
+layers over these.
+"""

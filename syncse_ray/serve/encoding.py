@@ -1,0 +1,53 @@
+"""Embedding vectors -> OpenAI response bodies: `dimensions` truncation, float lists or base64 float32."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+
+from syncse_ray.serve.protocol import ApiError
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Unit-length rows (float32); all-zero rows stay zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
+
+
+def truncate_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """Keep the first `dimensions` components and re-normalize; more than the model has is a 400."""
+    size = vectors.shape[1]
+    if dimensions is None or dimensions == size:
+        return vectors
+    if dimensions > size:
+        raise ApiError(400, f"'dimensions' is {dimensions} but the model's embeddings have {size}",
+                       code="invalid_value", param="dimensions")
+    return normalize(vectors[:, :dimensions])
+
+
+def to_base64(vector: np.ndarray) -> str:
+    """Little-endian float32 bytes, base64: what the OpenAI client decodes for encoding_format="base64"."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def from_base64(data: str) -> np.ndarray:
+    """The inverse of `to_base64`."""
+    return np.frombuffer(base64.b64decode(data), dtype="<f4")
+
+
+def embeddings_response(vectors: np.ndarray, *, encoding_format: str, model: str,
+                        prompt_tokens: int) -> dict[str, Any]:
+    """The OpenAI embeddings response body."""
+    if encoding_format == "base64":
+        items = [to_base64(v) for v in vectors]
+    else:
+        items = np.asarray(vectors, dtype=np.float32).tolist()
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": item} for i, item in enumerate(items)],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }

@@ -1,0 +1,186 @@
+"""The FAISS corpus index behind /v1/search: read a corpus, embed it, save it, load it, search it.
+
+A corpus is a text file (one entry a line; ids are line numbers), JSONL (objects with a text field and an
+optional id field) or Parquet (a text column and an optional id column). Ids are returned as strings.
+
+A saved index is a folder: `index.faiss` (an exact inner-product index over unit vectors, i.e. cosine),
+`docs.parquet` (id, text in index order) and `meta.json` (model, dimension, size). It is written to a temporary
+folder and renamed into place, so a half-written index never exists.
+
+    index = build_index("corpus.jsonl", "bundled:all-minilm-l6-v2", out_dir="runs/index")
+    hits = VectorIndex.load("runs/index").search(query_vectors, top_k=5)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import faiss
+
+    from syncse_ray.serve.encoder import SentenceEncoder
+
+INDEX_FILE = "index.faiss"
+DOCS_FILE = "docs.parquet"
+META_FILE = "meta.json"
+
+
+class CorpusError(ValueError):
+    """A corpus or saved index that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    text: str
+    score: float
+
+
+def read_corpus(path: str | Path, *, text_field: str = "text", id_field: str = "id") -> tuple[list[str], list[str]]:
+    """(ids, texts) from a .txt, .jsonl/.json or .parquet file. Blank lines and blank texts are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"corpus file not found: {path}")
+    suffix = path.suffix.lower()
+    ids: list[str] = []
+    texts: list[str] = []
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if text_field not in table.column_names:
+            raise CorpusError(f"{path}: no column {text_field!r} (columns: {', '.join(table.column_names)})")
+        column_texts = table.column(text_field).to_pylist()
+        column_ids = (table.column(id_field).to_pylist() if id_field in table.column_names
+                      else list(range(len(column_texts))))
+        rows = zip(column_ids, column_texts)
+    elif suffix in (".jsonl", ".json"):
+        rows = []
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise CorpusError(f"{path}:{n + 1}: not valid JSON ({exc})") from None
+                if not isinstance(record, dict) or text_field not in record:
+                    raise CorpusError(f"{path}:{n + 1}: expected an object with a {text_field!r} field")
+                rows.append((record.get(id_field, n), record[text_field]))
+    else:
+        with path.open(encoding="utf-8") as f:
+            rows = [(n, line.rstrip("\n")) for n, line in enumerate(f)]
+    for doc_id, text in rows:
+        if not isinstance(text, str):
+            raise CorpusError(f"{path}: entry {doc_id!r} has a non-string {text_field!r}: {text!r}")
+        if text.strip():
+            ids.append(str(doc_id))
+            texts.append(text)
+    if not texts:
+        raise CorpusError(f"{path}: the corpus has no non-empty entries")
+    return ids, texts
+
+
+class VectorIndex:
+    """Unit vectors in an exact FAISS inner-product index, with the id and text of each entry."""
+
+    def __init__(self, index: faiss.Index, ids: list[str], texts: list[str], *, model: str):
+        if not (index.ntotal == len(ids) == len(texts)):
+            raise CorpusError(f"{index.ntotal} vectors for {len(ids)} ids and {len(texts)} texts")
+        self.index = index
+        self.ids = ids
+        self.texts = texts
+        self.model = model
+
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray, ids: list[str], texts: list[str], *, model: str) -> VectorIndex:
+        """An exact inner-product index over `vectors` (unit rows, so scores are cosine similarities)."""
+        import faiss
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(vectors)
+        return cls(index, ids, texts, model=model)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.index.d)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, top_k: int) -> list[list[Hit]]:
+        """The `top_k` entries nearest each query by cosine (fewer if the corpus is smaller), best first."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dimension:
+            raise CorpusError(f"queries of shape {queries.shape} for an index of dimension {self.dimension}")
+        scores, rows = self.index.search(queries, min(top_k, len(self)))
+        return [[Hit(self.ids[r], self.texts[r], float(s)) for s, r in zip(srow, rrow) if r >= 0]
+                for srow, rrow in zip(scores, rows)]
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write the index folder atomically; an existing folder is replaced only once the new one is complete."""
+        import faiss
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        out_dir = Path(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            faiss.write_index(self.index, str(tmp / INDEX_FILE))
+            pq.write_table(pa.table({"id": self.ids, "text": self.texts}), tmp / DOCS_FILE)
+            meta = {"model": self.model, "dimension": self.dimension, "size": len(self), "metric": "cosine"}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            os.rename(tmp, out_dir)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return out_dir
+
+    @classmethod
+    def load(cls, index_dir: str | Path) -> VectorIndex:
+        import faiss
+        import pyarrow.parquet as pq
+
+        index_dir = Path(index_dir)
+        missing = [f for f in (INDEX_FILE, DOCS_FILE, META_FILE) if not (index_dir / f).is_file()]
+        if missing:
+            raise CorpusError(f"{index_dir} is not a saved index (missing {', '.join(missing)}); "
+                              "build one with `syncse index build`")
+        meta = json.loads((index_dir / META_FILE).read_text())
+        docs = pq.read_table(index_dir / DOCS_FILE)
+        return cls(faiss.read_index(str(index_dir / INDEX_FILE)), docs.column("id").to_pylist(),
+                   docs.column("text").to_pylist(), model=meta["model"])
+
+
+def index_corpus(encoder: SentenceEncoder, corpus: str | Path, *, model: str, batch_size: int = 64,
+                 text_field: str = "text", id_field: str = "id") -> VectorIndex:
+    """Embed a corpus file with `encoder` into an in-memory index."""
+    ids, texts = read_corpus(corpus, text_field=text_field, id_field=id_field)
+    return VectorIndex.from_vectors(encoder.encode(texts, batch_size=batch_size), ids, texts, model=model)
+
+
+def build_index(corpus: str | Path, model: str | Path, out_dir: str | Path | None = None, *,
+                device: str = "cpu", batch_size: int = 64, text_field: str = "text",
+                id_field: str = "id") -> VectorIndex:
+    """Load `model`, embed `corpus` and (if `out_dir`) save the index there; returns the index."""
+    from syncse_ray.serve.encoder import SentenceEncoder
+
+    encoder = SentenceEncoder(model, device=device)
+    index = index_corpus(encoder, corpus, model=str(model), batch_size=batch_size,
+                         text_field=text_field, id_field=id_field)
+    if out_dir is not None:
+        index.save(out_dir)
+    return index
