@@ -117,4 +117,5 @@ def test_token_counts_truncate_to_max_tokens(minilm_path):
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_path))
     counts = count_tokens(tokenizer, ["hello world", "word " * 300], max_tokens=16)
     assert counts.per_input == [4, 16]  # [CLS] hello world [SEP]; the long input is cut to 16
+    assert counts.lengths[1] > 300
     assert counts.truncated == 1 and counts.total == 20

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from syncse_ray.serve.encoding import normalize
-from syncse_ray.serve.tokens import TokenCounts, count_tokens
+from syncse_ray.serve.tokens import TokenCounts, token_lengths
 
 
 class SentenceEncoder:
@@ -39,4 +39,4 @@ class SentenceEncoder:
         return normalize(vectors)
 
     def count_tokens(self, texts: list[str]) -> TokenCounts:
-        return count_tokens(self.model.tokenizer, texts, self.max_tokens)
+        return TokenCounts(token_lengths(self.model.tokenizer, texts), self.max_tokens)

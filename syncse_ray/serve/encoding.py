@@ -17,14 +17,19 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
-def truncate_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
-    """Keep the first `dimensions` components and re-normalize; more than the model has is a 400."""
-    size = vectors.shape[1]
-    if dimensions is None or dimensions == size:
-        return vectors
-    if dimensions > size:
+def check_dimensions(dimensions: int | None, size: int) -> None:
+    """Asking for more dimensions than the model's `size` is a 400."""
+    if dimensions is not None and dimensions > size:
         raise ApiError(400, f"'dimensions' is {dimensions} but the model's embeddings have {size}",
                        code="invalid_value", param="dimensions")
+
+
+def truncate_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """Keep the first `dimensions` components and re-normalize (Matryoshka-style); more is a 400."""
+    size = vectors.shape[1]
+    check_dimensions(dimensions, size)
+    if dimensions is None or dimensions == size:
+        return vectors
     return normalize(vectors[:, :dimensions])
 
 

@@ -9,17 +9,29 @@ from typing import Any
 
 @dataclass(frozen=True)
 class TokenCounts:
-    per_input: list[int]  # tokens embedded for each input, after truncation
-    truncated: int  # how many inputs were longer than max_tokens and cut
+    lengths: list[int]  # tokens in each input before truncation
+    max_tokens: int  # the model's limit; longer inputs are cut to it
+
+    @property
+    def per_input(self) -> list[int]:
+        """Tokens embedded for each input, after truncation."""
+        return [min(n, self.max_tokens) for n in self.lengths]
+
+    @property
+    def truncated(self) -> int:
+        """How many inputs were longer than max_tokens."""
+        return sum(n > self.max_tokens for n in self.lengths)
 
     @property
     def total(self) -> int:
         return sum(self.per_input)
 
 
+def token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
+    """Tokens per text with a Hugging Face tokenizer, special tokens included, without truncation."""
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False,
+                                          verbose=False)["input_ids"]]
+
+
 def count_tokens(tokenizer: Any, texts: list[str], max_tokens: int) -> TokenCounts:
-    """Count tokens with a Hugging Face tokenizer; inputs over `max_tokens` count as `max_tokens`."""
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False,
-                                             verbose=False)["input_ids"]]
-    return TokenCounts(per_input=[min(n, max_tokens) for n in lengths],
-                       truncated=sum(n > max_tokens for n in lengths))
+    return TokenCounts(token_lengths(tokenizer, texts), max_tokens)

@@ -1,0 +1,304 @@
+"""The Ray Serve application: an `Embedder` deployment (the model, `@serve.batch`) behind a FastAPI ingress.
+
+    from ray import serve
+    from syncse_ray.serve.app import build_app
+
+    serve.start(http_options={"host": "127.0.0.1", "port": 8000})
+    serve.run(build_app(model="bundled:all-minilm-l6-v2", corpus="corpus.jsonl"), name="syncse")
+    ...
+    serve.shutdown()
+
+or, from a Serve config file / the Serve CLI (`cluster/serve_config.yaml`):
+
+    serve run syncse_ray.serve.app:app_builder model=bundled:all-minilm-l6-v2 num_replicas=2
+
+Routes: POST /v1/embeddings, POST /v1/search, GET /v1/models, GET /healthz (see docs/serve.md).
+All request logic lives in the Ray-free modules (`protocol`, `encoding`, `index`); this module wires it to HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from syncse_ray.config import ConfigError, ServeConfig
+from syncse_ray.config.loader import apply_overrides
+from syncse_ray.models import BUNDLED_PREFIX
+from syncse_ray.serve.encoding import check_dimensions, embeddings_response, truncate_dimensions
+from syncse_ray.serve.index import VectorIndex, read_corpus
+from syncse_ray.serve.protocol import (
+    ApiError,
+    Limits,
+    check_model,
+    error_body,
+    parse_embeddings_request,
+    parse_json,
+    parse_search_request,
+)
+from syncse_ray.serve.tokens import TokenCounts
+
+logger = logging.getLogger("ray.serve")
+
+EMBEDDER_NAME = "Embedder"
+INGRESS_NAME = "EmbeddingsAPI"
+TRUNCATED_HEADER = "x-syncse-truncated-inputs"
+
+
+def _chunk_size(chunks: list[list[str]]) -> int:
+    """`@serve.batch` sizes a batch in texts, not in calls."""
+    return sum(len(chunk) for chunk in chunks)
+
+
+@serve.deployment(name=EMBEDDER_NAME)
+class Embedder:
+    """One copy of the model per replica. Calls carry chunks of at most `max_batch_size` texts; `@serve.batch`
+    merges concurrent chunks into one model call of at most `max_batch_size` texts."""
+
+    def __init__(self, model: str, *, device: str, max_batch_size: int, batch_wait_timeout_s: float,
+                 torch_threads: int | None):
+        import torch
+
+        from syncse_ray.serve.encoder import SentenceEncoder
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.encoder = SentenceEncoder(model, device=device)
+        self.max_batch_size = max_batch_size
+        self.embed_batch.set_max_batch_size(max_batch_size)
+        self.embed_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def info(self) -> dict[str, Any]:
+        return {"dimension": self.encoder.dimension, "max_tokens": self.encoder.max_tokens,
+                "path": str(self.encoder.path)}
+
+    async def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Unit vectors and the token length of each input (before truncation to the model's max tokens)."""
+        return await self.embed_batch(texts)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01, batch_size_fn=_chunk_size)
+    async def embed_batch(self, chunks: list[list[str]]) -> list[tuple[np.ndarray, list[int]]]:
+        texts = [text for chunk in chunks for text in chunk]
+        # In a thread, so the replica keeps accepting requests into the next batch while this one runs.
+        vectors, counts = await asyncio.to_thread(self._encode, texts)
+        results, start = [], 0
+        for chunk in chunks:
+            end = start + len(chunk)
+            results.append((vectors[start:end], counts[start:end]))
+            start = end
+        return results
+
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        return (self.encoder.encode(texts, batch_size=self.max_batch_size),
+                self.encoder.count_tokens(texts).lengths)
+
+
+api = FastAPI(title="syncse-ray embeddings", description="OpenAI-compatible embeddings and retrieval")
+
+
+@api.exception_handler(ApiError)
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    return JSONResponse(error_body(str(exc.detail), type="invalid_request_error", code=code),
+                        status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+@api.exception_handler(Exception)
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s", request.url.path)
+    return JSONResponse(error_body(f"internal error: {type(exc).__name__}", type="server_error"),
+                        status_code=500)
+
+
+@serve.deployment(name=INGRESS_NAME)
+@serve.ingress(api)
+class EmbeddingsAPI:
+    """HTTP front: auth, body limit, validation, chunking to the embedder, response encoding, FAISS search."""
+
+    async def __init__(self, embedder: DeploymentHandle, *, model_id: str, served_names: list[str],
+                       limits: Limits, max_batch_size: int, api_key: str | None, index_dir: str | None,
+                       corpus: str | None, corpus_fields: tuple[str, str]):
+        self.embedder = embedder
+        self.model_id = model_id
+        self.served_names = set(served_names)
+        self.limits = limits
+        self.max_batch_size = max_batch_size
+        self.api_key = api_key
+        self.created = int(time.time())
+        self.info = await embedder.info.remote()
+        self.index: VectorIndex | None = None
+        if index_dir is not None:
+            self.index = VectorIndex.load(index_dir)
+        elif corpus is not None:
+            ids, texts = read_corpus(corpus, text_field=corpus_fields[0], id_field=corpus_fields[1])
+            vectors, _ = await self._embed(texts)
+            self.index = VectorIndex.from_vectors(vectors, ids, texts, model=model_id)
+        if self.index is not None and self.index.dimension != self.info["dimension"]:
+            raise ValueError(f"the index has dimension {self.index.dimension} but the model "
+                             f"{model_id} embeds in {self.info['dimension']}: rebuild it with this model")
+
+    async def _embed(self, texts: list[str]) -> tuple[np.ndarray, TokenCounts]:
+        """Embed any number of texts as concurrent chunks of at most max_batch_size."""
+        chunks = [texts[i:i + self.max_batch_size] for i in range(0, len(texts), self.max_batch_size)]
+        parts = await asyncio.gather(*(self.embedder.embed.remote(chunk) for chunk in chunks))
+        lengths = [n for _, chunk_lengths in parts for n in chunk_lengths]
+        return np.concatenate([v for v, _ in parts]), TokenCounts(lengths, self.info["max_tokens"])
+
+    def _authorize(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+            raise ApiError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                           code="invalid_api_key")
+
+    async def _read_json(self, request: Request) -> Any:
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        too_large = ApiError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise too_large
+        return parse_json(bytes(body))
+
+
+    @api.post("/v1/embeddings")
+    async def embeddings(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        req = parse_embeddings_request(await self._read_json(request), self.limits)
+        check_model(req.model, self.served_names)
+        check_dimensions(req.dimensions, self.info["dimension"])
+        vectors, counts = await self._embed(req.texts)
+        body = embeddings_response(truncate_dimensions(vectors, req.dimensions),
+                                   encoding_format=req.encoding_format, model=self.model_id,
+                                   prompt_tokens=counts.total)
+        return JSONResponse(body, headers={TRUNCATED_HEADER: str(counts.truncated)})
+
+    @api.post("/v1/search")
+    async def search(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        req = parse_search_request(await self._read_json(request), self.limits)
+        check_model(req.model, self.served_names)
+        if self.index is None:
+            raise ApiError(404, "no corpus is indexed here: start the server with a corpus or a saved index",
+                           code="no_index")
+        texts = req.texts
+        vectors, counts = await self._embed(texts)
+        hits = await asyncio.to_thread(self.index.search, vectors, req.top_k)
+        data = [{"object": "search_result", "index": i, "query": text,
+                 "results": [{"id": h.id, "text": h.text, "score": h.score} for h in row]}
+                for i, (text, row) in enumerate(zip(texts, hits))]
+        body = {"object": "list", "data": data, "model": self.model_id,
+                "usage": {"prompt_tokens": counts.total, "total_tokens": counts.total}}
+        return JSONResponse(body, headers={TRUNCATED_HEADER: str(counts.truncated)})
+
+    @api.get("/v1/models")
+    async def models(self, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        return {"object": "list", "data": [{
+            "id": self.model_id, "object": "model", "created": self.created, "owned_by": "syncse-ray",
+            "dimensions": self.info["dimension"], "max_tokens": self.info["max_tokens"],
+            "index_size": len(self.index) if self.index is not None else 0,
+        }]}
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+
+def default_model_id(model: str) -> str:
+    """The id clients send as `model`: the bundled name, else the model folder's name."""
+    if model.startswith(BUNDLED_PREFIX):
+        return model[len(BUNDLED_PREFIX):]
+    return Path(model).expanduser().resolve().name if Path(model).expanduser().exists() else model
+
+
+def read_api_key(env_var: str | None) -> str | None:
+    """The bearer token from `env_var`; a named but unset/empty variable is an error (never serve open by
+    accident)."""
+    if env_var is None:
+        return None
+    key = os.environ.get(env_var, "").strip()
+    if not key:
+        raise ConfigError(f"serve.api_key_env names {env_var!r} but that environment variable is unset or empty")
+    return key
+
+
+def build_app(config: ServeConfig | None = None, /, *, api_key: str | None = None, **overrides: Any) -> Application:
+    """The Serve application for `config` (a ServeConfig) with field `overrides` (e.g. model=..., corpus=...).
+
+    `api_key` defaults to the value of the env var `config.api_key_env` (read here, where the app is built).
+    """
+    data = (config or ServeConfig()).model_dump()
+    data.update(overrides)
+    cfg = ServeConfig.model_validate(data)
+    if cfg.model is None:
+        raise ConfigError("serve.model is not set: give a model folder or reference")
+    if api_key is None:
+        api_key = read_api_key(cfg.api_key_env)
+    model_id = cfg.model_name or default_model_id(cfg.model)
+    on_gpu = cfg.num_gpus_per_replica > 0
+    scaling: dict[str, Any] = (
+        {"num_replicas": cfg.num_replicas} if cfg.num_replicas is not None
+        else {"autoscaling_config": cfg.autoscaling.model_dump()}
+    )
+    embedder = Embedder.options(
+        ray_actor_options={"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica},
+        max_ongoing_requests=2 * cfg.max_batch_size,
+        **scaling,
+    ).bind(
+        cfg.model,
+        device="cuda" if on_gpu else "cpu",
+        max_batch_size=cfg.max_batch_size,
+        batch_wait_timeout_s=cfg.batch_wait_timeout_s,
+        torch_threads=None if on_gpu else max(1, round(cfg.num_cpus_per_replica)),
+    )
+    limits = Limits(max_inputs_per_request=cfg.max_inputs_per_request, max_input_chars=cfg.max_input_chars,
+                    max_body_bytes=cfg.max_body_bytes, max_top_k=cfg.max_top_k)
+    return EmbeddingsAPI.options(
+        ray_actor_options={"num_cpus": cfg.num_cpus_ingress}, max_ongoing_requests=256,
+    ).bind(
+        embedder,
+        model_id=model_id,
+        served_names=sorted({model_id, cfg.model}),
+        limits=limits,
+        max_batch_size=cfg.max_batch_size,
+        api_key=api_key,
+        index_dir=str(cfg.index) if cfg.index is not None else None,
+        corpus=str(cfg.corpus) if cfg.corpus is not None else None,
+        corpus_fields=(cfg.corpus_text_field, cfg.corpus_id_field),
+    )
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """For `serve run syncse_ray.serve.app:app_builder key=value ...` and Serve config files (`args:`).
+    Keys are ServeConfig fields; dotted keys reach nested ones (`autoscaling.max_replicas=4`)."""
+    data: dict[str, Any] = {}
+    for key, value in args.items():
+        if isinstance(value, str):
+            apply_overrides(data, [f"{key}={value}"])
+        else:
+            data[key] = value
+    return build_app(ServeConfig.model_validate(data))
