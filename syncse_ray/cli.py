@@ -84,6 +84,9 @@ def models_prepare(
 
 # Stage commands: each stage keeps its command in syncse_ray/<stage>/cli.py and is registered here, one line each.
 # (stage registrations below)
+from syncse_ray.serve.cli import index_app, serve_command  # noqa: E402
+app.command("serve")(serve_command)
+app.add_typer(index_app, name="index")
 
 
 def main() -> None:

@@ -81,3 +81,18 @@ def test_build_save_load_round_trip(minilm_path, encoder, jsonl_corpus, tmp_path
         VectorIndex.load(tmp_path)
     with pytest.raises(CorpusError, match="dimension"):
         loaded.search(np.zeros((1, 8), dtype=np.float32), 1)
+
+
+def test_index_build_command(minilm_path, jsonl_corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from syncse_ray.cli import app
+
+    out = tmp_path / "cli-index"
+    result = CliRunner().invoke(app, ["index", "build", str(jsonl_corpus), "--model", str(minilm_path),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"indexed {len(CORPUS)} entries" in result.output and len(VectorIndex.load(out)) == len(CORPUS)
+    missing = CliRunner().invoke(app, ["index", "build", str(tmp_path / "nope.txt"), "--model",
+                                       str(minilm_path), "--out", str(out)])
+    assert missing.exit_code == 2 and "corpus file not found" in missing.output

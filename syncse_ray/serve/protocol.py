@@ -101,7 +101,7 @@ def _check_texts(texts: list[str], param: str, limits: Limits) -> None:
         raise ApiError(400, f"'{param}' has {len(texts)} items; at most {limits.max_inputs_per_request} are "
                        "allowed per request", code="too_many_inputs", param=param)
     for i, text in enumerate(texts):
-        if not text.strip():
+        if not text:
             raise ApiError(400, f"'{param}'[{i}] is empty", code="empty_input", param=param)
         if len(text) > limits.max_input_chars:
             raise ApiError(400, f"'{param}'[{i}] has {len(text)} characters; at most {limits.max_input_chars} "

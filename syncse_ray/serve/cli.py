@@ -1,0 +1,102 @@
+"""`syncse serve MODEL ...` (the endpoint, in the foreground) and `syncse index build CORPUS ...` (a saved index)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from syncse_ray.cli import SetOption, console, fail, load_or_exit
+from syncse_ray.config import ServeConfig
+
+index_app = typer.Typer(help="FAISS corpus indexes for /v1/search.", no_args_is_help=True)
+
+
+def serve_command(
+    model: Annotated[str | None, typer.Argument(
+        help="bundled:<name> or a sentence-transformers folder. Default: the config's serve.model.")] = None,
+    corpus: Annotated[Path | None, typer.Option(
+        help="Text (one entry a line), JSONL or Parquet corpus to index at start for /v1/search.")] = None,
+    index: Annotated[Path | None, typer.Option(help="A saved index (syncse index build) for /v1/search.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+    replicas: Annotated[int | None, typer.Option(help="A fixed number of embedder replicas.")] = None,
+    min_replicas: Annotated[int | None, typer.Option(help="Autoscale embedder replicas from this many…")] = None,
+    max_replicas: Annotated[int | None, typer.Option(help="…up to this many.")] = None,
+    num_gpus: Annotated[float | None, typer.Option(help="GPUs per embedder replica (0: CPU).")] = None,
+    api_key_env: Annotated[str | None, typer.Option(
+        help="Require 'Authorization: Bearer <key>', the key read from this environment variable.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config whose serve and ray sections give defaults.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Serve an encoder: OpenAI-compatible /v1/embeddings, /v1/search, /v1/models, /healthz (Ctrl-C stops)."""
+    cfg = load_or_exit(config, set_)
+    updates: dict[str, Any] = {key: value for key, value in (
+        ("model", model), ("corpus", corpus), ("index", index), ("host", host), ("port", port),
+        ("num_gpus_per_replica", num_gpus), ("api_key_env", api_key_env)) if value is not None}
+    if replicas is not None:
+        updates["num_replicas"] = replicas
+    if min_replicas is not None or max_replicas is not None:
+        if replicas is not None:
+            raise fail("give either --replicas or --min-replicas/--max-replicas, not both")
+        updates["num_replicas"] = None
+        low = min_replicas if min_replicas is not None else cfg.serve.autoscaling.min_replicas
+        updates["autoscaling"] = {**cfg.serve.autoscaling.model_dump(), "min_replicas": low,
+                                  "max_replicas": max_replicas if max_replicas is not None else max(low, 1)}
+    try:
+        settings = ServeConfig.model_validate({**cfg.serve.model_dump(), **updates})
+    except ValidationError as exc:
+        raise fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'serve'}: {e['msg']}" for e in exc.errors())) from None
+    if not settings.model:
+        raise fail("no model: pass MODEL or set serve.model in the config")
+
+    from ray import serve
+
+    from syncse_ray.config import ConfigError
+    from syncse_ray.ray_env import init_ray
+    from syncse_ray.serve.app import build_app
+
+    try:
+        application = build_app(settings)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    init_ray(cfg.ray)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(application, name="syncse", route_prefix="/")
+    base = f"http://{settings.host}:{settings.port}"
+    console.print(f"[green]serving[/] {settings.model} at {base}/v1 (embeddings, search, models); "
+                  f"health at {base}/healthz. Ctrl-C stops.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+
+
+@index_app.command("build")
+def index_build(
+    corpus: Annotated[Path, typer.Argument(help="Text (one entry a line), JSONL or Parquet corpus.")],
+    model: Annotated[str, typer.Option(help="bundled:<name> or a sentence-transformers folder.")],
+    out: Annotated[Path, typer.Option(help="Folder to write (index.faiss, docs.parquet, meta.json).")],
+    text_field: Annotated[str, typer.Option(help="JSONL field / Parquet column holding the text.")] = "text",
+    id_field: Annotated[str, typer.Option(help="JSONL field / Parquet column holding the id.")] = "id",
+    batch_size: Annotated[int, typer.Option(help="Texts per encoding batch.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Embed a corpus and save a FAISS index that `syncse serve --index DIR` loads."""
+    from syncse_ray.models import ModelError
+    from syncse_ray.serve.index import CorpusError, build_index
+
+    start = time.monotonic()
+    try:
+        index = build_index(corpus, model, out, device=device, batch_size=batch_size,
+                            text_field=text_field, id_field=id_field)
+    except (CorpusError, ModelError) as exc:
+        raise fail(str(exc)) from None
+    console.print(f"[green]indexed[/] {len(index)} entries ({index.dimension}-d) from {corpus} -> {out} "
+                  f"({time.monotonic() - start:.1f} s)")
