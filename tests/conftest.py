@@ -61,3 +61,11 @@ def ray_local():
                  runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def minilm_encoder(minilm_path):
+    """The bundled MiniLM as an evaluation encoder, memoised by sentence for the whole session (eval tests)."""
+    from syncse_ray.eval.encoders import CachedEncoder, load_encoder
+
+    return CachedEncoder(load_encoder("bundled:all-minilm-l6-v2", batch_size=64))

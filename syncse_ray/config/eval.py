@@ -1,6 +1,7 @@
-"""Evaluation: SentEval-protocol STS, transfer tasks, MTEB."""
+"""Evaluation: SentEval-protocol STS, transfer tasks, MTEB (syncse_ray/eval, docs/eval.md)."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -9,8 +10,14 @@ from syncse_ray.config.base import Section
 
 class EvalConfig(Section):
     model: str | None = Field(None, description="default: the best model of the train stage")
-    pooler: str | None = Field(None, description="for a plain transformers model: cls, avg, ...")
-    tasks: list[str] = Field(default_factory=lambda: ["sts"], description="sts, transfer, mteb:<Task>, ...")
-    batch_size: int = Field(128, gt=0)
+    pooler: Literal["cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last"] | None = Field(
+        None, description="for a plain transformers model; None: the sentence-transformers pooling, else cls")
+    tasks: list[str] = Field(default_factory=lambda: ["sts"],
+                             description="sts, sts:<name>, sts-dev, transfer, transfer:<name>, mteb:<task|sts|reranking>")
+    batch_size: int = Field(64, gt=0)
     max_seq_length: int | None = Field(None, gt=0)
+    served_model: str | None = Field(None, description="model name sent to an http(s)://…/v1 endpoint")
+    mteb_source: Literal["auto", "hub", "local"] = Field(
+        "auto", description="mteb data: hub (mteb's loading), local (SentEval files), auto (hub if reachable)")
+    kfold: int = Field(10, ge=2, description="folds of the transfer probe's cross-validation")
     output_dir: Path | None = Field(None, description="default: <run_dir>/eval")

@@ -1,5 +1,17 @@
 """Evaluation: SentEval-protocol STS, transfer tasks and MTEB, for any encoder the project can load.
 
+    from syncse_ray.eval import run_eval, render_table
+    results = run_eval("bundled:all-minilm-l6-v2", ["sts"], data_dir, out_dir)   # writes results.{json,md}
+    print(render_table(results))
+
 `syncse_ray.eval.sts` (readers and the STS metric) is pure and cheap to import; training uses it for model
-selection on the dev sets.
+selection on the dev sets. Nothing here imports Ray.
 """
+
+from syncse_ray.eval.encoders import Encoder, load_encoder
+from syncse_ray.eval.results import render_table, write_results
+from syncse_ray.eval.runner import EvalError, run_eval
+from syncse_ray.eval.sts import DataError, load_sts_dev, spearman_cosine
+
+__all__ = ["DataError", "Encoder", "EvalError", "load_encoder", "load_sts_dev", "render_table", "run_eval",
+           "spearman_cosine", "write_results"]

@@ -1,0 +1,71 @@
+"""`syncse eval MODEL [--tasks ...] [--data-dir D] [--out DIR]`: evaluate an encoder, print and save the tables."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from syncse_ray.cli import SetOption, console, fail, load_or_exit
+
+
+def eval_command(
+    model: Annotated[str | None, typer.Argument(
+        help="bundled:<name>, a (sentence-)transformers folder, a hub name, or an http(s)://…/v1 embeddings "
+             "endpoint. Default: the config's eval.model.")] = None,
+    tasks: Annotated[list[str] | None, typer.Option(
+        "--tasks", "-t", help="sts, sts:<name>, sts-dev, transfer, transfer:<name>, mteb:<task|sts|reranking>; "
+                              "repeat or comma-separate. Default: the config's eval.tasks (sts).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        help="Benchmark data (senteval/ layout). Default: config data_dir, else $SYNCSE_DATA_DIR, else ./data.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Where results.json and results.md go. Default: eval.output_dir, else <run_dir>/eval.")] = None,
+    pooler: Annotated[str | None, typer.Option(
+        help="For a plain transformers model: cls, cls_before_pooler, avg, avg_top2, avg_first_last.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sentences per encoding batch.")] = None,
+    served_model: Annotated[str | None, typer.Option(help="Model name for an embeddings endpoint.")] = None,
+    mteb_source: Annotated[str | None, typer.Option(help="mteb data: auto, hub or local.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config whose eval section gives the defaults.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Evaluate a sentence encoder: SentEval STS (paper protocol), transfer probes, MTEB tasks."""
+    cfg = load_or_exit(config, set_)
+    ev = cfg.eval
+    task_list = [t.strip() for spec in tasks or [] for t in spec.split(",") if t.strip()]
+    try:  # command-line values win over the config; assignment validates them like the config does
+        for key, value in (("model", model), ("pooler", pooler), ("batch_size", batch_size),
+                           ("served_model", served_model), ("mteb_source", mteb_source),
+                           ("tasks", task_list or None)):
+            if value is not None:
+                setattr(ev, key, value)
+        if data_dir is not None:
+            cfg.data_dir = data_dir
+    except ValidationError as exc:
+        raise fail("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    if not ev.model:
+        raise fail("no model: pass MODEL or set eval.model in the config")
+    out_dir = out or cfg.stage_dir("eval")
+
+    from syncse_ray.eval import render_table, run_eval
+    from syncse_ray.eval.mteb_tasks import MtebTaskError
+    from syncse_ray.eval.runner import EvalError
+    from syncse_ray.eval.sts import DataError
+    from syncse_ray.models import ModelError
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("syncse_ray.eval")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        results = run_eval(ev.model, ev.tasks, cfg.data_dir, out_dir, pooler=ev.pooler, batch_size=ev.batch_size,
+                           max_seq_length=ev.max_seq_length, served_model=ev.served_model,
+                           mteb_source=ev.mteb_source, kfold=ev.kfold, cache_dir=cfg.cache_dir)
+    except (DataError, ModelError, EvalError, MtebTaskError) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(render_table(results))
+    console.print(f"[green]wrote[/] {out_dir / 'results.json'} and {out_dir / 'results.md'} "
+                  f"({results['seconds']:.0f} s)")

@@ -1,0 +1,223 @@
+"""Sentence encoders behind one interface, so the same evaluator scores a folder, a hub model or a live endpoint.
+
+    encoder = load_encoder("bundled:all-minilm-l6-v2")          # sentence-transformers folder
+    encoder = load_encoder("roberta-base", pooler="avg")         # plain transformers model + a SimCSE pooler
+    encoder = load_encoder("http://localhost:8000/v1")           # OpenAI-compatible embeddings endpoint
+    vectors = encoder.encode(["a sentence", "another"])          # float32 [n, d]
+
+Poolers for plain transformers models (SimCSE's names; ``m`` is the attention mask, ``h_l`` layer l's states,
+``h_0`` the embedding layer):
+
+- ``cls``: the [CLS] state through the model's own MLP pooler (``pooler_output``);
+- ``cls_before_pooler``: ``h_L[:, 0]``;
+- ``avg``: ``sum_t m_t h_L,t / sum_t m_t``;
+- ``avg_top2``: the masked mean of ``(h_L + h_{L-1}) / 2``;
+- ``avg_first_last``: the masked mean of ``(h_0 + h_L) / 2``.
+
+A folder with ``modules.json`` is a sentence-transformers model and uses its own pooling unless a pooler is given.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from syncse_ray.models import ModelError, resolve_model
+
+POOLERS = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
+DEFAULT_BATCH_SIZE = 64
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Anything that maps sentences to fixed-size vectors. ``name`` is the model reference as given."""
+
+    name: str
+
+    def encode(self, sentences: Sequence[str], *, show_progress: bool = True) -> np.ndarray:
+        """float32 array ``[len(sentences), dim]``, row i for sentence i."""
+        ...
+
+
+def _batches(items: Sequence[str], size: int, desc: str, show: bool):
+    starts = range(0, len(items), size)
+    for start in tqdm(starts, desc=desc, unit="batch", disable=not show or len(starts) <= 1, leave=False):
+        yield start, items[start:start + size]
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model folder (our exports, the bundled MiniLM, hub ST models)."""
+
+    def __init__(self, name: str, path: Path, *, batch_size: int, max_seq_length: int | None, device: str):
+        from sentence_transformers import SentenceTransformer
+
+        self.name, self.batch_size = name, batch_size
+        self.model = SentenceTransformer(str(path), device=device)
+        if max_seq_length:
+            self.model.max_seq_length = max_seq_length
+
+    def encode(self, sentences: Sequence[str], *, show_progress: bool = True) -> np.ndarray:
+        out = self.model.encode(list(sentences), batch_size=self.batch_size, show_progress_bar=show_progress,
+                                convert_to_numpy=True)
+        return np.asarray(out, dtype=np.float32)
+
+
+class TransformersEncoder:
+    """A plain transformers encoder (``AutoModel``) with one of the SimCSE poolers (module docstring)."""
+
+    def __init__(self, name: str, path: Path, pooler: str, *, batch_size: int, max_seq_length: int | None,
+                 device: str):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if pooler not in POOLERS:
+            raise ModelError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
+        self.name, self.pooler, self.batch_size, self.device = name, pooler, batch_size, device
+        self.max_length = max_seq_length or 512
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path, dtype=torch.float32).to(device).eval()
+
+    def _pool(self, out, mask):
+        import torch
+
+        m = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+
+        def masked_mean(h):
+            return (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+        if self.pooler == "cls":
+            if getattr(out, "pooler_output", None) is None:
+                raise ModelError(f"{self.name} has no MLP pooler (pooler_output); use --pooler cls_before_pooler "
+                                 f"or avg")
+            return out.pooler_output
+        if self.pooler == "cls_before_pooler":
+            return out.last_hidden_state[:, 0]
+        if self.pooler == "avg":
+            return masked_mean(out.last_hidden_state)
+        hs = out.hidden_states
+        pair = (hs[-1], hs[-2]) if self.pooler == "avg_top2" else (hs[0], hs[-1])
+        return masked_mean(torch.stack(pair).mean(0))
+
+    def encode(self, sentences: Sequence[str], *, show_progress: bool = True) -> np.ndarray:
+        import torch
+
+        # Length-sorted batches pad less; rows are put back in input order at the end.
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        ordered = [sentences[i] for i in order]
+        chunks = []
+        with torch.inference_mode():
+            for _, batch in _batches(ordered, self.batch_size, f"encode {self.name}", show_progress):
+                enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
+                                     return_tensors="pt").to(self.device)
+                out = self.model(**enc, output_hidden_states=self.pooler.startswith("avg_"))
+                chunks.append(self._pool(out, enc["attention_mask"]).float().cpu().numpy())
+        pooled = np.concatenate(chunks) if chunks else np.zeros((0, self.model.config.hidden_size), np.float32)
+        result = np.empty_like(pooled)
+        result[order] = pooled
+        return result
+
+
+class EndpointEncoder:
+    """An OpenAI-compatible embeddings endpoint: ``POST {base_url}/embeddings`` with
+    ``{"input": [...], "model": ...}``, answer ``{"data": [{"embedding": [...], "index": i}, ...]}``.
+    The served model name defaults to the first id of ``GET {base_url}/models``."""
+
+    def __init__(self, base_url: str, *, model: str | None, batch_size: int, timeout: float = 120.0):
+        import httpx
+
+        self.name, self.batch_size = base_url, batch_size
+        self.base_url = base_url.rstrip("/")
+        self.client = httpx.Client(timeout=timeout)
+        try:
+            self.model = model or self._first_served_model()
+        except httpx.HTTPError as exc:
+            raise ModelError(f"cannot reach the embeddings endpoint {self.base_url}: {exc}") from exc
+
+    def _first_served_model(self) -> str:
+        response = self.client.get(f"{self.base_url}/models")
+        response.raise_for_status()
+        data = response.json().get("data") or []
+        if not data:
+            raise ModelError(f"{self.base_url}/models lists no model; pass the served model name")
+        return data[0]["id"]
+
+    def _post(self, batch: list[str]) -> np.ndarray:
+        import httpx
+
+        try:
+            response = self.client.post(f"{self.base_url}/embeddings", json={"input": batch, "model": self.model})
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            detail = getattr(getattr(exc, "response", None), "text", "")[:500]
+            raise ModelError(f"embeddings request to {self.base_url} failed: {exc} {detail}".strip()) from exc
+        rows = response.json()["data"]
+        if sorted(r["index"] for r in rows) != list(range(len(batch))):
+            raise ModelError(f"{self.base_url}/embeddings returned {len(rows)} rows for {len(batch)} inputs")
+        vectors = np.empty((len(batch), len(rows[0]["embedding"])), dtype=np.float32)
+        for row in rows:
+            vectors[row["index"]] = row["embedding"]
+        return vectors
+
+    def encode(self, sentences: Sequence[str], *, show_progress: bool = True) -> np.ndarray:
+        parts = [self._post(list(batch))
+                 for _, batch in _batches(sentences, self.batch_size, f"encode {self.name}", show_progress)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+class CachedEncoder:
+    """Memoises another encoder by sentence: each distinct sentence is encoded once per process, so tasks that
+    share sentences (and the SentEval and MTEB views of the same files) share encodings."""
+
+    def __init__(self, inner: Encoder):
+        self.inner, self.name = inner, inner.name
+        self._cache: dict[str, np.ndarray] = {}
+
+    def encode(self, sentences: Sequence[str], *, show_progress: bool = True) -> np.ndarray:
+        missing = list(dict.fromkeys(s for s in sentences if s not in self._cache))
+        if missing:
+            for sentence, vector in zip(missing, self.inner.encode(missing, show_progress=show_progress)):
+                self._cache[sentence] = vector
+        if not sentences:
+            return np.zeros((0, 0), np.float32)
+        return np.stack([self._cache[s] for s in sentences])
+
+
+def is_endpoint(reference: str) -> bool:
+    return bool(re.match(r"https?://", reference))
+
+
+def load_encoder(reference: str, *, pooler: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 max_seq_length: int | None = None, served_model: str | None = None,
+                 cache_dir: Path | None = None, device: str | None = None) -> Encoder:
+    """Any model reference the project knows -> an ``Encoder``:
+
+    - ``http(s)://host/v1``: an OpenAI-compatible embeddings endpoint (``served_model`` picks the model);
+    - ``bundled:<name>``, a local folder or a hub name (``syncse_ray.models.resolve_model``): a
+      sentence-transformers model when the folder has ``modules.json`` and no ``pooler`` is given, else a plain
+      transformers model with ``pooler`` (default ``cls``, as SimCSE's evaluation).
+
+    Every failure is a ``ModelError`` that says what could not be loaded and why.
+    """
+    if is_endpoint(reference):
+        return EndpointEncoder(reference, model=served_model, batch_size=batch_size)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    path = resolve_model(reference, cache_dir)
+    try:
+        if (path / "modules.json").is_file() and pooler is None:
+            return SentenceTransformerEncoder(reference, path, batch_size=batch_size,
+                                              max_seq_length=max_seq_length, device=device)
+        return TransformersEncoder(reference, path, pooler or "cls", batch_size=batch_size,
+                                   max_seq_length=max_seq_length, device=device)
+    except ModelError:
+        raise
+    except Exception as exc:  # transformers / sentence-transformers raise many types for a bad folder
+        raise ModelError(f"cannot load model {reference!r} from {path}: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc

@@ -1,0 +1,140 @@
+"""Evaluation results: the JSON record format and the Markdown table that puts a run beside the paper's rows.
+
+A results file (``results.json``) is::
+
+    {"model": "<reference>", "encoder": "<class>", "data_dir": "...", "started": "<ISO UTC>",
+     "finished": "<ISO UTC>", "seconds": 12.3, "skipped": ["<message>", ...],
+     "records": [{"model", "protocol", "task", "split", "metric", "score", "n", "data", "data_fingerprint",
+                  "time", "seconds"}, ...]}
+
+``protocol`` is one of ``senteval-sts`` (SentEval "all" STS, Spearman of cosine ×100), ``senteval-sts-dev``,
+``senteval-transfer`` (accuracy ×100 of a logistic-regression probe), ``mteb-local`` (mteb on the local SentEval
+files) or ``mteb-hub`` (mteb's own data); averages are records with ``task == "avg"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from syncse_ray.eval.sts import STS_TEST_TASKS
+from syncse_ray.eval.transfer import TRANSFER_TASKS
+
+AVG = "avg"
+STS_HEADERS = {"STS12": "STS12", "STS13": "STS13", "STS14": "STS14", "STS15": "STS15", "STS16": "STS16",
+               "STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}
+
+# SynCSE paper (Zhang, Lan & He 2023), RoBERTa-base, SentEval "all" STS, average of the seven tasks.
+PAPER_STS_AVG: tuple[tuple[str, float], ...] = (
+    ("unsup-SimCSE", 76.57),
+    ("SynCSE-scratch", 80.75),
+    ("SynCSE-partial", 81.94),
+    ("sup-SimCSE", 82.52),
+)
+
+
+def combined_fingerprint(fingerprints: Iterable[str]) -> str:
+    return hashlib.sha256("\0".join(fingerprints).encode()).hexdigest()[:16]
+
+
+def average_record(records: Sequence[dict[str, Any]], protocol: str, expected: Sequence[str]) -> dict | None:
+    """The mean of ``records`` of ``protocol`` (one per task), as an ``avg`` record; None unless every task in
+    ``expected`` has a score (an average over a subset would not be comparable)."""
+    rows = {r["task"]: r for r in records if r["protocol"] == protocol and r["task"] != AVG}
+    if not expected or any(rows.get(t, {}).get("score") is None for t in expected):
+        return None
+    picked = [rows[t] for t in expected]
+    first = picked[0]
+    return {
+        "model": first["model"], "protocol": protocol, "task": AVG, "split": first["split"],
+        "metric": f"mean of {len(picked)}: {', '.join(expected)}",
+        "score": sum(r["score"] for r in picked) / len(picked), "n": sum(r["n"] for r in picked),
+        "data": "", "data_fingerprint": combined_fingerprint(r["data_fingerprint"] for r in picked),
+        "time": max(r["time"] for r in picked), "seconds": sum(r["seconds"] for r in picked),
+    }
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``results.md`` into ``out_dir`` (each by temp file + rename)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = (out_dir / "results.json", out_dir / "results.md")
+    for path, text in zip(paths, (json.dumps(results, indent=2), render_table(results))):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return paths
+
+
+def load_results(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(source, dict):
+        return source
+    path = Path(source)
+    return json.loads((path / "results.json" if path.is_dir() else path).read_text())
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return [_row(header), _row(["---"] + ["---:"] * (len(header) - 1)), *map(_row, rows)]
+
+
+def _scores(run: dict[str, Any], protocol: str) -> dict[str, float | None]:
+    return {r["task"]: r["score"] for r in run["records"] if r["protocol"] == protocol}
+
+
+def render_table(results: str | Path | dict[str, Any] | Sequence[str | Path | dict[str, Any]]) -> str:
+    """Markdown for one or more results (dicts, results.json paths or run folders): the SentEval STS table with
+    the paper's RoBERTa-base rows, then dev, transfer and MTEB tables for whatever the runs contain."""
+    runs = [load_results(r) for r in (results if isinstance(results, (list, tuple)) else [results])]
+    out: list[str] = []
+
+    sts_runs = [run for run in runs if _scores(run, "senteval-sts")]
+    if sts_runs:
+        header = ["model", *STS_HEADERS.values(), "Avg."]
+        rows = []
+        for run in sts_runs:
+            s = _scores(run, "senteval-sts")
+            rows.append([f"`{run['model']}`", *(_fmt(s.get(t)) for t in STS_TEST_TASKS), _fmt(s.get(AVG))])
+        for name, avg in PAPER_STS_AVG:
+            rows.append([f"{name}-RoBERTa-base (paper)", *(["–"] * len(STS_TEST_TASKS)), _fmt(avg)])
+        out += ["### STS (SentEval \"all\" protocol, Spearman of cosine ×100; SICK-R: 4,927 test pairs)", "",
+                *_table(header, rows), "",
+                "Paper rows: SynCSE (Zhang, Lan & He 2023), RoBERTa-base, average of the seven STS tasks.", ""]
+
+    dev_runs = [run for run in runs if _scores(run, "senteval-sts-dev")]
+    if dev_runs:
+        rows = [[f"`{run['model']}`", _fmt(_scores(run, "senteval-sts-dev").get("stsb_dev")),
+                 _fmt(_scores(run, "senteval-sts-dev").get("sickr_dev"))] for run in dev_runs]
+        out += ["### STS dev (model selection; Spearman of cosine ×100)", "",
+                *_table(["model", "STS-B dev", "SICK-R trial"], rows), ""]
+
+    transfer_runs = [run for run in runs if _scores(run, "senteval-transfer")]
+    if transfer_runs:
+        rows = []
+        for run in transfer_runs:
+            s = _scores(run, "senteval-transfer")
+            rows.append([f"`{run['model']}`", *(_fmt(s.get(t)) for t in TRANSFER_TASKS), _fmt(s.get(AVG))])
+        out += ["### Transfer (SentEval, logistic-regression probe, accuracy ×100)", "",
+                *_table(["model", *TRANSFER_TASKS, "Avg."], rows), ""]
+
+    mteb_rows = [[f"`{run['model']}`", r["task"], r["split"], r["metric"], r["protocol"], _fmt(r["score"])]
+                 for run in runs for r in run["records"] if r["protocol"].startswith("mteb")]
+    if mteb_rows:
+        out += ["### MTEB (main score ×100; mteb-local: fed from the SentEval files, SICK-R on all ~9.9k pairs)",
+                "", *_table(["model", "task", "split", "metric", "protocol", "score"], mteb_rows), ""]
+
+    skipped = [msg for run in runs for msg in run.get("skipped", [])]
+    if skipped:
+        out += ["Skipped:", "", *(f"- {msg}" for msg in skipped), ""]
+    return "\n".join(out)

@@ -1,0 +1,171 @@
+"""``run_eval``: one model, a list of task specs, one results JSON + Markdown table.
+
+Task specs:
+
+- ``sts``: the seven SentEval-protocol STS test sets and their average; ``sts:<name>`` for one of
+  STS12 … STS16, STSBenchmark, SICKRelatedness;
+- ``sts-dev``: STS-B dev and SICK-R trial (what training selects models on);
+- ``transfer``: MR, CR, SUBJ, MPQA, SST2, TREC, MRPC (absent data folders are skipped); ``transfer:<name>``;
+- ``mteb:<task>``: any mteb task name, or the groups ``mteb:sts`` and ``mteb:reranking``.
+
+Every task's data is read (and every mteb name checked) before the model is loaded, so a bad data directory or
+task name fails in seconds with a message naming the file or task.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from syncse_ray.eval.encoders import DEFAULT_BATCH_SIZE, CachedEncoder, Encoder, load_encoder
+from syncse_ray.eval.mteb_tasks import MTEB_GROUPS, expand_task_names, get_mteb_task, run_mteb
+from syncse_ray.eval.results import average_record, write_results
+from syncse_ray.eval.sts import STS_TEST_TASKS, StsData, read_sick, read_sts_test, read_stsb, spearman_cosine
+from syncse_ray.eval.transfer import (
+    TRANSFER_TASKS,
+    TransferData,
+    TransferSkipped,
+    featurize,
+    probe_accuracy,
+    read_transfer,
+)
+
+log = logging.getLogger("syncse_ray.eval")
+
+
+class EvalError(ValueError):
+    """A task spec that names nothing known; the message lists what is."""
+
+
+TASK_SPEC_HELP = (f"sts, sts:<{'|'.join(STS_TEST_TASKS)}>, sts-dev, transfer, transfer:<{'|'.join(TRANSFER_TASKS)}>, "
+                  f"mteb:<any mteb task | {'|'.join(MTEB_GROUPS)}>")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def parse_tasks(specs: Sequence[str]) -> dict[str, list[str]]:
+    """Task specs -> {"sts": [...], "sts-dev": [...], "transfer": [...], "mteb": [...]} (order kept, no repeats)."""
+    plan: dict[str, list[str]] = {"sts": [], "sts-dev": [], "transfer": [], "mteb": []}
+
+    def add(kind: str, names: Sequence[str]) -> None:
+        plan[kind] += [n for n in names if n not in plan[kind]]
+
+    for spec in specs:
+        kind, _, name = spec.strip().partition(":")
+        kind = kind.lower()
+        if kind == "sts" and not name:
+            add("sts", STS_TEST_TASKS)
+        elif kind == "sts" and name in STS_TEST_TASKS:
+            add("sts", [name])
+        elif kind == "sts-dev" and not name:
+            add("sts-dev", ["stsb_dev", "sickr_dev"])
+        elif kind == "transfer" and not name:
+            add("transfer", TRANSFER_TASKS)
+        elif kind == "transfer" and name.upper().replace("-", "") in TRANSFER_TASKS:
+            add("transfer", [name.upper().replace("-", "")])
+        elif kind == "mteb" and name:
+            add("mteb", expand_task_names([name]))
+        else:
+            raise EvalError(f"unknown task {spec!r}; use {TASK_SPEC_HELP}")
+    return plan
+
+
+def _sts_record(model: str, protocol: str, task: str, data: StsData, encoder: Encoder,
+                show_progress: bool) -> dict[str, Any]:
+    start = time.perf_counter()
+    emb = encoder.encode(data.s1 + data.s2, show_progress=show_progress)  # one pass over both sides
+    score = spearman_cosine(emb[:len(data.s1)], emb[len(data.s1):], data.gold)
+    log.info("%s %s: %.2f (%d pairs)", protocol, task, score, len(data.gold))
+    return {"model": model, "protocol": protocol, "task": task, "split": data.split,
+            "metric": "spearman_cosine", "score": score, "n": len(data.gold),
+            "data": ", ".join(str(p) for p in data.files[:2]) + (" ..." if len(data.files) > 2 else ""),
+            "data_fingerprint": data.fingerprint(), "time": _now(), "seconds": time.perf_counter() - start}
+
+
+def _transfer_record(model: str, data: TransferData, embed: Callable[[Sequence[str]], np.ndarray],
+                     kfold: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    score = probe_accuracy(featurize(embed, data), data.labels, kfold=kfold)
+    split = "test" if "test" in data.labels else f"{kfold}-fold"
+    n = sum(len(y) for y in data.labels.values())
+    log.info("senteval-transfer %s: %.2f (%d examples)", data.task, score, n)
+    return {"model": model, "protocol": "senteval-transfer", "task": data.task, "split": split,
+            "metric": "accuracy", "score": score, "n": n, "data": str(data.files[0].parent),
+            "data_fingerprint": data.fingerprint(), "time": _now(), "seconds": time.perf_counter() - start}
+
+
+def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: str | Path = "data",
+             out_dir: str | Path | None = None, *, pooler: str | None = None,
+             batch_size: int = DEFAULT_BATCH_SIZE, max_seq_length: int | None = None,
+             served_model: str | None = None, mteb_source: str = "auto", kfold: int = 10,
+             cache_dir: Path | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Evaluate ``model`` on ``tasks`` (module docstring) and return the results dict (``results.py``); with
+    ``out_dir``, also write ``results.json`` and ``results.md`` there.
+
+    ``model`` is a reference for ``load_encoder`` (folder, ``bundled:<name>``, hub name, ``http(s)://…/v1``
+    endpoint) or an already loaded ``Encoder``. Each distinct sentence is encoded once per call."""
+    plan = parse_tasks(tasks)
+    started, t0 = _now(), time.perf_counter()
+    skipped: list[str] = []
+
+    # Read every data file and check every mteb name before loading the model.
+    sts_data = {name: read_sts_test(data_dir, name) for name in plan["sts"]}
+    dev_data = {name: (read_stsb(data_dir, "dev") if name == "stsb_dev" else read_sick(data_dir, "dev"))
+                for name in plan["sts-dev"]}
+    transfer_data: list[TransferData] = []
+    for name in plan["transfer"]:
+        try:
+            transfer_data.append(read_transfer(data_dir, name))
+        except TransferSkipped as exc:
+            log.warning("%s", exc)
+            skipped.append(str(exc))
+    for name in plan["mteb"]:
+        get_mteb_task(name)
+
+    if isinstance(model, str):
+        encoder: Encoder = load_encoder(model, pooler=pooler, batch_size=batch_size,
+                                        max_seq_length=max_seq_length, served_model=served_model,
+                                        cache_dir=cache_dir)
+    else:
+        encoder = model
+    name = encoder.name
+    if not isinstance(encoder, CachedEncoder):
+        encoder = CachedEncoder(encoder)
+
+    records: list[dict[str, Any]] = []
+    for task, data in sts_data.items():
+        records.append(_sts_record(name, "senteval-sts", task, data, encoder, show_progress))
+    if sts_data:
+        avg = average_record(records, "senteval-sts", STS_TEST_TASKS)
+        if avg:
+            records.append(avg)
+            log.info("senteval-sts avg of 7: %.2f", avg["score"])
+    for task, data in dev_data.items():
+        records.append(_sts_record(name, "senteval-sts-dev", task, data, encoder, show_progress))
+    transfer_records = [_transfer_record(name, data, lambda s: encoder.encode(s, show_progress=show_progress),
+                                         kfold) for data in transfer_data]
+    records += transfer_records
+    if transfer_records:
+        avg = average_record(transfer_records, "senteval-transfer", [r["task"] for r in transfer_records])
+        avg["metric"] = f"mean of the {len(transfer_records)} tasks run"
+        records.append(avg)
+    if plan["mteb"]:
+        for rec in run_mteb(encoder, plan["mteb"], data_dir, source=mteb_source, batch_size=batch_size,
+                            show_progress=show_progress):
+            log.info("%s %s %s: %.2f", rec["protocol"], rec["task"], rec["split"], rec["score"])
+            records.append({"model": name, **rec})
+
+    results = {"model": name, "encoder": type(getattr(encoder, "inner", encoder)).__name__,
+               "data_dir": str(data_dir), "tasks": list(tasks), "started": started, "finished": _now(),
+               "seconds": time.perf_counter() - t0, "skipped": skipped, "records": records}
+    if out_dir is not None:
+        write_results(results, out_dir)
+    return results
