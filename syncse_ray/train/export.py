@@ -1,0 +1,57 @@
+"""Export a trained SimCSEModel as a sentence-transformers folder. No Ray.
+
+    Transformer (the backbone, output_hidden_states for avg_first_last)
+      → [WeightedLayerPooling(layer_start=1, weights 1 on layer 1 and the last layer, 0 between)]   avg_first_last
+      → Pooling (cls | mean)
+      → [Dense(d, d, Tanh) = the trained MLP]                                                       pooler cls
+
+so `SentenceTransformer(folder).encode(s)` gives the training model's test-time vector: for `cls` the MLP is
+kept, for `cls_before_pooler` it is dropped (as SimCSE does at test time). No Normalize module: cosine
+similarity does not need it and the raw vectors stay comparable with the training model's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from syncse_ray.train.model import SimCSEModel
+
+
+def export_sentence_transformer(model: SimCSEModel, tokenizer, out_dir: Path, max_seq_length: int,
+                                metadata: dict | None = None) -> Path:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import (
+        Dense, Pooling, Transformer, WeightedLayerPooling)
+
+    out_dir = Path(out_dir)
+    backbone = model.backbone
+    hidden = backbone.config.hidden_size
+    with tempfile.TemporaryDirectory() as tmp:
+        if model.pooler == "avg_first_last":
+            backbone.config.output_hidden_states = True
+        backbone.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        modules: list[torch.nn.Module] = [Transformer(tmp, max_seq_length=max_seq_length)]
+        if model.pooler == "avg_first_last":
+            layers = backbone.config.num_hidden_layers
+            weights = torch.zeros(layers)
+            weights[0] = weights[-1] = 1.0  # hidden_states[1] and hidden_states[-1]
+            modules.append(WeightedLayerPooling(hidden, num_hidden_layers=layers, layer_start=1,
+                                                layer_weights=torch.nn.Parameter(weights, requires_grad=False)))
+        modules.append(Pooling(hidden, pooling_mode="cls" if model.pooler.startswith("cls") else "mean"))
+        if model.pooler == "cls":
+            linear = model.mlp[0]
+            modules.append(Dense(hidden, hidden, activation_function=torch.nn.Tanh(),
+                                 init_weight=linear.weight.detach().clone().float(),
+                                 init_bias=linear.bias.detach().clone().float()))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        SentenceTransformer(modules=modules, device="cpu").save(str(out_dir))
+    (out_dir / "syncse_train.json").write_text(json.dumps({"pooler": model.pooler, **(metadata or {})},
+                                                          indent=2))
+    return out_dir

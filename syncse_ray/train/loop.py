@@ -1,0 +1,194 @@
+"""The per-worker training loop that Ray Train runs on every worker (`train_loop_per_worker`).
+
+Read top to bottom: build the model and engine, restore the latest checkpoint if Ray hands one over, then for
+each epoch stream this worker's shard of the Ray Dataset, skip the micro-batches the checkpoint already covers,
+and train; every `eval_steps` optimizer steps score the dev sets and report a checkpoint. The data position is
+the optimizer step s: epoch = s // steps_per_epoch and the first (s mod steps_per_epoch) · accumulation
+micro-batches of that epoch are skipped, so a relaunch resumes with the same step count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+CHECKPOINT_STATE = "train_state.json"
+CHECKPOINT_WEIGHTS = "encoder.pt"
+
+
+@dataclass
+class LoopSpec:
+    """Everything one worker needs, resolved by the driver (paths are local to every node)."""
+
+    model_path: str
+    objective: str
+    pooler: str
+    temperature: float
+    hard_negative_weight: float
+    mlm_weight: float
+    max_seq_length: int
+    batch_size: int
+    gradient_accumulation_steps: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    total_steps: int
+    steps_per_epoch: int
+    precision: str
+    backend: str
+    zero_stage: int
+    max_grad_norm: float
+    use_gpu: bool
+    eval_steps: int
+    log_every: int
+    seed: int
+    dev: dict = field(default_factory=dict)
+    fault_at_step: int | None = None
+    fault_marker: str | None = None
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _all_mean(value: float) -> float:
+    """The mean of a float over workers (NaN/inf anywhere makes it non-finite everywhere)."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.item() / dist.get_world_size()
+
+
+def train_loop_per_worker(config: dict) -> dict:
+    spec = LoopSpec(**config)
+    if not spec.use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed is imported
+    import ray.train
+    import ray.train.torch
+    from transformers import AutoTokenizer
+
+    from syncse_ray.train.data import mask_tokens, tokenize_views, views
+    from syncse_ray.train.dev import dev_scores
+    from syncse_ray.train.engines import OptimSettings, build_engine
+    from syncse_ray.train.losses import SimCSELoss
+    from syncse_ray.train.model import SimCSEModel
+
+    rank, world = _rank(), ray.train.get_context().get_world_size()
+    device = ray.train.torch.get_device()
+
+    # Model: the same MLP initialisation on every worker, then per-worker randomness (dropout, masking).
+    tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
+    torch.manual_seed(spec.seed)
+    model = SimCSEModel.from_pretrained(spec.model_path, spec.pooler, mlm=spec.mlm_weight > 0).to(device)
+    model.train()
+    torch.manual_seed(spec.seed + 1 + rank)
+    mask_rng = torch.Generator().manual_seed(spec.seed + 1 + rank)
+    engine = build_engine(spec.backend, model, OptimSettings(
+        lr=spec.lr, weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps, total_steps=spec.total_steps,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps, gradient_clipping=spec.max_grad_norm,
+        precision=spec.precision, micro_batch_size=spec.batch_size, zero_stage=spec.zero_stage))
+    loss_fn = SimCSELoss(spec.temperature, spec.hard_negative_weight)
+
+    # Resume: the engine state and the step (= data position) from the latest checkpoint, if any.
+    step, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            engine.load(Path(directory))
+            state = json.loads((Path(directory) / CHECKPOINT_STATE).read_text())
+        step, history = state["step"], state["history"]
+        if rank == 0:
+            print(f"[train] resumed from checkpoint at step {step}/{spec.total_steps}", flush=True)
+
+    def save_and_report(metrics: dict) -> None:
+        """Every worker writes its part of the checkpoint; Ray merges them into one folder in storage."""
+        with tempfile.TemporaryDirectory() as tmp:
+            engine.save(Path(tmp))
+            weights = engine.full_state_dict()
+            if rank == 0:
+                torch.save(weights, Path(tmp) / CHECKPOINT_WEIGHTS)
+                (Path(tmp) / CHECKPOINT_STATE).write_text(json.dumps({"step": step, "history": history}))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                             checkpoint_dir_name=f"checkpoint_step_{step:07d}")
+
+    def evaluate() -> dict:
+        scores = dev_scores(engine.module, tokenizer, spec.dev, spec.max_seq_length)
+        record = {"step": step, **scores}
+        history.append(record)
+        if rank == 0:
+            print(f"[train] step {step}/{spec.total_steps} dev " +
+                  " ".join(f"{k}={v:.2f}" for k, v in scores.items()), flush=True)
+        return record
+
+    start_step = step
+    shard = ray.train.get_dataset_shard("train")
+    accum = spec.gradient_accumulation_steps
+    window_loss, window_steps, window_time = 0.0, 0, 0.0
+    while step < spec.total_steps:
+        epoch, steps_done_in_epoch = divmod(step, spec.steps_per_epoch)
+        micro_per_epoch = spec.steps_per_epoch * accum
+        batches = shard.iter_batches(batch_size=spec.batch_size, drop_last=True, batch_format="numpy",
+                                     local_shuffle_buffer_size=max(spec.batch_size * 4, 1024),
+                                     local_shuffle_seed=spec.seed + epoch)
+        for micro, rows in enumerate(batches):
+            if micro < steps_done_in_epoch * accum:
+                continue  # covered by the checkpoint we resumed from
+            if micro >= micro_per_epoch or step >= spec.total_steps:
+                break
+            started = time.perf_counter()
+            inputs = {k: v.to(device) for k, v in
+                      tokenize_views(views(rows, spec.objective), tokenizer, spec.max_seq_length).items()}
+            if spec.mlm_weight > 0:
+                masked, labels = mask_tokens(inputs["input_ids"].cpu(), tokenizer, generator=mask_rng)
+                inputs.update(mlm_input_ids=masked.to(device), mlm_labels=labels.to(device))
+            vectors, mlm_loss = engine(**inputs)
+            k_views = vectors.view(-1, len(rows["sent0"]), vectors.shape[-1])  # [k, N, d]
+            loss = loss_fn(*k_views)
+            if mlm_loss is not None:
+                loss = loss + spec.mlm_weight * mlm_loss
+            mean_loss = _all_mean(loss.item())
+            if not math.isfinite(mean_loss):
+                # Stop on every worker together, without a checkpoint: the last good one stays the latest.
+                message = (f"non-finite loss ({mean_loss}) at step {step + 1} (epoch {epoch}); stopped. "
+                           f"Lower train.lr, raise train.temperature, or use fp32/bf16 instead of fp16.")
+                if rank == 0:
+                    print(f"[train] {message}", flush=True)
+                return {"stopped": message, "step": step, "start_step": start_step}
+            stepped = engine.backward_and_step(loss)
+            window_loss += mean_loss / accum
+            window_time += time.perf_counter() - started
+            if not stepped:
+                continue
+            step += 1
+            window_steps += 1
+
+            if step % spec.log_every == 0 or step == spec.total_steps:
+                record = {"step": step, "epoch": round(step / spec.steps_per_epoch, 4),
+                          "loss": window_loss / window_steps, "lr": engine.lr(),
+                          "samples_per_s": window_steps * accum * spec.batch_size * world / window_time}
+                history.append(record)
+                if rank == 0:
+                    print(f"[train] step {step}/{spec.total_steps} loss {record['loss']:.4f} "
+                          f"lr {record['lr']:.2e} {record['samples_per_s']:.1f} samples/s", flush=True)
+                window_loss, window_steps, window_time = 0.0, 0, 0.0
+
+            if step % spec.eval_steps == 0 or step == spec.total_steps:
+                save_and_report(evaluate())
+
+            if step == spec.fault_at_step and rank == 0 and not Path(spec.fault_marker).exists():
+                Path(spec.fault_marker).write_text(str(step))
+                raise RuntimeError(f"injected fault at step {step} (train.fault_at_step)")
+        if step < min((epoch + 1) * spec.steps_per_epoch, spec.total_steps):
+            raise RuntimeError(f"the data shard of worker {rank} ended after step {step}, before the planned "
+                               f"{spec.steps_per_epoch} steps of epoch {epoch}")
+    return {"stopped": None, "step": step, "start_step": start_step}
+

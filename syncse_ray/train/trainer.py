@@ -1,0 +1,237 @@
+"""The driver: resolve the config, read the data into a Ray Dataset, run Ray Train, export, mark the stage done.
+
+    result = run_train(cfg)
+
+Output layout (cfg.stage_dir("train"), default <run_dir>/train):
+
+    best/            sentence-transformers folder: the checkpoint with the best dev score (mean of STS-B dev
+                     and SICK-R dev, 100 × Spearman of cosine)
+    final/           sentence-transformers folder: the last step
+    metrics.jsonl    one JSON object a line: {"step", "epoch", "loss", "lr", "samples_per_s"} every log_every
+                     steps and {"step", "stsb_dev", "sickr_dev", "dev_score"} at every evaluation
+    ray_train/       Ray Train storage: checkpoint_step_NNNNNNN/ folders (DeepSpeed/DDP state, encoder.pt,
+                     train_state.json) — a relaunch of the same config resumes from the latest one
+    run_config.json  the fingerprint of the settings this folder is being trained with
+    stage.json       completion marker (syncse_ray.stage_marker), written last
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from syncse_ray import stage_marker
+from syncse_ray.config import Config, TrainConfig
+from syncse_ray.train.data import TrainDataError, data_files, training_columns
+from syncse_ray.train.loop import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoopSpec, train_loop_per_worker
+
+RAY_RUN_NAME = "ray_train"
+FAULT_MARKER = "fault_injected"
+
+
+class TrainError(RuntimeError):
+    """Training could not run or did not finish; the message says why and what is kept."""
+
+
+@dataclass
+class TrainResult:
+    best_dir: Path
+    final_dir: Path
+    best_score: float
+    best_step: int
+    steps: int
+    metrics_path: Path
+    output_dir: Path
+    final_scores: dict[str, float]
+    resumed_from_step: int  # the step the last attempt started from (0: from scratch)
+
+
+def run_train(cfg: Config) -> TrainResult:
+    """Train with cfg.train (see docs/train.md); returns where the models are and how they scored. A config
+    that already finished in this folder returns its recorded result; an interrupted one resumes."""
+    tcfg = cfg.train
+    out = cfg.stage_dir("train").resolve()
+    seed = cfg.seed if tcfg.seed is None else tcfg.seed
+    data_path = Path(tcfg.data) if tcfg.data is not None else cfg.run_dir / "synth" / "data"
+    settings = tcfg.model_copy(update={"data": data_path.resolve(), "seed": seed, "fault_at_step": None})
+    if stage_marker.is_done(out, settings):
+        return _from_marker(stage_marker.read_marker(out))
+    _claim_output_dir(out, settings)
+
+    model_path = _check_model(tcfg.model, cfg.cache_dir)
+    from syncse_ray.ray_env import init_ray
+
+    init_ray(cfg.ray)
+    dataset, rows = _training_dataset(data_path, tcfg.objective, seed)
+    plan = _plan_steps(rows, tcfg)
+    dev = _dev_sets(cfg.data_dir, tcfg.dev_max_pairs)
+    spec = LoopSpec(
+        model_path=str(model_path), objective=tcfg.objective, pooler=tcfg.pooler, temperature=tcfg.temperature,
+        hard_negative_weight=tcfg.hard_negative_weight, mlm_weight=tcfg.mlm_weight,
+        max_seq_length=tcfg.max_seq_length, batch_size=tcfg.batch_size,
+        gradient_accumulation_steps=tcfg.gradient_accumulation_steps, lr=tcfg.lr,
+        weight_decay=tcfg.weight_decay, warmup_steps=round(tcfg.warmup_ratio * plan["total_steps"]),
+        total_steps=plan["total_steps"], steps_per_epoch=plan["steps_per_epoch"], precision=tcfg.precision,
+        backend=tcfg.backend, zero_stage=tcfg.deepspeed.zero_stage, max_grad_norm=tcfg.max_grad_norm,
+        use_gpu=tcfg.use_gpu, eval_steps=tcfg.eval_steps, log_every=tcfg.log_every, seed=seed, dev=dev,
+        fault_at_step=tcfg.fault_at_step, fault_marker=str(out / FAULT_MARKER))
+    result = _fit(spec, dataset, tcfg, out)
+
+    stopped = (result.return_value or {}).get("stopped")
+    if stopped:
+        kept = (f"the last good checkpoint is kept: {result.checkpoint.path}" if result.checkpoint
+                else "no checkpoint had been written yet")
+        raise TrainError(f"training stopped: {stopped} {kept}")
+    best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1]["dev_score"])
+    final_metrics = result.metrics
+    history = _read_history(result.checkpoint)
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+    best_dir = _export(best_ckpt, spec, tcfg, out / "best", best_metrics)
+    final_dir = _export(result.checkpoint, spec, tcfg, out / "final", final_metrics)
+    summary = TrainResult(best_dir=best_dir, final_dir=final_dir, best_score=best_metrics["dev_score"],
+                          best_step=best_metrics["step"], steps=final_metrics["step"], metrics_path=metrics_path,
+                          output_dir=out, final_scores={k: v for k, v in final_metrics.items() if k != "step"},
+                          resumed_from_step=result.return_value["start_step"])
+    stage_marker.mark_done(out, "train", settings, result=json.loads(json.dumps(asdict(summary), default=str)))
+    return summary
+
+
+def _from_marker(marker: dict) -> TrainResult:
+    recorded = marker["result"]
+    return TrainResult(**{k: (Path(v) if k.endswith(("_dir", "_path")) else v) for k, v in recorded.items()})
+
+
+def _claim_output_dir(out: Path, settings: TrainConfig) -> None:
+    """Refuse a folder that another config finished, or is half-way through training."""
+    fingerprint = stage_marker.fingerprint(settings)
+    marker = stage_marker.read_marker(out)
+    claim = out / "run_config.json"
+    previous = (marker or {}).get("fingerprint") or (
+        json.loads(claim.read_text()).get("fingerprint") if claim.is_file() else None)
+    if previous and previous != fingerprint:
+        raise TrainError(f"{out} holds a training run of a different config (fingerprint {previous}, this one "
+                         f"{fingerprint}); set train.output_dir to another folder or remove it")
+    out.mkdir(parents=True, exist_ok=True)
+    claim.write_text(json.dumps({"fingerprint": fingerprint, "settings": settings.model_dump(mode="json")},
+                                indent=2))
+
+
+def _check_model(reference: str, cache_dir: Path) -> Path:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from syncse_ray.models import ModelError, resolve_model
+
+    try:
+        path = resolve_model(reference, cache_dir)
+        AutoConfig.from_pretrained(str(path))
+        AutoTokenizer.from_pretrained(str(path))
+    except (ModelError, OSError, ValueError) as exc:
+        raise TrainError(f"cannot load the base model train.model={reference!r}: {exc}") from None
+    return path
+
+
+def _training_dataset(path: Path, objective: str, seed: int):
+    """A shuffled, materialized Ray Dataset with columns sent0[, sent1[, hard_neg]], and its row count."""
+    import ray.data
+
+    fmt, files = data_files(path)
+    reader = {"parquet": ray.data.read_parquet, "csv": ray.data.read_csv, "json": ray.data.read_json,
+              "text": ray.data.read_text}[fmt]
+    try:
+        ds = reader([str(f) for f in files])
+        schema = ds.schema()
+    except Exception as exc:  # unreadable/empty files: Ray wraps the reader's error
+        raise TrainDataError(f"cannot read training data {path}: {type(exc).__name__}: {exc}") from None
+    if schema is None:
+        raise TrainDataError(f"training data {path} holds no rows")
+    mapping = training_columns(list(schema.names), objective, str(path))
+    ds = ds.select_columns(list(mapping)).rename_columns(mapping)
+    ds = ds.filter(lambda row: all(isinstance(v, str) and v.strip() for v in row.values()))
+    ds = ds.random_shuffle(seed=seed).materialize()
+    rows = ds.count()
+    if rows == 0:
+        raise TrainDataError(f"training data {path} holds no rows with non-empty {', '.join(mapping.values())}")
+    return ds, rows
+
+
+def _plan_steps(rows: int, tcfg: TrainConfig) -> dict[str, int]:
+    """Optimizer steps per epoch: each worker gets ⌊rows / W⌋ rows (Ray's equal split), makes ⌊· / B⌋ full
+    micro-batches, and every `gradient_accumulation_steps` of them make a step."""
+    per_step = tcfg.num_workers * tcfg.batch_size * tcfg.gradient_accumulation_steps
+    steps_per_epoch = (rows // tcfg.num_workers // tcfg.batch_size) // tcfg.gradient_accumulation_steps
+    if steps_per_epoch == 0:
+        raise TrainDataError(f"{rows} training rows are too few for one optimizer step, which takes "
+                             f"num_workers × batch_size × gradient_accumulation_steps = {per_step}")
+    total = tcfg.max_steps or math.ceil(tcfg.epochs * steps_per_epoch)
+    return {"steps_per_epoch": steps_per_epoch, "total_steps": total}
+
+
+def _dev_sets(data_dir: Path, max_pairs: int | None) -> dict:
+    from syncse_ray.eval.sts import load_sts_dev
+
+    try:
+        dev = load_sts_dev(data_dir, max_pairs)
+    except FileNotFoundError as exc:
+        raise TrainError(f"dev sets for model selection are missing (data_dir={data_dir}): {exc}") from None
+    return {name: (s1, s2, [float(g) for g in gold]) for name, (s1, s2, gold) in dev.items()}
+
+
+def _fit(spec: LoopSpec, dataset, tcfg: TrainConfig, out: Path):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2.api.exceptions import TrainingFailedError
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=asdict(spec),
+        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
+                                     resources_per_worker={"CPU": tcfg.cpus_per_worker,
+                                                           **({"GPU": 1} if tcfg.use_gpu else {})}),
+        run_config=RunConfig(
+            name=RAY_RUN_NAME, storage_path=str(out),
+            checkpoint_config=CheckpointConfig(num_to_keep=tcfg.num_checkpoints_to_keep,
+                                               checkpoint_score_attribute="dev_score",
+                                               checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=tcfg.max_failures)),
+        torch_config=TorchConfig(backend="nccl" if tcfg.use_gpu else "gloo"),
+        datasets={"train": dataset},
+    )
+    try:
+        return trainer.fit()
+    except TrainingFailedError as exc:
+        raise TrainError(f"training failed (after {tcfg.max_failures} allowed restarts); relaunching the same "
+                         f"config resumes from the latest checkpoint in {out / RAY_RUN_NAME}: {exc}") from exc
+
+
+def _read_history(checkpoint) -> list[dict]:
+    with checkpoint.as_directory() as directory:
+        return json.loads((Path(directory) / CHECKPOINT_STATE).read_text())["history"]
+
+
+def _export(checkpoint, spec: LoopSpec, tcfg: TrainConfig, out_dir: Path, metrics: dict) -> Path:
+    import torch
+    from transformers import AutoTokenizer
+
+    from syncse_ray.train.export import export_sentence_transformer
+
+    model = load_checkpoint_model(checkpoint, spec.model_path, spec.pooler, spec.mlm_weight > 0)
+    tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
+    meta = {"base_model": tcfg.model, "checkpoint": str(checkpoint.path), **metrics}
+    with torch.no_grad():
+        return export_sentence_transformer(model, tokenizer, out_dir, spec.max_seq_length, meta)
+
+
+def load_checkpoint_model(checkpoint, model_path: str, pooler: str, mlm: bool):
+    """The SimCSEModel (eval mode, float32) with the weights of a training checkpoint."""
+    import torch
+
+    from syncse_ray.train.model import SimCSEModel
+
+    model = SimCSEModel.from_pretrained(model_path, pooler, mlm=mlm)
+    with checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / CHECKPOINT_WEIGHTS, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model.eval()

@@ -1,0 +1,113 @@
+"""Real training runs on CPU: Ray Train + DeepSpeed ZeRO-2 with 2 workers on SNLI gold triplets, a worker fault
+that Ray recovers from, relaunching a finished run, and a non-finite loss."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from syncse_ray.config import load_config
+
+pytestmark = pytest.mark.slow
+
+
+def snli_triplets(data_dir: Path, n: int) -> pd.DataFrame:
+    """Gold triplets from SNLI dev: (premise, an entailed hypothesis, a contradicting hypothesis)."""
+    snli = data_dir / "seeds" / "snli"
+    read = lambda name: (snli / name).read_text(encoding="utf-8").splitlines()  # noqa: E731
+    entailed, contradicted = {}, {}
+    for premise, hypothesis, label in zip(read("s1.dev"), read("s2.dev"), read("labels.dev")):
+        target = {"entailment": entailed, "contradiction": contradicted}.get(label)
+        if target is not None:
+            target.setdefault(premise, hypothesis)
+    rows = [(p, entailed[p], contradicted[p]) for p in entailed if p in contradicted][:n]
+    assert len(rows) == n
+    return pd.DataFrame(rows, columns=["sent0", "sent1", "hard_neg"]).assign(provenance="snli-dev")
+
+
+def tiny_config(tmp: Path, data: Path, data_dir: Path, *overrides: str):
+    return load_config(None, [
+        f"run_dir={tmp}", f"data_dir={data_dir}", f"train.data={data}", "train.batch_size=16",
+        "train.max_seq_length=24", "train.dev_max_pairs=100", "train.log_every=1", *overrides])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir, ray_local):
+    """2 workers × batch 16, DeepSpeed ZeRO-2, 12 steps (one epoch of 400 triplets), dev + checkpoint every
+    5 steps; rank 0 raises after step 7 once and Ray restarts the workers from the step-5 checkpoint."""
+    from syncse_ray.train import run_train
+
+    tmp = tmp_path_factory.mktemp("train")
+    snli_triplets(data_dir, 400).to_parquet(tmp / "triplets.parquet")
+    cfg = tiny_config(tmp, tmp / "triplets.parquet", data_dir, "train.num_workers=2", "train.backend=deepspeed",
+                      "train.deepspeed.zero_stage=2", "train.eval_steps=5", "train.fault_at_step=7",
+                      "train.max_failures=1", "train.num_checkpoints_to_keep=1")
+    return cfg, run_train(cfg)
+
+
+def test_two_worker_deepspeed_run_trains_recovers_and_exports(trained):
+    cfg, result = trained
+    assert result.steps == 12
+    assert (cfg.stage_dir("train") / "fault_injected").read_text() == "7"  # the fault did happen
+    assert result.resumed_from_step == 5  # ... and Ray restarted from the step-5 checkpoint
+
+    log = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, 13))  # no step lost or repeated
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1, losses
+    dev = [r for r in log if "dev_score" in r]
+    assert [r["step"] for r in dev] == [5, 10, 12]
+    assert all(0 < r["stsb_dev"] <= 100 and 0 < r["sickr_dev"] <= 100 for r in dev)
+    assert result.best_score == max(r["dev_score"] for r in dev)
+    assert (cfg.stage_dir("train") / "stage.json").is_file()
+
+
+@pytest.mark.parametrize("which", ["best", "final"])
+def test_export_loads_with_sentence_transformers_and_matches_training_model(trained, which):
+    from sentence_transformers import SentenceTransformer
+    from ray.train import Checkpoint
+    from transformers import AutoTokenizer
+
+    from syncse_ray.train.trainer import load_checkpoint_model
+
+    cfg, result = trained
+    folder = result.best_dir if which == "best" else result.final_dir
+    meta = json.loads((folder / "syncse_train.json").read_text())
+    model_path = str(__import__("syncse_ray.models").models.resolve_model(cfg.train.model))
+    reference = load_checkpoint_model(Checkpoint.from_directory(meta["checkpoint"]), model_path, "cls", False)
+    sentences = ["a man is playing a guitar .", "two dogs run through the snow .", "the market fell sharply"]
+    expected = reference.encode(sentences, AutoTokenizer.from_pretrained(model_path), 24)
+    got = SentenceTransformer(str(folder), device="cpu").encode(sentences)
+    cos = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cos.min() >= 0.9999
+    assert [type(m).__name__ for m in SentenceTransformer(str(folder), device="cpu")] == [
+        "Transformer", "Pooling", "Dense"]
+
+
+def test_relaunching_a_finished_run_resumes_at_its_last_step(trained):
+    """Without the completion marker, a relaunch goes through Ray Train again: it restores the latest
+    checkpoint (step 12 of 12), trains nothing, and reports the same steps and log."""
+    from syncse_ray.train import run_train
+
+    cfg, first = trained
+    log_before = first.metrics_path.read_text()
+    (cfg.stage_dir("train") / "stage.json").unlink()
+    again = run_train(cfg)
+    assert again.resumed_from_step == 12 and again.steps == 12
+    assert again.metrics_path.read_text() == log_before
+    assert again.best_score == pytest.approx(first.best_score)
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, data_dir, ray_local):
+    """τ = 1e-40 makes cos/τ overflow to inf, so the very first loss is NaN: DDP backend, 1 worker."""
+    from syncse_ray.train import TrainError, run_train
+
+    snli_triplets(data_dir, 64).to_parquet(tmp_path / "t.parquet")
+    cfg = tiny_config(tmp_path, tmp_path / "t.parquet", data_dir, "train.backend=ddp", "train.temperature=1e-40",
+                      "train.max_steps=3")
+    with pytest.raises(TrainError, match=r"non-finite loss \(nan\) at step 1.*no checkpoint had been written"):
+        run_train(cfg)
