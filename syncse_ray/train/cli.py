@@ -1,0 +1,22 @@
+"""`syncse train CONFIG [--set k=v ...]`: train an encoder with the config's train section (docs/train.md)."""
+
+from __future__ import annotations
+
+from syncse_ray.cli import ConfigPath, SetOption, console, fail, load_or_exit
+
+
+def train_command(config: ConfigPath, set_: SetOption = None) -> None:
+    """Train a sentence encoder with (supervised or unsupervised) SimCSE on Ray Train; resumes an interrupted
+    run of the same config from its latest checkpoint."""
+    cfg = load_or_exit(config, set_)
+
+    from syncse_ray.train import TrainError, run_train
+    from syncse_ray.train.data import TrainDataError
+
+    try:
+        result = run_train(cfg)
+    except (TrainError, TrainDataError) as exc:
+        raise fail(str(exc)) from None
+    console.print(f"[green]trained[/] {result.steps} steps; best dev score {result.best_score:.2f} "
+                  f"(step {result.best_step}, mean of STS-B dev and SICK-R dev)")
+    console.print(f"best:    {result.best_dir}\nfinal:   {result.final_dir}\nmetrics: {result.metrics_path}")
