@@ -86,6 +86,8 @@ def models_prepare(
 # (stage registrations below)
 from syncse_ray.train.cli import train_command  # noqa: E402
 app.command("train")(train_command)
+from syncse_ray.synth.cli import synth_command  # noqa: E402
+app.command("synth")(synth_command)
 from syncse_ray.eval.cli import eval_command  # noqa: E402
 app.command("eval")(eval_command)
 from syncse_ray.serve.cli import index_app, serve_command  # noqa: E402

@@ -35,21 +35,22 @@ class EngineConfig(Section):
     enable_prefix_caching: bool = True
     # Seeded requests split by chunked prefill kill the CPU engine ("CPU Generator does not use offset").
     enable_chunked_prefill: bool = False
-    batch_size: int = Field(64, gt=0, description="rows a Ray Data batch hands one engine call")
 
 
 class ScratchConfig(Section):
     num_requests: int = Field(8, ge=1, description="sentence-writing requests; each asks for sentences_per_request")
+    requests_per_chunk: int = Field(16, ge=1, description="sentence-writing requests per resumable chunk")
     sentences_per_request: int = Field(20, ge=1)
     topics_per_request: int = Field(6, ge=1)
     genres: list[str] | None = Field(None, description="genre names to use; None: all in the genre file")
 
 
 class FilterConfig(Section):
-    min_words: int = Field(2, ge=1)
-    max_words: int = Field(64, ge=1)
+    min_words: int = Field(2, ge=1, description="positives/hard negatives shorter than this are dropped")
+    max_words: int = Field(64, ge=1, description="positives/hard negatives longer than this are dropped")
     max_sentence_words: int = Field(32, ge=1, description="scratch: generated sentences over this are dropped")
     near_duplicate_threshold: float = Field(0.9, gt=0.0, le=1.0, description="Jaccard of word 3-grams")
+    stats_sample_rows: int = Field(50_000, ge=1, description="kept rows read back for distinct-2/duplicate rate")
 
 
 class SynthConfig(Section):
@@ -57,11 +58,13 @@ class SynthConfig(Section):
     input: Path | None = Field(None, description="partial: text/JSONL/Parquet/CSV of sentences")
     text_column: str = "text"
     limit: int | None = Field(None, ge=1, description="use at most this many input sentences")
+    chunk_size: int = Field(256, ge=1, description="input rows per resumable chunk (one engine call, one part file)")
     output_dir: Path | None = Field(None, description="default: <run_dir>/synth")
     model: str = "bundled:smollm2-135m-instruct"
     num_exemplars: int = Field(5, ge=0)
-    # Lay each sampled exemplar set out in a fixed order so that requests share longer prompt prefixes.
-    canonical_exemplar_order: bool = True
+    # Lay each sampled exemplar set out in a fixed (pool) order and submit a chunk's requests grouped by
+    # instruction and exemplars, so that requests share longer prompt prefixes (vLLM prefix caching).
+    prefix_aware_requests: bool = True
     prompt_dir: Path | None = Field(None, description="replace the packaged instructions/exemplars/genres")
     engine: EngineConfig = EngineConfig()
     sentence_sampling: SamplingConfig = SamplingConfig(

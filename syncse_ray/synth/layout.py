@@ -1,0 +1,148 @@
+"""Where the synth stage writes, the Parquet schemas, and atomic writes.
+
+    <output_dir>/data/part-NNNNN.parquet      kept triplets (sent0, sent1, hard_neg + provenance)
+    <output_dir>/dropped/part-NNNNN.parquet   dropped rows with their reason
+    <output_dir>/scratch/sentences|dropped/   scratch phase 1: written sentences / dropped ones
+    <output_dir>/work/<phase>/inputs/         the staged input chunks of a phase (resume reads these)
+    <output_dir>/work/<phase>/done/           one JSON summary per finished chunk: a chunk is done iff its
+                                              summary exists; it is written after the chunk's part files
+    <output_dir>/run.json                     fingerprint of the config writing this folder
+    <output_dir>/manifest.json, stats.json, stage.json (when finished)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ANNOTATE, SENTENCES = "annotate", "sentences"
+_STR, _INT, _STRS = pa.string(), pa.int64(), pa.list_(pa.string())
+
+STAGED_INPUT_SCHEMA = pa.schema([
+    ("row", _INT), ("id", _STR), ("text", _STR), ("drop_reason", _STR), ("genre", _STR), ("topics", _STRS),
+    ("sentence_instruction", _STR), ("sentence_seed", _INT),
+])
+TRIPLET_SCHEMA = pa.schema([
+    ("id", _STR), ("sent0", _STR), ("sent1", _STR), ("hard_neg", _STR), ("mode", _STR),
+    ("genre", _STR), ("topics", _STRS), ("sentence_instruction", _STR), ("sentence_seed", _INT),
+    ("positive_instruction", _STR), ("positive_exemplars", _STRS), ("positive_seed", _INT),
+    ("hard_negative_instruction", _STR), ("hard_negative_exemplars", _STRS), ("hard_negative_seed", _INT),
+    ("model", _STR), ("positive_sampling", _STR), ("hard_negative_sampling", _STR),
+])
+TRIPLET_DROPPED_SCHEMA = pa.schema([
+    ("id", _STR), ("reason", _STR), ("sent0", _STR), ("sent1", _STR), ("hard_neg", _STR),
+    ("raw_positive", _STR), ("raw_hard_negative", _STR), ("mode", _STR), ("model", _STR),
+])
+SENTENCE_SCHEMA = pa.schema([
+    ("id", _STR), ("text", _STR), ("genre", _STR), ("topics", _STRS), ("instruction", _STR), ("seed", _INT),
+    ("request", _INT), ("model", _STR),
+])
+SENTENCE_DROPPED_SCHEMA = pa.schema([
+    ("id", _STR), ("reason", _STR), ("text", _STR), ("genre", _STR), ("request", _INT), ("model", _STR),
+])
+
+
+@dataclass(frozen=True)
+class PhaseLayout:
+    """The folders of one phase (scratch sentence writing, or annotation)."""
+
+    phase: str
+    kept_dir: Path
+    dropped_dir: Path
+    work_dir: Path
+
+    @property
+    def inputs_dir(self) -> Path:
+        return self.work_dir / "inputs"
+
+    @property
+    def done_dir(self) -> Path:
+        return self.work_dir / "done"
+
+    @property
+    def staged_marker(self) -> Path:
+        return self.inputs_dir / "_staged.json"
+
+    def input_chunk(self, chunk: int) -> Path:
+        return self.inputs_dir / f"chunk-{chunk:05d}.parquet"
+
+    def kept_part(self, chunk: int) -> Path:
+        return self.kept_dir / f"part-{chunk:05d}.parquet"
+
+    def dropped_part(self, chunk: int) -> Path:
+        return self.dropped_dir / f"part-{chunk:05d}.parquet"
+
+    def done_file(self, chunk: int) -> Path:
+        return self.done_dir / f"chunk-{chunk:05d}.json"
+
+    def schemas(self) -> tuple[pa.Schema, pa.Schema]:
+        if self.phase == ANNOTATE:
+            return TRIPLET_SCHEMA, TRIPLET_DROPPED_SCHEMA
+        return SENTENCE_SCHEMA, SENTENCE_DROPPED_SCHEMA
+
+    def finished_chunks(self) -> set[int]:
+        if not self.done_dir.is_dir():
+            return set()
+        return {int(p.stem.split("-")[1]) for p in self.done_dir.glob("chunk-*.json")}
+
+    def summaries(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted(self.done_dir.glob("chunk-*.json"))]
+
+    def remove_temp_files(self) -> None:
+        """Leftovers of writes a killed run did not finish (never read: their names start with '.')."""
+        for folder in (self.kept_dir, self.dropped_dir, self.inputs_dir, self.done_dir):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def annotate(self) -> PhaseLayout:
+        return PhaseLayout(ANNOTATE, self.root / "data", self.root / "dropped", self.root / "work" / ANNOTATE)
+
+    @property
+    def sentences(self) -> PhaseLayout:
+        return PhaseLayout(SENTENCES, self.root / "scratch" / "sentences", self.root / "scratch" / "dropped",
+                           self.root / "work" / SENTENCES)
+
+    @property
+    def run_file(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats.json"
+
+
+def _temp_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_table_atomic(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    """All of `rows` as one Parquet file at `path`, or nothing: written aside, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    tmp = _temp_for(path)
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_for(path)
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)

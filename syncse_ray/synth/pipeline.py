@@ -1,0 +1,269 @@
+"""`run_synth`: the synth stage end to end. Ray plumbing only; the per-chunk work lives in `stages`.
+
+partial: stage the input into chunks -> Ray Data: build requests -> vLLM actors -> parse/filter/write.
+scratch: the same pipeline writes sentences first (phase 1), whose output is staged and annotated (phase 2).
+A restart with the same config skips finished chunks; a folder written by another config is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from syncse_ray import stage_marker
+from syncse_ray.config import Config
+from syncse_ray.synth import filters
+from syncse_ray.synth.inputs import SynthInputError, iter_input_sentences
+from syncse_ray.synth.layout import (
+    STAGED_INPUT_SCHEMA,
+    Layout,
+    PhaseLayout,
+    write_json_atomic,
+    write_table_atomic,
+)
+from syncse_ray.synth.prompts import check_pack, load_prompt_pack
+from syncse_ray.synth.stages import BuildRequests, FinishChunk, Generator, PhaseSpec
+
+STAGE = "synth"
+# Engine settings that change speed or placement but not what is generated: a run may resume with others.
+_RESOURCE_KEYS = ("num_engines", "num_gpus_per_engine", "num_cpus_per_engine", "gpu_memory_utilization",
+                  "kv_cache_memory_bytes", "max_num_seqs")
+
+ProgressFn = Callable[[str, int, int], None]  # (phase, chunks done, chunks total)
+
+
+class SynthError(RuntimeError):
+    """The synth stage cannot run as configured; the message says why and what to do."""
+
+
+@dataclass
+class SynthResult:
+    output_dir: Path
+    data_dir: Path
+    dropped_dir: Path
+    kept: int
+    dropped: int
+    requested: int
+    drop_reasons: dict[str, int]
+    manifest: dict[str, Any] = field(repr=False)
+    stats: dict[str, Any] = field(repr=False)
+    skipped: bool = False  # the output was already complete for this config
+
+
+def synth_settings(cfg: Config) -> dict[str, Any]:
+    """What determines the stage's output (its fingerprint): the synth section minus engine resources, the run
+    seed and the model reference."""
+    synth = cfg.synth.model_dump(mode="json")
+    synth.pop("output_dir")
+    synth["engine"] = {k: v for k, v in synth["engine"].items() if k not in _RESOURCE_KEYS}
+    return {"synth": synth, "seed": cfg.seed}
+
+
+def _claim_output_dir(layout: Layout, settings: dict[str, Any]) -> bool:
+    """True if the folder already holds this config's finished output. Raises if another config wrote it."""
+    fp = stage_marker.fingerprint(settings)
+    marker = stage_marker.read_marker(layout.root)
+    if marker is not None:
+        if marker.get("fingerprint") == fp:
+            return True
+        raise SynthError(f"{layout.root} holds a finished synth output of a different config "
+                         f"(fingerprint {marker.get('fingerprint')}, this config {fp}); "
+                         f"set synth.output_dir to another folder or remove it")
+    if layout.run_file.is_file():
+        owner = json.loads(layout.run_file.read_text()).get("fingerprint")
+        if owner != fp:
+            raise SynthError(f"{layout.root} holds an unfinished synth run of a different config "
+                             f"(fingerprint {owner}, this config {fp}); resume it with its own config, "
+                             f"or set synth.output_dir to another folder")
+    elif layout.root.is_dir() and any(layout.root.iterdir()):
+        raise SynthError(f"{layout.root} exists and is not a synth output folder; choose another synth.output_dir")
+    write_json_atomic(layout.run_file, {"fingerprint": fp, "settings": settings})
+    return False
+
+
+def _release_output_dir(layout: Layout) -> None:
+    """Undo a claim whose input turned out to be unusable: only what this run staged is removed (no chunk
+    had been generated yet), so a corrected config can use the folder."""
+    shutil.rmtree(layout.annotate.inputs_dir, ignore_errors=True)
+    layout.run_file.unlink(missing_ok=True)
+    for folder in (layout.annotate.inputs_dir.parent, layout.annotate.work_dir.parent, layout.root):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _stage_rows(phase: PhaseLayout, rows: Iterable[dict[str, Any]], chunk_size: int,
+                near_threshold: float) -> int:
+    """Write the phase's input as numbered chunks with dense row indices, marking empty texts, exact
+    duplicates (whole input) and near duplicates (within a chunk) as dropped. Streams: memory is one chunk
+    plus 8 bytes per distinct sentence. Returns the number of chunks; done once (marker), then reused."""
+    if phase.staged_marker.is_file():
+        return json.loads(phase.staged_marker.read_text())["chunks"]
+    dedup = filters.Deduplicator(near_threshold)
+    chunk, buffer, total = 0, [], 0
+    for row in rows:
+        text = row["text"].strip()
+        reason = filters.EMPTY_INPUT if not filters.normalize(text) else dedup.check(text)
+        buffer.append({**row, "row": total, "text": text, "drop_reason": reason})
+        total += 1
+        if len(buffer) == chunk_size:
+            write_table_atomic(phase.input_chunk(chunk), buffer, STAGED_INPUT_SCHEMA)
+            chunk, buffer = chunk + 1, []
+            dedup.new_window()
+    if buffer:
+        write_table_atomic(phase.input_chunk(chunk), buffer, STAGED_INPUT_SCHEMA)
+        chunk += 1
+    write_json_atomic(phase.staged_marker, {"chunks": chunk, "rows": total})
+    return chunk
+
+
+def _partial_rows(cfg: Config) -> Iterator[dict[str, Any]]:
+    for i, text in enumerate(iter_input_sentences(cfg.synth.input, cfg.synth.text_column, cfg.synth.limit)):
+        yield {"id": f"p{i:09d}", "text": text}
+
+
+def _scratch_rows(phase: PhaseLayout) -> Iterator[dict[str, Any]]:
+    """Phase-1 sentences in chunk order (deterministic, so row indices and seeds are too)."""
+    for part in sorted(phase.kept_dir.glob("part-*.parquet")):
+        for r in pq.read_table(part).to_pylist():
+            yield {"id": r["id"], "text": r["text"], "genre": r["genre"], "topics": r["topics"],
+                   "sentence_instruction": r["instruction"], "sentence_seed": r["seed"]}
+
+
+def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None) -> int:
+    """Run every unfinished chunk of a phase through the Ray Data pipeline, streaming their summaries.
+    Returns how many chunks were already finished (by an earlier, interrupted run)."""
+    import ray
+
+    phase = spec.layout
+    phase.remove_temp_files()
+    pending = sorted(set(range(num_chunks)) - phase.finished_chunks())
+    done = num_chunks - len(pending)
+    if progress:
+        progress(phase.phase, done, num_chunks)
+    if not pending:
+        return done
+    engine = spec.cfg.engine
+    ds = (ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
+          .map(BuildRequests, fn_constructor_args=(spec,), num_cpus=0.5, concurrency=1)
+          .map_batches(Generator, fn_constructor_args=(spec,), batch_size=1, concurrency=engine.num_engines,
+                       num_gpus=engine.num_gpus_per_engine, num_cpus=engine.num_cpus_per_engine)
+          .map(FinishChunk, fn_constructor_args=(spec,), num_cpus=0.5, concurrency=1))
+    for _ in ds.iter_rows():
+        done += 1
+        if progress:
+            progress(phase.phase, done, num_chunks)
+    return num_chunks - len(pending)
+
+
+def _totals(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    reasons: dict[str, int] = {}
+    for s in summaries:
+        for k, v in s["reasons"].items():
+            reasons[k] = reasons.get(k, 0) + v
+    keys = ("kept", "dropped", "requests", "prompt_tokens", "output_tokens", "truncated", "generate_seconds")
+    totals = {k: sum(s[k] for s in summaries) for k in keys}
+    totals["drop_reasons"] = dict(sorted(reasons.items()))
+    totals["chunks"] = len(summaries)
+    seconds = totals["generate_seconds"]
+    totals["output_tokens_per_s"] = totals["output_tokens"] / seconds if seconds else 0.0
+    return totals
+
+
+def _sample_column(folder: Path, columns: list[str], limit: int) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {c: [] for c in columns}
+    for part in sorted(folder.glob("part-*.parquet")):
+        table = pq.read_table(part, columns=columns)
+        for c in columns:
+            out[c].extend(table.column(c).to_pylist())
+        if len(out[columns[0]]) >= limit:
+            break
+    return {c: v[:limit] for c, v in out.items()}
+
+
+def _stats(layout: Layout, totals: dict[str, dict[str, Any]], sample_rows: int) -> dict[str, Any]:
+    sample = _sample_column(layout.annotate.kept_dir, ["sent0", "sent1", "hard_neg"], sample_rows)
+    diversity = {c: {"distinct_2": filters.distinct_n(v, 2), "duplicate_rate": filters.duplicate_rate(v)}
+                 for c, v in sample.items()}
+    return {"sampled_rows": len(sample["sent0"]), "diversity": diversity,
+            "drop_reasons": {phase: t["drop_reasons"] for phase, t in totals.items()},
+            "kept": {phase: t["kept"] for phase, t in totals.items()},
+            "dropped": {phase: t["dropped"] for phase, t in totals.items()}}
+
+
+def _result(layout: Layout, manifest: dict[str, Any], stats: dict[str, Any], skipped: bool) -> SynthResult:
+    final = manifest["phases"]["annotate"]
+    return SynthResult(layout.root, layout.annotate.kept_dir, layout.annotate.dropped_dir, final["kept"],
+                       final["dropped"], manifest["requested"], final["drop_reasons"], manifest, stats, skipped)
+
+
+def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
+    """Run (or resume, or skip if finished) the synth stage for `cfg`; returns counts and paths."""
+    from syncse_ray.models import resolve_model
+
+    synth = cfg.synth
+    layout = Layout(Path(cfg.stage_dir(STAGE)))
+    settings = synth_settings(cfg)
+    pack = load_prompt_pack(str(synth.prompt_dir) if synth.prompt_dir else None)
+    check_pack(pack, synth.num_exemplars, synth.scratch.topics_per_request, synth.scratch.genres)
+    if synth.mode == "partial" and synth.input is None:
+        raise SynthError("synth.mode is partial but synth.input is not set (a text/JSONL/Parquet/CSV file)")
+    if _claim_output_dir(layout, settings):
+        return _result(layout, json.loads(layout.manifest.read_text()), json.loads(layout.stats.read_text()), True)
+
+    started = time.time()
+    model_path = resolve_model(synth.model, cfg.cache_dir)
+    from syncse_ray.ray_env import init_ray
+
+    def spec(phase: PhaseLayout) -> PhaseSpec:
+        return PhaseSpec(phase, synth.model_dump(mode="json"), cfg.seed, synth.model, str(model_path))
+
+    totals: dict[str, dict[str, Any]] = {}
+    resumed: dict[str, int] = {}
+    if synth.mode == "partial":
+        try:
+            num_chunks = _stage_rows(layout.annotate, _partial_rows(cfg), synth.chunk_size,
+                                     synth.filters.near_duplicate_threshold)
+        except SynthInputError:
+            _release_output_dir(layout)
+            raise
+        requested = json.loads(layout.annotate.staged_marker.read_text())["rows"]
+        init_ray(cfg.ray)
+    else:
+        init_ray(cfg.ray)
+        sentences = layout.sentences
+        per = synth.scratch.requests_per_chunk
+        resumed["sentences"] = _run_phase(spec(sentences), -(-synth.scratch.num_requests // per), progress)
+        totals["sentences"] = _totals(sentences.summaries())
+        requested = synth.scratch.num_requests
+        num_chunks = _stage_rows(layout.annotate, _scratch_rows(sentences), synth.chunk_size,
+                                 synth.filters.near_duplicate_threshold)
+    resumed["annotate"] = _run_phase(spec(layout.annotate), num_chunks, progress)
+    totals["annotate"] = _totals(layout.annotate.summaries())
+
+    staged_rows = json.loads(layout.annotate.staged_marker.read_text())["rows"]
+    accounted = totals["annotate"]["kept"] + totals["annotate"]["dropped"]
+    if accounted != staged_rows:
+        raise SynthError(f"accounting mismatch: {staged_rows} rows staged, {accounted} kept + dropped")
+
+    stats = _stats(layout, totals, synth.filters.stats_sample_rows)
+    manifest = {
+        "stage": STAGE, "mode": synth.mode, "model": synth.model, "model_path": str(model_path),
+        "fingerprint": stage_marker.fingerprint(settings), "config": cfg.model_dump(mode="json"),
+        "requested": requested, "phases": totals,
+        "prompt_tokens": sum(t["prompt_tokens"] for t in totals.values()),
+        "output_tokens": sum(t["output_tokens"] for t in totals.values()),
+        "wall_seconds": time.time() - started,
+        "chunks_finished_before_this_run": resumed,
+        "paths": {"data": str(layout.annotate.kept_dir), "dropped": str(layout.annotate.dropped_dir)},
+    }
+    write_json_atomic(layout.stats, stats)
+    write_json_atomic(layout.manifest, manifest)
+    stage_marker.mark_done(layout.root, STAGE, settings, rows=totals["annotate"]["kept"])
+    return _result(layout, manifest, stats, False)

@@ -1,0 +1,181 @@
+"""Synth stage end to end: the real vLLM engine (bundled SmolLM2) in Ray Data actors on a local Ray cluster.
+
+Each run starts its own engine actor (~35 s on 2 cores), so checks are grouped into few runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.dataset as pads
+import pytest
+
+from syncse_ray.config import load_config
+from syncse_ray.synth import SynthError, run_synth
+from syncse_ray.synth.inputs import SynthInputError
+from syncse_ray.synth.layout import TRIPLET_DROPPED_SCHEMA, TRIPLET_SCHEMA
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _read(folder: Path) -> list[dict]:
+    return pads.dataset(folder, format="parquet").to_table().to_pylist()
+
+
+def _check_exactly_once(out: Path, expected_ids: set[str]) -> tuple[list[dict], list[dict]]:
+    kept, dropped = _read(out / "data"), _read(out / "dropped")
+    ids = [r["id"] for r in kept] + [r["id"] for r in dropped]
+    assert len(ids) == len(set(ids)), "an id was written twice"
+    assert set(ids) == expected_ids
+    return kept, dropped
+
+
+def _partial_config(tmp_path: Path, input_path: Path, **overrides) -> object:
+    sets = [f"run_dir={tmp_path / 'run'}", f"synth.input={input_path}", "synth.limit=null",
+            *(f"{k}={v}" for k, v in overrides.items())]
+    return load_config(REPO / "configs" / "synth_partial_cpu.yaml", sets)
+
+
+def test_partial_on_real_sentences(tmp_path, data_dir, cache_dir, ray_local):
+    real = (data_dir / "seeds" / "wiki1m_sample.txt").read_text(encoding="utf-8").splitlines()[:30]
+    giant = " ".join(["word"] * 2500)  # cannot fit the 2048-token context with its prompt
+    lines = real + ["", real[0], giant]
+    input_path = tmp_path / "sentences.txt"
+    input_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = _partial_config(tmp_path, input_path, cache_dir=cache_dir)
+
+    result = run_synth(cfg)
+
+    out = result.output_dir
+    kept, dropped = _check_exactly_once(out, {f"p{i:09d}" for i in range(len(lines))})
+    assert result.requested == len(lines) == result.kept + result.dropped
+    assert result.kept == len(kept) > 0
+    assert pads.dataset(out / "data").schema.names == TRIPLET_SCHEMA.names
+    assert pads.dataset(out / "dropped").schema.names == TRIPLET_DROPPED_SCHEMA.names
+    reasons = {r["id"]: r["reason"] for r in dropped}
+    assert reasons["p000000030"] == "empty_input"
+    assert reasons["p000000031"] == "duplicate"
+    assert reasons["p000000032"] == "too_long_for_context"
+    assert sum(result.drop_reasons.values()) == result.dropped
+    for row in kept:
+        assert row["sent0"] in real and row["sent1"] and row["hard_neg"]
+        assert len(row["positive_exemplars"]) == 5 and row["positive_instruction"].startswith("pos-")
+        assert row["hard_negative_instruction"].startswith("neg-") and row["model"] == cfg.synth.model
+        assert json.loads(row["positive_sampling"])["top_p"] == 0.9
+    seeds = [r["positive_seed"] for r in kept] + [r["hard_negative_seed"] for r in kept]
+    assert len(seeds) == len(set(seeds))
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    stats = json.loads((out / "stats.json").read_text())
+    annotate = manifest["phases"]["annotate"]
+    assert annotate["requests"] == 2 * 31 and annotate["output_tokens"] > 0 and annotate["prompt_tokens"] > 0
+    assert manifest["output_tokens"] == annotate["output_tokens"]
+    assert 0 < stats["diversity"]["sent1"]["distinct_2"] <= 1 and stats["sampled_rows"] == result.kept
+    assert json.loads((out / "stage.json").read_text())["stage"] == "synth"
+
+    # Same config again: finished, nothing rerun. Another config: refused, nothing touched.
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert run_synth(cfg).skipped
+    with pytest.raises(SynthError, match="different config"):
+        run_synth(_partial_config(tmp_path, input_path, cache_dir=cache_dir, seed=1))
+    with pytest.raises(SynthError, match="different config"):
+        run_synth(_partial_config(tmp_path, tmp_path / "missing.txt", cache_dir=cache_dir))
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_bad_input_fails_clearly_and_leaves_no_claim(tmp_path, cache_dir):
+    (tmp_path / "latin1.txt").write_bytes("fine\ncaf\xe9\n".encode("latin-1"))
+    (tmp_path / "s.jsonl").write_text(json.dumps({"sentence": "a"}) + "\n")
+    (tmp_path / "empty.txt").write_text("")
+    cases = [("missing.txt", "not found"), ("empty.txt", "empty"), ("latin1.txt", "not valid UTF-8"),
+             ("s.jsonl", "no column 'text'")]
+    for name, message in cases:
+        cfg = _partial_config(tmp_path, tmp_path / name, cache_dir=cache_dir)
+        with pytest.raises(SynthInputError, match=message):
+            run_synth(cfg)
+        assert not (tmp_path / "run" / "synth").exists()  # the folder stays free for the corrected config
+    cfg = load_config(REPO / "configs" / "synth_partial_cpu.yaml", [f"run_dir={tmp_path}", "synth.input=null"])
+    with pytest.raises(SynthError, match="synth.input is not set"):
+        run_synth(cfg)
+
+
+def test_scratch_writes_sentences_then_triplets(tmp_path, cache_dir, ray_local):
+    cfg = load_config(REPO / "configs" / "synth_scratch_cpu.yaml", [
+        f"run_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}", "synth.scratch.num_requests=2",
+        "synth.scratch.requests_per_chunk=1", "synth.scratch.sentences_per_request=8",
+        "synth.sentence_sampling.max_tokens=320"])
+
+    result = run_synth(cfg)
+
+    out = result.output_dir
+    sentences = _read(out / "scratch" / "sentences")
+    sentence_drops = _read(out / "scratch" / "dropped")
+    assert sentences, "no sentences were written"
+    assert all(len(s["text"].split()) <= 32 and s["genre"] and len(s["topics"]) == 6 for s in sentences)
+    assert all(r["reason"] in {"sentence_too_long", "no_sentences"} for r in sentence_drops)
+    assert {s["request"] for s in sentences} | {d["request"] for d in sentence_drops} == {0, 1}
+    kept, _ = _check_exactly_once(out, {s["id"] for s in sentences})
+    assert result.kept + result.dropped == len(sentences) == result.requested
+    by_id = {s["id"]: s for s in sentences}
+    for row in kept:
+        assert row["mode"] == "scratch" and row["sent0"] == by_id[row["id"]]["text"]
+        assert row["genre"] == by_id[row["id"]]["genre"] and len(row["topics"]) == 6
+        assert row["sentence_instruction"].startswith("scratch-")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["phases"]["sentences"]["requests"] == 2
+    assert manifest["phases"]["sentences"]["kept"] == len(sentences)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver and every process it started (its local Ray cluster and engine), by pid."""
+    try:
+        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=60)
+
+
+def test_resume_after_driver_kill_is_exactly_once(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    data_dir = Path(os.environ.get("SYNCSE_DATA_DIR") or REPO.parent / "shared" / "data")
+    syncse = Path(sys.executable).with_name("syncse")
+    cmd = [str(syncse), "synth", str(REPO / "configs" / "synth_partial_cpu.yaml"),
+           "--set", f"run_dir={run_dir}", "--set", f"cache_dir={cache_dir}", "--set", "synth.limit=24",
+           "--set", "synth.chunk_size=3", "--set", f"synth.input={data_dir / 'seeds' / 'wiki1m_sample.txt'}"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done_dir = run_dir / "synth" / "work" / "annotate" / "done"
+
+    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and len(list(done_dir.glob("chunk-*.json"))) < 2:
+            assert first.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        _kill_tree(first)
+    finished_before = len(list(done_dir.glob("chunk-*.json")))
+    assert 2 <= finished_before < 8, "the kill did not land part-way"
+    assert not (run_dir / "synth" / "stage.json").exists()
+
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=500, check=False)
+    assert second.returncode == 0, second.stderr[-3000:]
+    out = run_dir / "synth"
+    kept, _ = _check_exactly_once(out, {f"p{i:09d}" for i in range(24)})
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["chunks_finished_before_this_run"]["annotate"] == finished_before
+    assert manifest["phases"]["annotate"]["chunks"] == 8
+    assert manifest["phases"]["annotate"]["kept"] == len(kept)
+    assert "triplets kept" in second.stdout

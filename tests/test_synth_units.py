@@ -1,0 +1,209 @@
+"""Synth stage, pure parts: prompt data, request building and seeding, parsing, filters, stats, input reading.
+No Ray, no engine."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from syncse_ray.synth import filters
+from syncse_ray.synth.inputs import SynthInputError, iter_input_sentences
+from syncse_ray.synth.parsing import clean_generation, split_sentence_list
+from syncse_ray.synth.prompts import (
+    HARD_NEGATIVE,
+    POSITIVE,
+    SENTENCES,
+    PromptError,
+    annotation_request,
+    check_pack,
+    load_prompt_pack,
+    order_for_prefix_cache,
+    request_seed,
+    sentence_request,
+)
+
+PACK = load_prompt_pack(None)
+
+
+def test_packaged_prompt_data_meets_the_paper_setup():
+    assert len(PACK.instructions[POSITIVE]) == 4 and len(PACK.instructions[HARD_NEGATIVE]) == 4
+    assert len(PACK.instructions["scratch"]) == 4
+    assert min(len(PACK.exemplars[POSITIVE]), len(PACK.exemplars[HARD_NEGATIVE])) >= 18
+    assert len(PACK.genres) >= 21 and all(len(g.examples) == 10 and g.description for g in PACK.genres)
+    assert len(PACK.topics) == 37 and "COVID-19" in PACK.topics and "mental health" in PACK.topics
+    for instr in PACK.instructions["scratch"]:  # every template fills without a KeyError
+        instr.text.format(genre="g", description="d", examples="e", n=20, topics="t")
+
+
+def test_annotation_request_layout_and_reproducibility():
+    req = annotation_request(PACK, row=7, text="A cat sat on the mat.", kind=POSITIVE, run_seed=3,
+                             num_exemplars=5, prefix_aware=False)
+    roles = [m["role"] for m in req.messages]
+    assert roles == ["system"] + ["user", "assistant"] * 5 + ["user"]
+    assert req.messages[-1]["content"] == "A cat sat on the mat."
+    assert req.messages[0]["content"] in {i.text for i in PACK.instructions[POSITIVE]}
+    again = annotation_request(PACK, row=7, text="A cat sat on the mat.", kind=POSITIVE, run_seed=3,
+                               num_exemplars=5, prefix_aware=False)
+    assert again == req
+    other_seed = annotation_request(PACK, row=7, text="A cat sat on the mat.", kind=POSITIVE, run_seed=4,
+                                    num_exemplars=5, prefix_aware=False)
+    assert other_seed.seed != req.seed
+
+
+def test_prefix_aware_layout_keeps_the_sampled_exemplar_set_in_pool_order():
+    order = [e.id for e in PACK.exemplars[HARD_NEGATIVE]]
+    for row in range(50):
+        naive = annotation_request(PACK, row=row, text="x y z", kind=HARD_NEGATIVE, run_seed=0, num_exemplars=5,
+                                   prefix_aware=False)
+        aware = annotation_request(PACK, row=row, text="x y z", kind=HARD_NEGATIVE, run_seed=0, num_exemplars=5,
+                                   prefix_aware=True)
+        assert set(aware.exemplar_ids) == set(naive.exemplar_ids)
+        assert aware.instruction_id == naive.instruction_id and aware.seed == naive.seed
+        assert aware.exemplar_ids == sorted(aware.exemplar_ids, key=order.index)
+    reqs = [annotation_request(PACK, row=r, text="t", kind=k, run_seed=0, num_exemplars=5, prefix_aware=True)
+            for r in range(40) for k in (POSITIVE, HARD_NEGATIVE)]
+    keys = [r.prefix_key() for r in order_for_prefix_cache(reqs)]
+    assert keys == sorted(keys)
+
+
+def test_seeds_are_distinct_per_row_and_kind():
+    seeds = {request_seed(5, row, kind) for row in range(20_000) for kind in (POSITIVE, HARD_NEGATIVE, SENTENCES)}
+    assert len(seeds) == 60_000
+    assert all(0 <= s < 2**63 for s in seeds)
+    with pytest.raises(ValueError):
+        request_seed(0, -1, POSITIVE)
+
+
+def test_sentence_request():
+    req = sentence_request(PACK, index=3, run_seed=0, sentences=20, topics=6, genres=["news", "headlines"])
+    assert req.genre in {"news", "headlines"} and len(set(req.topics)) == 6
+    content = req.messages[0]["content"]
+    assert "20" in content and all(t in content for t in req.topics) and req.genre in content
+    genre = next(g for g in PACK.genres if g.name == req.genre)
+    assert genre.examples[0] in content  # the one-shot example sentences
+    assert req == sentence_request(PACK, index=3, run_seed=0, sentences=20, topics=6, genres=["news", "headlines"])
+    with pytest.raises(PromptError, match="unknown genres"):
+        check_pack(PACK, 5, 6, ["no-such-genre"])
+    with pytest.raises(PromptError, match="exemplar pool"):
+        check_pack(PACK, 50, 6)
+
+
+def test_prompt_dir_replaces_files(tmp_path):
+    (tmp_path / "topics.txt").write_text("only\ntwo\n")
+    pack = load_prompt_pack(str(tmp_path))
+    assert pack.topics == ("only", "two") and pack.exemplars == PACK.exemplars
+    with pytest.raises(PromptError, match="topics"):
+        check_pack(pack, 5, 6)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "exemplars.json").write_text("{not json")
+    with pytest.raises(PromptError, match="malformed"):
+        load_prompt_pack(str(bad))
+    with pytest.raises(PromptError, match="not a folder"):
+        load_prompt_pack(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("The cat slept on the mat.", "The cat slept on the mat."),
+    ('"The cat slept on the mat."', "The cat slept on the mat."),
+    ("Sure! Here is a paraphrase:\n\nThe cat slept on the mat.", "The cat slept on the mat."),
+    ("Sure, here's the rewritten sentence: The cat slept on the mat.", "The cat slept on the mat."),
+    ("Output: The cat slept on the mat.", "The cat slept on the mat."),
+    ("Paraphrase: “The cat slept on the mat.”", "The cat slept on the mat."),
+    ("1. The cat slept on the mat.", "The cat slept on the mat."),
+    ("The dog slept on the mat. (Changed 'cat' to 'dog'.)", "The dog slept on the mat."),
+    ("The dog slept on the mat.\n\nExplanation: I replaced the animal.", "The dog slept on the mat."),
+    ("**The dog slept on the mat.**", "The dog slept on the mat."),
+    ("Breaking: heavy snow closes all airports.", "Breaking: heavy snow closes all airports."),
+    ("   \n  ", ""),
+])
+def test_clean_generation(raw, expected):
+    assert clean_generation(raw) == expected
+
+
+def test_split_sentence_list():
+    raw = ("Here are 4 sentences about the topics:\n1. The market opened early.\n2) Is the river rising?\n"
+           "3. \"What a day!\"\n\n4. Rain.\nI hope these help!")
+    assert split_sentence_list(raw) == ["The market opened early.", "Is the river rising?", "What a day!", "Rain."]
+    assert split_sentence_list("First line.\nSecond line.") == ["First line.", "Second line."]
+    assert split_sentence_list("") == []
+
+
+@pytest.mark.parametrize("positive, negative, reason", [
+    ("", "A dog ran.", filters.EMPTY),
+    ("...", "A dog ran.", filters.EMPTY),
+    ("I'm sorry, but I cannot help with that.", "A dog ran.", filters.REFUSAL),
+    ("A cat ran fast.", "As an AI language model, I can't change the meaning.", filters.REFUSAL),
+    ("The vote was put off by the committee until next Tuesday.", "A dog ran home.", filters.PROMPT_ECHO),
+    ("a cat ran home", "A dog ran home.", filters.ANCHOR_COPY),
+    ("A feline ran home.", "A cat ran home!", filters.ANCHOR_COPY),
+    ("A feline went home.", "a feline went home", filters.POSITIVE_EQUALS_NEGATIVE),
+    ("Cat.", "A dog ran home.", filters.TOO_SHORT),
+    ("A feline went home " + "and then further " * 30, "A dog ran home.", filters.TOO_LONG),
+    ("A feline went home.", "A dog ran away.", None),
+])
+def test_triplet_filters(positive, negative, reason):
+    got = filters.triplet_drop_reason("A cat ran home.", positive, negative, echo_texts=PACK.echo_texts,
+                                      min_words=2, max_words=64)
+    assert got == reason
+
+
+def test_deduplicator_exact_and_near():
+    dedup = filters.Deduplicator(0.8)
+    base = "the quick brown fox jumps over the lazy dog near the old river bank today"
+    assert dedup.check(base) is None
+    assert dedup.check(base.upper() + "!") == filters.DUPLICATE
+    assert dedup.check(base + " again") == filters.NEAR_DUPLICATE
+    assert dedup.check("a completely different sentence about markets and prices") is None
+    dedup.new_window()
+    assert dedup.check(base + " again") is None  # near duplicates are looked for within a window only
+    assert dedup.check(base) == filters.DUPLICATE  # exact ones across windows
+
+
+def test_diversity_stats():
+    assert filters.distinct_n(["a b c", "a b d"], 2) == pytest.approx(3 / 4)
+    assert filters.distinct_n([], 2) == 0.0
+    assert filters.duplicate_rate(["A b.", "a b", "c d", "e f"]) == pytest.approx(0.25)
+
+
+def test_input_formats(tmp_path):
+    txt = tmp_path / "s.txt"
+    txt.write_text("one\n\nthree\n")
+    assert list(iter_input_sentences(txt, "text")) == ["one", "", "three"]
+    assert list(iter_input_sentences(txt, "text", limit=2)) == ["one", ""]
+    jsonl = tmp_path / "s.jsonl"
+    jsonl.write_text(json.dumps({"sentence": "a"}) + "\n" + json.dumps({"sentence": "b"}) + "\n")
+    assert list(iter_input_sentences(jsonl, "sentence")) == ["a", "b"]
+    pq.write_table(pa.table({"sentence": ["p", None]}), tmp_path / "s.parquet")
+    assert list(iter_input_sentences(tmp_path / "s.parquet", "sentence")) == ["p", ""]
+    (tmp_path / "s.csv").write_text("id,sentence\n1,\"x, y\"\n2,z\n")
+    assert list(iter_input_sentences(tmp_path / "s.csv", "sentence")) == ["x, y", "z"]
+
+
+def test_bad_inputs_name_the_problem(tmp_path):
+    with pytest.raises(SynthInputError, match="not found"):
+        list(iter_input_sentences(tmp_path / "missing.txt", "text"))
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(SynthInputError, match="empty"):
+        list(iter_input_sentences(tmp_path / "empty.txt", "text"))
+    (tmp_path / "latin1.txt").write_bytes("fine\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(SynthInputError, match="not valid UTF-8 at line 2"):
+        list(iter_input_sentences(tmp_path / "latin1.txt", "text"))
+    (tmp_path / "s.jsonl").write_text(json.dumps({"sentence": "a"}) + "\n")
+    with pytest.raises(SynthInputError, match="no column 'text'"):
+        list(iter_input_sentences(tmp_path / "s.jsonl", "text"))
+    pq.write_table(pa.table({"sentence": ["p"]}), tmp_path / "s.parquet")
+    with pytest.raises(SynthInputError, match=r"no column 'text' \(has \['sentence'\]\)"):
+        list(iter_input_sentences(tmp_path / "s.parquet", "text"))
+    (tmp_path / "s.csv").write_text("sentence\nq\n")
+    with pytest.raises(SynthInputError, match="no column 'text'"):
+        list(iter_input_sentences(tmp_path / "s.csv", "text"))
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(SynthInputError, match="not a readable Parquet"):
+        list(iter_input_sentences(tmp_path / "broken.parquet", "text"))
+    (tmp_path / "s.xlsx").write_text("x")
+    with pytest.raises(SynthInputError, match="unknown format"):
+        list(iter_input_sentences(tmp_path / "s.xlsx", "text"))
