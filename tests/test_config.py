@@ -81,3 +81,13 @@ def test_shipped_configs_load():
     assert files, "configs/ holds no recipes"
     for f in files:
         load_config(f)
+
+
+def test_data_dir_and_run_dir_placeholders(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNCSE_DATA_DIR", "/data/here")
+    cfg = load_config(write(tmp_path, 'run_dir: /runs/a\nsynth:\n  input: "{data_dir}/seeds/x.txt"\n'
+                                      'train:\n  data: "{run_dir}/other/data"\n'))
+    assert cfg.synth.input == Path("/data/here/seeds/x.txt")
+    assert cfg.train.data == Path("/runs/a/other/data")
+    cfg = load_config(None, ["data_dir=/d2", "synth.input={data_dir}/s.txt", "train.data={run_dir}"])
+    assert cfg.synth.input == Path("/d2/s.txt") and cfg.train.data == Path("runs/syncse")

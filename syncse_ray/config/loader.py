@@ -9,6 +9,9 @@ from pydantic import ValidationError
 from syncse_ray.config.root import Config
 
 
+PLACEHOLDERS = ("{data_dir}", "{run_dir}")
+
+
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the file, key or value."""
 
@@ -27,14 +30,17 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """`train.lr=1e-5` -> (["train", "lr"], 1e-05). The value is parsed as YAML (numbers, lists, null)."""
+    """`train.lr=1e-5` -> (["train", "lr"], 1e-05). The value is parsed as YAML (numbers, lists, null); what
+    YAML cannot parse (`{data_dir}/x.txt`) stays a string, and the section's types still check it."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} is not of the form key.path=value")
+    if any(p in raw for p in PLACEHOLDERS):
+        return key.strip().split("."), raw
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from None
+    except yaml.YAMLError:
+        value = raw
     return key.strip().split("."), value
 
 
@@ -65,10 +71,29 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _substitute(node: Any, values: dict[str, str]) -> Any:
+    """Replace {data_dir} and {run_dir} in string values, so recipes can name files portably."""
+    if isinstance(node, dict):
+        return {k: _substitute(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, values) for v in node]
+    if isinstance(node, str) and "{" in node:
+        for key, value in values.items():
+            node = node.replace("{" + key + "}", value)
+    return node
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when path is None) and apply `key.path=value` overrides."""
+    """Load a YAML config (or the defaults when path is None) and apply `key.path=value` overrides.
+
+    String values may use {data_dir} and {run_dir}: `synth.input: "{data_dir}/seeds/wiki1m_sample.txt"`.
+    """
     data = _read_yaml(Path(path)) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))
+    fields = Config.model_fields
+    values = {"data_dir": str(data.get("data_dir") or fields["data_dir"].get_default(call_default_factory=True)),
+              "run_dir": str(data.get("run_dir") or fields["run_dir"].get_default())}
+    data = _substitute(data, values)
     source = str(path) if path is not None else "defaults"
     if overrides:
         source += " + --set " + " ".join(overrides)

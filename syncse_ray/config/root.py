@@ -7,6 +7,7 @@ from pydantic import Field
 
 from syncse_ray.config.base import Section
 from syncse_ray.config.eval import EvalConfig
+from syncse_ray.config.pipeline import PipelineConfig
 from syncse_ray.config.ray import RayConfig
 from syncse_ray.config.serve import ServeConfig
 from syncse_ray.config.synth import SynthConfig
@@ -37,6 +38,7 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     serve: ServeConfig = ServeConfig()
+    pipeline: PipelineConfig = PipelineConfig()
 
     def stage_dir(self, stage: str) -> Path:
         """Where a stage writes unless its section names an output_dir."""

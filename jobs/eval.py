@@ -1,0 +1,11 @@
+"""`ray job submit` entrypoint: eval.
+
+    ray job submit --working-dir . -- python jobs/eval.py --config configs/quickstart.yaml [--set key=value ...]
+"""
+
+import sys
+
+from syncse_ray.jobs import job_main
+
+if __name__ == "__main__":
+    sys.exit(job_main("eval"))

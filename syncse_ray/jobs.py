@@ -1,0 +1,65 @@
+"""What the `jobs/*.py` entrypoints of `ray job submit` share: `--config PATH [--set key=value ...]`, joining the
+cluster the job runs on, and handing the config to a stage.
+
+    ray job submit --working-dir . -- python jobs/train.py --config configs/quickstart.yaml --set train.epochs=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from syncse_ray.config import Config, ConfigError, load_config
+from syncse_ray.ray_env import init_ray
+
+
+def _synth(cfg: Config) -> None:
+    from syncse_ray.synth import run_synth
+
+    run_synth(cfg)
+
+
+def _train(cfg: Config) -> None:
+    from syncse_ray.train import run_train
+
+    run_train(cfg)
+
+
+def _eval(cfg: Config) -> None:
+    from syncse_ray.pipeline import run_eval_stage
+
+    run_eval_stage(cfg)
+
+
+def _index(cfg: Config) -> None:
+    from syncse_ray.pipeline import run_index_stage
+
+    run_index_stage(cfg)
+
+
+def _pipeline(cfg: Config) -> None:
+    from syncse_ray.pipeline import run_pipeline
+
+    run_pipeline(cfg)
+
+
+STAGES: dict[str, Callable[[Config], None]] = {
+    "synth": _synth, "train": _train, "eval": _eval, "index": _index, "pipeline": _pipeline,
+}
+
+
+def job_main(stage: str, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"jobs/{stage}.py", description=f"syncse-ray {stage} job")
+    parser.add_argument("--config", required=True, help="YAML config (see configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.lr=1e-5 (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    init_ray(cfg.ray)
+    STAGES[stage](cfg)
+    return 0

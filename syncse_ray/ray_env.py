@@ -1,0 +1,39 @@
+"""Connecting to Ray the same way from the CLI, a `ray job submit` job and a notebook."""
+
+from __future__ import annotations
+
+import os
+
+from syncse_ray.config.ray import RayConfig
+
+
+def init_ray(cfg: RayConfig | None = None) -> None:
+    """Join the cluster named by the config or RAY_ADDRESS (what `ray job submit` gives a job), else start a
+    local one. No-op when Ray is already initialized (tests, notebooks, a driver that called it itself)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    cfg = cfg or RayConfig()
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict = {"log_to_driver": cfg.log_to_driver}
+    if cfg.runtime_env:
+        kwargs["runtime_env"] = cfg.runtime_env
+    if address:
+        ray.init(address=address, **kwargs)
+        return
+    env_vars = dict((cfg.runtime_env or {}).get("env_vars", {}))
+    # DeepSpeed picks its accelerator at import; on a machine without CUDA say so before workers import it.
+    if not _has_cuda():
+        env_vars.setdefault("DS_ACCELERATOR", "cpu")
+        kwargs["runtime_env"] = {**(cfg.runtime_env or {}), "env_vars": env_vars}
+    ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=False, **kwargs)
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
