@@ -95,6 +95,31 @@ app.command("serve")(serve_command)
 app.add_typer(index_app, name="index")
 
 
+@app.command("pipeline")
+def pipeline_command(config: ConfigPath, set_: SetOption = None) -> None:
+    """Synthesize -> train -> evaluate -> report (stages whose output matches the config are skipped)."""
+    cfg = load_or_exit(config, set_)
+    from syncse_ray.pipeline import PipelineError, run_pipeline
+
+    def show(name: str, info: dict) -> None:
+        verb = "[yellow]skipped[/] (output matches the config)" if info["status"] == "skipped" else "[green]done[/]"
+        console.print(f"{name}: {verb} in {info['seconds']:.0f} s")
+
+    try:
+        result = run_pipeline(cfg, on_stage=show)
+    except PipelineError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"[green]report[/] {result.report}")
+
+
+@app.command("report")
+def report_command(config: ConfigPath, set_: SetOption = None) -> None:
+    """Write <run_dir>/report.md (and plots) again from the stage outputs of a run."""
+    from syncse_ray.report import write_report
+
+    console.print(f"[green]report[/] {write_report(load_or_exit(config, set_))}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,153 @@
+"""The run report: one Markdown file and its PNG plots in the run folder, from what the stages wrote.
+
+    <run_dir>/report.md              data counts and drop reasons, tokens and throughput, training curves,
+    <run_dir>/report_loss.png        the STS table beside the paper's rows, wall time per stage
+    <run_dir>/report_dev.png
+
+It reads files only (synth/manifest.json, synth/stats.json, train/metrics.jsonl + stage.json, eval/results.json,
+pipeline.json); a stage that did not run is left out.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from syncse_ray.config import Config
+
+REPORT_FILE = "report.md"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _synth_section(synth_dir: Path) -> list[str]:
+    manifest = _read_json(synth_dir / "manifest.json")
+    stats = _read_json(synth_dir / "stats.json")
+    if not manifest:
+        return []
+    out = ["## Data (synthesis)", "",
+           f"Mode **{manifest.get('mode')}**, model `{manifest.get('model')}`.", ""]
+    rows = []
+    for phase, p in manifest.get("phases", {}).items():
+        rows.append([phase, p.get("requests", "–"), p.get("kept", "–"), p.get("dropped", "–"),
+                     p.get("prompt_tokens", "–"), p.get("output_tokens", "–"),
+                     f"{p['output_tokens_per_s']:.1f}" if p.get("output_tokens_per_s") else "–"])
+    out += _table(["phase", "LLM requests", "kept", "dropped", "prompt tokens", "output tokens",
+                   "output tokens/s"], rows)
+    reasons = [[phase, reason, n] for phase, counts in (stats or {}).get("drop_reasons", {}).items()
+               for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    if reasons:
+        out += ["Drop reasons:", "", *_table(["phase", "reason", "rows"], reasons)]
+    diversity = (stats or {}).get("diversity", {})
+    if diversity:
+        out += ["Diversity of the kept rows:", "",
+                *_table(["column", "distinct-2", "duplicate rate"],
+                        [[col, f"{d['distinct_2']:.3f}", f"{d['duplicate_rate']:.3f}"]
+                         for col, d in diversity.items()])]
+    return out
+
+
+def _plot(path: Path, series: dict[str, tuple[list[float], list[float]]], ylabel: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _train_section(train_dir: Path, run_dir: Path) -> list[str]:
+    history = _read_jsonl(train_dir / "metrics.jsonl")
+    marker = _read_json(train_dir / "stage.json")
+    if not history and not marker:
+        return []
+    out = ["## Training", ""]
+    result = (marker or {}).get("result", {})
+    if result:
+        out += _table(["steps", "best step", "best dev score (mean of STS-B dev, SICK-R trial)", "best model"],
+                      [[result.get("steps"), result.get("best_step"),
+                        f"{result['best_score']:.2f}" if result.get("best_score") is not None else "–",
+                        f"`{result.get('best_dir')}`"]])
+    losses = [r for r in history if "loss" in r]
+    devs = [r for r in history if "dev_score" in r]
+    if losses:
+        _plot(run_dir / "report_loss.png", {"loss": ([r["step"] for r in losses], [r["loss"] for r in losses])},
+              "contrastive loss", "training loss")
+        out += ["![training loss](report_loss.png)", ""]
+        speeds = [r["samples_per_s"] for r in losses if r.get("samples_per_s")]
+        if speeds:
+            out += [f"Throughput: {sum(speeds) / len(speeds):.1f} samples/s (mean over logged windows).", ""]
+    if devs:
+        keys = [k for k in devs[0] if k not in ("step", "epoch")]
+        _plot(run_dir / "report_dev.png", {k: ([r["step"] for r in devs], [r[k] for r in devs]) for k in keys},
+              "Spearman ×100", "dev scores")
+        out += ["![dev scores](report_dev.png)", ""]
+    return out
+
+
+def _eval_section(eval_dir: Path) -> list[str]:
+    from syncse_ray.eval import render_table
+
+    if not (eval_dir / "results.json").is_file():
+        return []
+    return ["## Evaluation", "", render_table(eval_dir / "results.json"), ""]
+
+
+def _timing_section(record: dict[str, Any]) -> list[str]:
+    stages = record.get("stages", {})
+    if not stages:
+        return []
+    rows = [[name, s["status"], _seconds(s.get("work_seconds", s["seconds"])), _seconds(s["seconds"])]
+            for name, s in stages.items()]
+    total = sum(s.get("work_seconds", s["seconds"]) for s in stages.values())
+    rows.append(["**total**", "", _seconds(total), ""])
+    return ["## Wall time per stage", "",
+            *_table(["stage", "this run", "wall time of the run that produced it", "this run's time"], rows)]
+
+
+def write_report(cfg: Config, record: dict[str, Any] | None = None) -> Path:
+    """Write <run_dir>/report.md (and its plots) from the stage outputs; returns its path."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = record if record is not None else (_read_json(run_dir / "pipeline.json") or {})
+    lines = [f"# Run report: {cfg.name}", "", f"Run folder `{run_dir.resolve()}`; config in `config.yaml`.", ""]
+    lines += _timing_section(record)
+    lines += _synth_section(cfg.stage_dir("synth"))
+    lines += _train_section(cfg.stage_dir("train"), run_dir)
+    lines += _eval_section(cfg.stage_dir("eval"))
+    path = run_dir / REPORT_FILE
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path

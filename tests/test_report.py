@@ -1,0 +1,57 @@
+"""The run report from hand-written stage outputs: every section present, numbers carried over, plots real PNGs."""
+
+import json
+
+from syncse_ray.config import load_config
+from syncse_ray.report import write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+
+
+def test_report_sections_numbers_and_plots(tmp_path):
+    cfg = load_config(None, [f"run_dir={tmp_path}", "name=demo"])
+    _write(tmp_path / "synth" / "manifest.json", {
+        "mode": "partial", "model": "bundled:smollm2-135m-instruct",
+        "phases": {"annotate": {"requests": 64, "kept": 27, "dropped": 5, "prompt_tokens": 17676,
+                                "output_tokens": 1750, "output_tokens_per_s": 21.2}}})
+    _write(tmp_path / "synth" / "stats.json", {
+        "drop_reasons": {"annotate": {"anchor_copy": 4, "too_long": 1}},
+        "diversity": {"sent1": {"distinct_2": 0.92, "duplicate_rate": 0.0}}})
+    history = [{"step": 2, "loss": 1.5, "lr": 1e-5, "samples_per_s": 10.0},
+               {"step": 4, "loss": 1.1, "lr": 1e-5, "samples_per_s": 12.0},
+               {"step": 4, "stsb_dev": 80.0, "sickr_dev": 70.0, "dev_score": 75.0}]
+    _write(tmp_path / "train" / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    _write(tmp_path / "train" / "stage.json", {"result": {"steps": 4, "best_step": 4, "best_score": 75.0,
+                                                            "best_dir": str(tmp_path / "train" / "best")}})
+    tasks = ["STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness"]
+    records = [{"model": "m", "protocol": "senteval-sts", "task": t, "split": "test", "score": 70.0 + i}
+               for i, t in enumerate(tasks)]
+    records.append({"model": "m", "protocol": "senteval-sts", "task": "avg", "split": "test", "score": 73.0})
+    _write(tmp_path / "eval" / "results.json", {"model": "m", "records": records, "seconds": 1.0})
+    record = {"stages": {"synth": {"status": "skipped", "seconds": 0.1, "work_seconds": 247.0},
+                         "train": {"status": "ran", "seconds": 60.0, "work_seconds": 60.0}}}
+
+    text = write_report(cfg, record).read_text()
+
+    assert text.startswith("# Run report: demo")
+    for expected in ("## Wall time per stage", "| synth | skipped | 4.1 min", "## Data (synthesis)",
+                     "| annotate | 64 | 27 | 5 | 17676 | 1750 | 21.2 |", "| annotate | anchor_copy | 4 |",
+                     "## Training", "| 4 | 4 | 75.00 |", "![training loss](report_loss.png)",
+                     "![dev scores](report_dev.png)", "Throughput: 11.0 samples/s", "## Evaluation",
+                     "| `m` | 70.00 | 71.00 | 72.00 | 73.00 | 74.00 | 75.00 | 76.00 | 73.00 |",
+                     "SynCSE-partial-RoBERTa-base (paper)"):
+        assert expected in text, expected
+    for png in ("report_loss.png", "report_dev.png"):
+        assert (tmp_path / png).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_report_leaves_out_stages_that_did_not_run(tmp_path):
+    cfg = load_config(None, [f"run_dir={tmp_path}"])
+    text = write_report(cfg, {"stages": {}}).read_text()
+    assert "## Data" not in text and "## Training" not in text and "## Evaluation" not in text
+    assert not list(tmp_path.glob("*.png"))
