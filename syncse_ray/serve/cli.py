@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 
 from syncse_ray.cli import SetOption, console, fail, load_or_exit
-from syncse_ray.config import ServeConfig
+from syncse_ray.config import ConfigError, ServeConfig
 
 index_app = typer.Typer(help="FAISS corpus indexes for /v1/search.", no_args_is_help=True)
 
@@ -55,7 +55,6 @@ def serve_command(
 
     from ray import serve
 
-    from syncse_ray.config import ConfigError
     from syncse_ray.ray_env import init_ray
     from syncse_ray.serve.app import build_app
 
@@ -70,12 +69,18 @@ def serve_command(
     console.print(f"[green]serving[/] {settings.model} at {base}/v1 (embeddings, search, models); "
                   f"health at {base}/healthz. Ctrl-C stops.")
     try:
+        wait_for_interrupt()
+    finally:
+        serve.shutdown()
+
+
+def wait_for_interrupt() -> None:
+    """Block the foreground command until Ctrl-C (SIGINT)."""
+    try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
-    finally:
-        serve.shutdown()
 
 
 @index_app.command("build")
