@@ -22,7 +22,7 @@ def _free_port() -> int:
 
 
 def test_serve_command_serves_a_saved_index(ray_local, minilm_path, tmp_path, monkeypatch):
-    import syncse_ray.serve.cli as serve_cli
+    import syncse_ray.serve.app as serve_app
     from syncse_ray.serve.index import build_index
 
     corpus = tmp_path / "corpus.jsonl"
@@ -37,7 +37,7 @@ def test_serve_command_serves_a_saved_index(ray_local, minilm_path, tmp_path, mo
         seen["search"] = httpx.post(base + "/v1/search", json={"query": "a satellite launch", "top_k": 1},
                                     timeout=60).json()
 
-    monkeypatch.setattr(serve_cli, "wait_for_interrupt", check_running_endpoint)
+    monkeypatch.setattr(serve_app, "wait_for_interrupt", check_running_endpoint)
     result = CliRunner().invoke(app, ["serve", str(minilm_path), "--index", str(tmp_path / "index"),
                                       "--port", base.rsplit(":", 1)[1], "--replicas", "1"])
     assert result.exit_code == 0, result.output

@@ -8,6 +8,7 @@
     ...
     serve.shutdown()
 
+or `start_server(settings)` / `stop_server()`, or `serve_forever(settings)` (what `syncse serve` runs);
 or, from a Serve config file / the Serve CLI (`cluster/serve_config.yaml`):
 
     serve run syncse_ray.serve.app:app_builder model=bundled:all-minilm-l6-v2 num_replicas=2
@@ -23,6 +24,7 @@ import hmac
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from syncse_ray.config import ConfigError, ServeConfig
+from syncse_ray.config import ConfigError, RayConfig, ServeConfig
 from syncse_ray.config.loader import apply_overrides
 from syncse_ray.models import BUNDLED_PREFIX
 from syncse_ray.serve.encoding import check_dimensions, embeddings_response, truncate_dimensions
@@ -302,3 +304,44 @@ def app_builder(args: dict[str, Any]) -> Application:
         else:
             data[key] = value
     return build_app(ServeConfig.model_validate(data))
+
+
+APP_NAME = "syncse"
+
+
+def start_server(settings: ServeConfig, ray_config: RayConfig | None = None) -> str:
+    """Join or start Ray (`init_ray`), start Serve's HTTP proxy on settings.host:port, deploy the app and
+    return its base URL once it is ready. `stop_server()` undoes it."""
+    from syncse_ray.ray_env import init_ray
+
+    application = build_app(settings)
+    init_ray(ray_config)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(application, name=APP_NAME, route_prefix="/")
+    return f"http://{settings.host}:{settings.port}"
+
+
+def stop_server() -> None:
+    """Shut Serve down (every application and the HTTP proxy) on the connected cluster."""
+    serve.shutdown()
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C (SIGINT)."""
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def serve_forever(settings: ServeConfig, ray_config: RayConfig | None = None,
+                  on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve in the foreground until Ctrl-C, then shut Serve down. `on_ready(base_url)` runs once it is up."""
+    base_url = start_server(settings, ray_config)
+    try:
+        if on_ready is not None:
+            on_ready(base_url)
+        wait_for_interrupt()
+    finally:
+        stop_server()

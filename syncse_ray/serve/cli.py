@@ -53,34 +53,16 @@ def serve_command(
     if not settings.model:
         raise fail("no model: pass MODEL or set serve.model in the config")
 
-    from ray import serve
+    from syncse_ray.serve.app import serve_forever
 
-    from syncse_ray.ray_env import init_ray
-    from syncse_ray.serve.app import build_app
+    def announce(base: str) -> None:
+        console.print(f"[green]serving[/] {settings.model} at {base}/v1 (embeddings, search, models); "
+                      f"health at {base}/healthz. Ctrl-C stops.")
 
     try:
-        application = build_app(settings)
+        serve_forever(settings, cfg.ray, on_ready=announce)
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    init_ray(cfg.ray)
-    serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(application, name="syncse", route_prefix="/")
-    base = f"http://{settings.host}:{settings.port}"
-    console.print(f"[green]serving[/] {settings.model} at {base}/v1 (embeddings, search, models); "
-                  f"health at {base}/healthz. Ctrl-C stops.")
-    try:
-        wait_for_interrupt()
-    finally:
-        serve.shutdown()
-
-
-def wait_for_interrupt() -> None:
-    """Block the foreground command until Ctrl-C (SIGINT)."""
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
 
 
 @index_app.command("build")
