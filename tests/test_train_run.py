@@ -16,17 +16,12 @@ pytestmark = pytest.mark.slow
 
 
 def snli_triplets(data_dir: Path, n: int) -> pd.DataFrame:
-    """Gold triplets from SNLI dev: (premise, an entailed hypothesis, a contradicting hypothesis)."""
-    snli = data_dir / "seeds" / "snli"
-    read = lambda name: (snli / name).read_text(encoding="utf-8").splitlines()  # noqa: E731
-    entailed, contradicted = {}, {}
-    for premise, hypothesis, label in zip(read("s1.dev"), read("s2.dev"), read("labels.dev")):
-        target = {"entailment": entailed, "contradiction": contradicted}.get(label)
-        if target is not None:
-            target.setdefault(premise, hypothesis)
-    rows = [(p, entailed[p], contradicted[p]) for p in entailed if p in contradicted][:n]
-    assert len(rows) == n
-    return pd.DataFrame(rows, columns=["sent0", "sent1", "hard_neg"]).assign(provenance="snli-dev")
+    """n gold triplets from SNLI dev (premise, entailment, contradiction) plus a provenance column to ignore."""
+    from syncse_ray.train.data import snli_triplets as read_split
+
+    table = read_split(data_dir / "seeds" / "snli" / "labels.dev")
+    assert table.num_rows >= n
+    return table.slice(0, n).to_pandas().assign(provenance="snli-dev")
 
 
 def tiny_config(tmp: Path, data: Path, data_dir: Path, *overrides: str):
@@ -68,16 +63,17 @@ def test_two_worker_deepspeed_run_trains_recovers_and_exports(trained):
 
 @pytest.mark.parametrize("which", ["best", "final"])
 def test_export_loads_with_sentence_transformers_and_matches_training_model(trained, which):
-    from sentence_transformers import SentenceTransformer
     from ray.train import Checkpoint
+    from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer
 
+    from syncse_ray.models import resolve_model
     from syncse_ray.train.trainer import load_checkpoint_model
 
     cfg, result = trained
     folder = result.best_dir if which == "best" else result.final_dir
     meta = json.loads((folder / "syncse_train.json").read_text())
-    model_path = str(__import__("syncse_ray.models").models.resolve_model(cfg.train.model))
+    model_path = str(resolve_model(cfg.train.model))
     reference = load_checkpoint_model(Checkpoint.from_directory(meta["checkpoint"]), model_path, "cls", False)
     sentences = ["a man is playing a guitar .", "two dogs run through the snow .", "the market fell sharply"]
     expected = reference.encode(sentences, AutoTokenizer.from_pretrained(model_path), 24)
@@ -100,6 +96,14 @@ def test_relaunching_a_finished_run_resumes_at_its_last_step(trained):
     assert again.resumed_from_step == 12 and again.steps == 12
     assert again.metrics_path.read_text() == log_before
     assert again.best_score == pytest.approx(first.best_score)
+
+
+def test_a_different_config_cannot_reuse_the_output_folder(trained):
+    from syncse_ray.train import TrainError, run_train
+
+    cfg, _ = trained
+    with pytest.raises(TrainError, match="holds a training run of a different config"):
+        run_train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 1e-5})}))
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path, data_dir, ray_local):

@@ -6,6 +6,9 @@ Accepted inputs (a file, or a directory of them, e.g. the synthesis output `<run
                               with sent0, sent1            pairs (supervised, in-batch negatives only)
                               with text (or sent0)         sentences (unsupervised SimCSE)
     .txt                      one sentence a line          sentences (unsupervised SimCSE)
+    an SNLI folder (s1.<split>, s2.<split>, labels.<split>, as in <data_dir>/seeds/snli)
+                              gold triplets: (premise, its first entailment, its first contradiction) for
+                              every premise that has both, over all splits in the folder
 
 Other columns (synthesis provenance) are ignored. A batch of N rows with k text columns is tokenized as one
 list of k·N sentences (column after column) with dynamic padding to the longest in the batch, so one forward
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import torch
 
 SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json", ".txt": "text"}
@@ -34,11 +39,15 @@ def data_files(path: Path) -> tuple[str, list[Path]]:
         return SUFFIXES[path.suffix], [path]
     if not path.is_dir():
         raise TrainDataError(f"training data {path} does not exist (train.data; default <run_dir>/synth/data)")
+    labels = sorted(path.glob("labels.*"))
+    if labels:
+        return "snli", labels
     for suffix, fmt in SUFFIXES.items():
         files = sorted(p for p in path.glob(f"*{suffix}") if p.is_file())
         if files:
             return fmt, files
-    raise TrainDataError(f"training data directory {path} holds no {'/'.join(sorted(SUFFIXES))} files")
+    raise TrainDataError(f"training data directory {path} holds no {'/'.join(sorted(SUFFIXES))} files "
+                         f"(nor an SNLI split: s1.<split>, s2.<split>, labels.<split>)")
 
 
 def training_columns(available: list[str], objective: str, source: str) -> dict[str, str]:
@@ -60,6 +69,64 @@ def training_columns(available: list[str], objective: str, source: str) -> dict[
                              f"hard_neg); missing {', '.join(missing)}; found {sorted(cols)}")
     names = ["sent0", "sent1"] + (["hard_neg"] if "hard_neg" in cols else [])
     return {c: c for c in names}
+
+
+def snli_triplets(labels_file: Path) -> pa.Table:
+    """Gold NLI triplets from one SNLI split (s1 = premise, s2 = hypothesis, labels, line-aligned files)."""
+    split = labels_file.suffix  # ".dev"
+    read = lambda name: (labels_file.parent / f"{name}{split}").read_text(encoding="utf-8").splitlines()
+    entailed: dict[str, str] = {}
+    contradicted: dict[str, str] = {}
+    for premise, hypothesis, label in zip(read("s1"), read("s2"), read("labels")):
+        target = {"entailment": entailed, "contradiction": contradicted}.get(label.strip())
+        if target is not None:
+            target.setdefault(premise, hypothesis)
+    premises = [p for p in entailed if p in contradicted]
+    return pa.table({"sent0": premises, "sent1": [entailed[p] for p in premises],
+                     "hard_neg": [contradicted[p] for p in premises]})
+
+
+def _read_file(path: Path, fmt: str) -> pa.Table:
+    import pyarrow.csv
+    import pyarrow.json
+    import pyarrow.parquet
+
+    if fmt == "snli":
+        return snli_triplets(path)
+    if fmt == "text":
+        return pa.table({"text": pa.array(path.read_text(encoding="utf-8").splitlines(), pa.string())})
+    reader = {"parquet": pyarrow.parquet.read_table, "csv": pyarrow.csv.read_csv,
+              "json": pyarrow.json.read_json}[fmt]
+    try:
+        return reader(str(path))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise TrainDataError(f"cannot read training data {path}: {exc}") from None
+
+
+def read_training_table(path: Path, objective: str, seed: int) -> pa.Table:
+    """Read every file at `path`, keep the training columns (renamed to sent0, sent1[, hard_neg]), drop rows
+    with a missing or blank sentence, and shuffle the rows with `seed`. Raises TrainDataError naming missing
+    columns (per file) or saying that no rows are left."""
+    fmt, files = data_files(path)
+    tables, mapping = [], {}
+    for file in files:
+        table = _read_file(file, fmt)
+        mapping = training_columns(table.column_names, objective, str(file))
+        table = table.select(list(mapping)).rename_columns(list(mapping.values()))
+        tables.append(table.cast(pa.schema([(name, pa.string()) for name in table.column_names])))
+    if len({tuple(t.column_names) for t in tables}) > 1:
+        raise TrainDataError(f"{path}: the files do not all have the same columns "
+                             f"({sorted({tuple(t.column_names) for t in tables})})")
+    table = pa.concat_tables(tables)
+    keep = np.ones(table.num_rows, dtype=bool)
+    for name in table.column_names:
+        column = table.column(name).to_pylist()
+        keep &= np.array([isinstance(v, str) and bool(v.strip()) for v in column], dtype=bool)
+    table = table.filter(pa.array(keep))
+    if table.num_rows == 0:
+        raise TrainDataError(f"training data {path} holds no rows with non-empty "
+                             f"{', '.join(mapping.values())} (read {len(keep)} rows from {len(files)} file(s))")
+    return table.take(np.random.default_rng(seed).permutation(table.num_rows))
 
 
 def views(rows: dict, objective: str) -> list[list[str]]:

@@ -26,7 +26,11 @@ def export_sentence_transformer(model: SimCSEModel, tokenizer, out_dir: Path, ma
                                 metadata: dict | None = None) -> Path:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import (
-        Dense, Pooling, Transformer, WeightedLayerPooling)
+        Dense,
+        Pooling,
+        Transformer,
+        WeightedLayerPooling,
+    )
 
     out_dir = Path(out_dir)
     backbone = model.backbone

@@ -132,7 +132,9 @@ def train_loop_per_worker(config: dict) -> dict:
     start_step = step
     shard = ray.train.get_dataset_shard("train")
     accum = spec.gradient_accumulation_steps
+    # samples/s counts wall time between micro-batches (data, tokenization, compute), not dev evaluation.
     window_loss, window_steps, window_time = 0.0, 0, 0.0
+    last_tick = time.perf_counter()
     while step < spec.total_steps:
         epoch, steps_done_in_epoch = divmod(step, spec.steps_per_epoch)
         micro_per_epoch = spec.steps_per_epoch * accum
@@ -141,10 +143,10 @@ def train_loop_per_worker(config: dict) -> dict:
                                      local_shuffle_seed=spec.seed + epoch)
         for micro, rows in enumerate(batches):
             if micro < steps_done_in_epoch * accum:
+                last_tick = time.perf_counter()
                 continue  # covered by the checkpoint we resumed from
             if micro >= micro_per_epoch or step >= spec.total_steps:
                 break
-            started = time.perf_counter()
             inputs = {k: v.to(device) for k, v in
                       tokenize_views(views(rows, spec.objective), tokenizer, spec.max_seq_length).items()}
             if spec.mlm_weight > 0:
@@ -165,7 +167,8 @@ def train_loop_per_worker(config: dict) -> dict:
                 return {"stopped": message, "step": step, "start_step": start_step}
             stepped = engine.backward_and_step(loss)
             window_loss += mean_loss / accum
-            window_time += time.perf_counter() - started
+            now = time.perf_counter()
+            window_time, last_tick = window_time + now - last_tick, now
             if not stepped:
                 continue
             step += 1
@@ -183,6 +186,7 @@ def train_loop_per_worker(config: dict) -> dict:
 
             if step % spec.eval_steps == 0 or step == spec.total_steps:
                 save_and_report(evaluate())
+                last_tick = time.perf_counter()
 
             if step == spec.fault_at_step and rank == 0 and not Path(spec.fault_marker).exists():
                 Path(spec.fault_marker).write_text(str(step))

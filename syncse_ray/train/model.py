@@ -37,7 +37,7 @@ class SimCSEModel(nn.Module):
                     if pooler in ("cls", "cls_before_pooler") else None)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, pooler: str, mlm: bool = False) -> "SimCSEModel":
+    def from_pretrained(cls, path: str | Path, pooler: str, mlm: bool = False) -> SimCSEModel:
         from transformers import AutoModel, AutoModelForMaskedLM
 
         lm = (AutoModelForMaskedLM if mlm else AutoModel).from_pretrained(str(path), dtype=torch.float32)

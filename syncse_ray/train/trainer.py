@@ -24,7 +24,7 @@ from pathlib import Path
 
 from syncse_ray import stage_marker
 from syncse_ray.config import Config, TrainConfig
-from syncse_ray.train.data import TrainDataError, data_files, training_columns
+from syncse_ray.train.data import TrainDataError, read_training_table
 from syncse_ray.train.loop import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoopSpec, train_loop_per_worker
 
 RAY_RUN_NAME = "ray_train"
@@ -58,15 +58,11 @@ def run_train(cfg: Config) -> TrainResult:
     settings = tcfg.model_copy(update={"data": data_path.resolve(), "seed": seed, "fault_at_step": None})
     if stage_marker.is_done(out, settings):
         return _from_marker(stage_marker.read_marker(out))
-    _claim_output_dir(out, settings)
-
     model_path = _check_model(tcfg.model, cfg.cache_dir)
-    from syncse_ray.ray_env import init_ray
-
-    init_ray(cfg.ray)
-    dataset, rows = _training_dataset(data_path, tcfg.objective, seed)
-    plan = _plan_steps(rows, tcfg)
+    table = read_training_table(data_path, tcfg.objective, seed)
+    plan = _plan_steps(table.num_rows, tcfg)
     dev = _dev_sets(cfg.data_dir, tcfg.dev_max_pairs)
+    _claim_output_dir(out, settings)
     spec = LoopSpec(
         model_path=str(model_path), objective=tcfg.objective, pooler=tcfg.pooler, temperature=tcfg.temperature,
         hard_negative_weight=tcfg.hard_negative_weight, mlm_weight=tcfg.mlm_weight,
@@ -77,7 +73,7 @@ def run_train(cfg: Config) -> TrainResult:
         backend=tcfg.backend, zero_stage=tcfg.deepspeed.zero_stage, max_grad_norm=tcfg.max_grad_norm,
         use_gpu=tcfg.use_gpu, eval_steps=tcfg.eval_steps, log_every=tcfg.log_every, seed=seed, dev=dev,
         fault_at_step=tcfg.fault_at_step, fault_marker=str(out / FAULT_MARKER))
-    result = _fit(spec, dataset, tcfg, out)
+    result = _fit(spec, table, tcfg, cfg.ray, out)
 
     stopped = (result.return_value or {}).get("stopped")
     if stopped:
@@ -133,30 +129,6 @@ def _check_model(reference: str, cache_dir: Path) -> Path:
     return path
 
 
-def _training_dataset(path: Path, objective: str, seed: int):
-    """A shuffled, materialized Ray Dataset with columns sent0[, sent1[, hard_neg]], and its row count."""
-    import ray.data
-
-    fmt, files = data_files(path)
-    reader = {"parquet": ray.data.read_parquet, "csv": ray.data.read_csv, "json": ray.data.read_json,
-              "text": ray.data.read_text}[fmt]
-    try:
-        ds = reader([str(f) for f in files])
-        schema = ds.schema()
-    except Exception as exc:  # unreadable/empty files: Ray wraps the reader's error
-        raise TrainDataError(f"cannot read training data {path}: {type(exc).__name__}: {exc}") from None
-    if schema is None:
-        raise TrainDataError(f"training data {path} holds no rows")
-    mapping = training_columns(list(schema.names), objective, str(path))
-    ds = ds.select_columns(list(mapping)).rename_columns(mapping)
-    ds = ds.filter(lambda row: all(isinstance(v, str) and v.strip() for v in row.values()))
-    ds = ds.random_shuffle(seed=seed).materialize()
-    rows = ds.count()
-    if rows == 0:
-        raise TrainDataError(f"training data {path} holds no rows with non-empty {', '.join(mapping.values())}")
-    return ds, rows
-
-
 def _plan_steps(rows: int, tcfg: TrainConfig) -> dict[str, int]:
     """Optimizer steps per epoch: each worker gets ⌊rows / W⌋ rows (Ray's equal split), makes ⌊· / B⌋ full
     micro-batches, and every `gradient_accumulation_steps` of them make a step."""
@@ -179,11 +151,17 @@ def _dev_sets(data_dir: Path, max_pairs: int | None) -> dict:
     return {name: (s1, s2, [float(g) for g in gold]) for name, (s1, s2, gold) in dev.items()}
 
 
-def _fit(spec: LoopSpec, dataset, tcfg: TrainConfig, out: Path):
+def _fit(spec: LoopSpec, table, tcfg: TrainConfig, ray_cfg, out: Path):
+    """Run the loop on a Ray Train worker group; the shuffled rows go to the workers as a Ray Dataset
+    (Ray Train splits it into equal shards, one per worker)."""
+    import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.train.v2.api.exceptions import TrainingFailedError
 
+    from syncse_ray.ray_env import init_ray
+
+    init_ray(ray_cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=asdict(spec),
@@ -197,7 +175,7 @@ def _fit(spec: LoopSpec, dataset, tcfg: TrainConfig, out: Path):
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=tcfg.max_failures)),
         torch_config=TorchConfig(backend="nccl" if tcfg.use_gpu else "gloo"),
-        datasets={"train": dataset},
+        datasets={"train": ray.data.from_arrow(table)},
     )
     try:
         return trainer.fit()
