@@ -1,6 +1,6 @@
 """Serving throughput and latency vs in-process encoding, in one run.
 
-1. In process: `SentenceEncoder.encode(texts, batch_size=64)` on the same texts (after a warm-up).
+1. In process: `SentenceEncoder.encode(texts, batch_size=64)` on the texts the clients send (after a warm-up).
 2. Over HTTP: a local Ray cluster, the syncse Serve app on a free loopback port, N concurrent clients that each
    send requests of K texts to /v1/embeddings (base64 by default, as the openai client does) for a fixed count.
 
@@ -66,7 +66,7 @@ async def run_clients(url: str, texts: list[str], *, clients: int, per_request: 
     async def client(n: int, http: httpx.AsyncClient) -> None:
         nonlocal errors
         for r in range(requests_per_client):
-            offset = ((n * requests_per_client + r) * per_request) % (len(texts) - per_request)
+            offset = ((n * requests_per_client + r) * per_request) % len(texts)
             payload = {"input": texts[offset:offset + per_request], "encoding_format": encoding}
             start = time.perf_counter()
             response = await http.post("/v1/embeddings", json=payload)
@@ -129,7 +129,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
 
-    texts = load_texts(max(1024, args.clients * args.requests_per_client * args.texts_per_request // 4))
+    # The timed phase sends each of these texts once; in process encodes the same texts.
+    texts = load_texts(args.clients * args.requests_per_client * args.texts_per_request)
     baseline = in_process_throughput(args.model, texts, args.batch_size)
     served = serve_throughput(args, texts)
     result = {"in_process_embeddings_per_s": baseline, "serve": served,

@@ -211,6 +211,10 @@ def test_malformed_and_oversize_bodies(server):
     headers = {**server.headers, "content-type": "application/json"}
     _assert_error(httpx.post(server.url + "/v1/embeddings", content=b"{nope", headers=headers, timeout=30),
                   400, "invalid_json")
+    for raw, code in ((b'{"input": ["fine", "\\ud800"]}', "invalid_value"),  # lone surrogate: 400, not 500
+                      (b"[" * 50_000 + b"]" * 50_000, "invalid_json")):
+        _assert_error(httpx.post(server.url + "/v1/embeddings", content=raw, headers=headers, timeout=30),
+                      400, code)
     big = json.dumps({"input": ["y" * 2000] * 60}).encode()  # within input limits, over the body limit
     assert len(big) > MAX_BODY
     _assert_error(httpx.post(server.url + "/v1/embeddings", content=big, headers=headers, timeout=30),

@@ -46,6 +46,7 @@ def test_embeddings_request_accepts_string_or_list():
     ({"model": "m"}, "invalid_value", "input"),
     ({"input": ["x"] * 5}, "too_many_inputs", "input"),
     ({"input": "x" * 51}, "input_too_long", "input"),
+    ({"input": ["ok", "bad \ud800 surrogate"]}, "invalid_value", "input"),
     ({"input": "x", "encoding_format": "int8"}, "invalid_value", "encoding_format"),
     ({"input": "x", "dimensions": 0}, "invalid_value", "dimensions"),
     ({"input": "x", "dimensions": "8"}, "invalid_value", "dimensions"),
@@ -60,6 +61,9 @@ def test_non_object_and_bad_json_are_400():
     assert _error(parse_embeddings_request, ["x"], LIMITS).status == 400
     assert _error(parse_json, b"{not json").code == "invalid_json"
     assert _error(parse_json, b"").code == "invalid_json"
+    assert _error(parse_json, b"\xff\xfe{").code == "invalid_json"
+    assert _error(parse_json, b"[" * 100_000 + b"]" * 100_000).code == "invalid_json"  # nesting
+    assert _error(parse_json, b'{"top_k": ' + b"9" * 5000 + b"}").code == "invalid_json"  # int digits limit
     assert parse_json(b'{"input": "x"}') == {"input": "x"}
 
 

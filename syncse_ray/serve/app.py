@@ -57,6 +57,7 @@ logger = logging.getLogger("ray.serve")
 EMBEDDER_NAME = "Embedder"
 INGRESS_NAME = "EmbeddingsAPI"
 TRUNCATED_HEADER = "x-syncse-truncated-inputs"
+CORPUS_CHUNKS_IN_FLIGHT = 16  # embedder calls at once while indexing a corpus at start
 
 
 def _chunk_size(chunks: list[list[str]]) -> int:
@@ -151,8 +152,9 @@ class EmbeddingsAPI:
             self.index = VectorIndex.load(index_dir)
         elif corpus is not None:
             ids, texts = read_corpus(corpus, text_field=corpus_fields[0], id_field=corpus_fields[1])
-            vectors, _ = await self._embed(texts)
-            self.index = VectorIndex.from_vectors(vectors, ids, texts, model=model_id)
+            wave = CORPUS_CHUNKS_IN_FLIGHT * max_batch_size  # bounded, however large the corpus
+            parts = [(await self._embed(texts[i:i + wave]))[0] for i in range(0, len(texts), wave)]
+            self.index = VectorIndex.from_vectors(np.concatenate(parts), ids, texts, model=model_id)
         if self.index is not None and self.index.dimension != self.info["dimension"]:
             raise ValueError(f"the index has dimension {self.index.dimension} but the model "
                              f"{model_id} embeds in {self.info['dimension']}: rebuild it with this model")

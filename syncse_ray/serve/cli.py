@@ -45,7 +45,8 @@ def serve_command(
         updates["num_replicas"] = None
         low = min_replicas if min_replicas is not None else cfg.serve.autoscaling.min_replicas
         updates["autoscaling"] = {**cfg.serve.autoscaling.model_dump(), "min_replicas": low,
-                                  "max_replicas": max_replicas if max_replicas is not None else max(low, 1)}
+                                  "max_replicas": max_replicas if max_replicas is not None
+                                  else max(low, cfg.serve.autoscaling.max_replicas)}
     try:
         settings = ServeConfig.model_validate({**cfg.serve.model_dump(), **updates})
     except ValidationError as exc:

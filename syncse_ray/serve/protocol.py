@@ -77,8 +77,9 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, "the request body is empty; expected a JSON object", code="invalid_json")
     try:
         return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or encoding, absurd numbers, absurd nesting
+        raise ApiError(400, f"the request body is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}",
+                       code="invalid_json") from None
 
 
 def _validation_message(err: ValidationError) -> tuple[str, str | None]:
@@ -106,6 +107,11 @@ def _check_texts(texts: list[str], param: str, limits: Limits) -> None:
         if len(text) > limits.max_input_chars:
             raise ApiError(400, f"'{param}'[{i}] has {len(text)} characters; at most {limits.max_input_chars} "
                            "are allowed per input", code="input_too_long", param=param)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates ("\ud800") that JSON allows but no tokenizer takes
+            raise ApiError(400, f"'{param}'[{i}] is not valid Unicode text", code="invalid_value",
+                           param=param) from None
 
 
 def parse_embeddings_request(payload: Any, limits: Limits) -> EmbeddingsRequest:
