@@ -55,7 +55,9 @@ def run_train(cfg: Config) -> TrainResult:
     out = cfg.stage_dir("train").resolve()
     seed = cfg.seed if tcfg.seed is None else tcfg.seed
     data_path = Path(tcfg.data) if tcfg.data is not None else cfg.run_dir / "synth" / "data"
-    settings = tcfg.model_copy(update={"data": data_path.resolve(), "seed": seed, "fault_at_step": None})
+    # What determines the trained model; restart policy and test hooks may change between relaunches.
+    settings = tcfg.model_copy(update={"data": data_path.resolve(), "seed": seed, "fault_at_step": None,
+                                       "max_failures": 0, "cpus_per_worker": 1.0})
     if stage_marker.is_done(out, settings):
         return _from_marker(stage_marker.read_marker(out))
     model_path = _check_model(tcfg.model, cfg.cache_dir)
