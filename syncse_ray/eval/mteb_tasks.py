@@ -22,14 +22,14 @@ import re
 import socket
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from syncse_ray.eval.encoders import Encoder
-from syncse_ray.eval.sts import StsData, read_sick, read_stsb, read_sts_year
+from syncse_ray.eval.sts import StsData, read_sick, read_sts_year, read_stsb
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTask
@@ -177,7 +177,7 @@ def run_mteb(encoder: Encoder, names: Sequence[str], data_dir: str | Path, *, so
                         "task": name, "split": split, "subset": scores.get("hf_subset", "default"),
                         "score": 100.0 * float(scores["main_score"]), "metric": task.metadata.main_score, "n": n_pairs,
                         "protocol": protocol, "data": data_desc, "data_fingerprint": fingerprint,
-                        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "time": datetime.now(UTC).isoformat(timespec="seconds"),
                         "seconds": time.perf_counter() - start,
                     })
     return records

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ TASK_SPEC_HELP = (f"sts, sts:<{'|'.join(STS_TEST_TASKS)}>, sts-dev, transfer, tr
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def parse_tasks(specs: Sequence[str]) -> dict[str, list[str]]:

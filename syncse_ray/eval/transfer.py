@@ -67,12 +67,16 @@ class TransferSkipped(Exception):
 def _lines(path: Path, encoding: str) -> list[str]:
     if not path.is_file():
         raise DataError(f"missing file {path}; expected {TRANSFER_LAYOUT}")
-    return [" ".join(line.split()) for line in path.read_text(encoding=encoding).splitlines() if line.strip()]
+    return [line.strip() for line in path.read_text(encoding=encoding).splitlines() if line.strip()]
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _binary(folder: Path, task: str, neg_name: str, pos_name: str) -> TransferData:
-    neg = _lines(folder / neg_name, "latin-1")
-    pos = _lines(folder / pos_name, "latin-1")
+    neg = [_norm(line) for line in _lines(folder / neg_name, "latin-1")]
+    pos = [_norm(line) for line in _lines(folder / pos_name, "latin-1")]
     labels = np.array([0] * len(neg) + [1] * len(pos))
     return TransferData(task, {"all": [neg + pos]}, {"all": labels}, [folder / neg_name, folder / pos_name])
 
@@ -84,7 +88,7 @@ def _sst(folder: Path) -> TransferData:
         rows = [line.rsplit("\t", 1) for line in _lines(path, "utf-8")]
         if any(len(r) != 2 for r in rows):
             raise DataError(f"{path}: expected 'sentence<TAB>label' lines; expected {TRANSFER_LAYOUT}")
-        texts[split] = [[r[0] for r in rows]]
+        texts[split] = [[_norm(r[0]) for r in rows]]
         labels[split] = np.array([int(r[1]) for r in rows])
         files.append(path)
     return TransferData("SST2", texts, labels, files)
@@ -101,7 +105,7 @@ def _trec(folder: Path) -> TransferData:
             if coarse not in TREC_CLASSES or not question:
                 raise DataError(f"{path}: expected 'COARSE:fine question' lines with COARSE in "
                                 f"{', '.join(TREC_CLASSES)}, got {line[:60]!r}")
-            sents.append(question)
+            sents.append(_norm(question))
             ys.append(TREC_CLASSES.index(coarse))
         texts[split], labels[split] = [sents], np.array(ys)
         files.append(path)
@@ -118,7 +122,7 @@ def _mrpc(folder: Path) -> TransferData:
         if any(len(r) < 5 for r in rows):
             raise DataError(f"{path}: expected a header, then Quality, #1 ID, #2 ID, #1 String, #2 String "
                             f"tab-separated")
-        texts[split] = [[" ".join(r[3].split()) for r in rows], [" ".join(r[4].split()) for r in rows]]
+        texts[split] = [[_norm(r[3]) for r in rows], [_norm(r[4]) for r in rows]]
         labels[split] = np.array([int(r[0]) for r in rows])
         files.append(path)
     return TransferData("MRPC", texts, labels, files)
@@ -170,6 +174,15 @@ def select_c(x: np.ndarray, y: np.ndarray, *, kfold: int, seed: int) -> float:
 def probe_accuracy(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, kfold: int = 10,
                    seed: int = 1111) -> float:
     """Accuracy ×100 of the logistic-regression probe under the split's protocol (module docstring)."""
+    from threadpoolctl import threadpool_limits
+
+    # Hundreds of small fits: one BLAS thread each is much faster than oversubscribed threads on a busy machine.
+    with threadpool_limits(limits=1):
+        return _probe_accuracy(features, labels, kfold=kfold, seed=seed)
+
+
+def _probe_accuracy(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, kfold: int,
+                    seed: int) -> float:
     if "all" in features:
         x, y = features["all"], labels["all"]
         accs = []
