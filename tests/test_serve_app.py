@@ -244,7 +244,8 @@ def test_auth_required_on_every_route_but_healthz(server):
 
 
 def test_concurrent_load_has_no_errors(server, reference):
-    """32 concurrent loopback clients, 6 requests each of 1-8 texts, mixed formats: all 200 and correct."""
+    """32 concurrent loopback clients, 6 requests each of 1-8 texts, mixed formats: all 200 and correct, and
+    `@serve.batch` merged concurrent requests into shared model batches."""
     clients, per_client = 32, 6
     texts = [f"sentence number {i} about topic {i % 7}" for i in range(8)]
     expected = reference.encode(texts)
@@ -271,7 +272,14 @@ def test_concurrent_load_has_no_errors(server, reference):
             results = await asyncio.gather(*(client(n, http) for n in range(clients)))
         return [p for r in results for p in r]
 
+    from ray import serve
+
+    embedder = serve.get_deployment_handle("Embedder", app_name="syncse-test")
+    before = embedder.batching_stats.remote().result()
     start = time.monotonic()
     problems = asyncio.run(asyncio.wait_for(run(), timeout=120))
     assert problems == [], problems[:5]
     assert time.monotonic() - start < 120
+    after = embedder.batching_stats.remote().result()
+    calls, batches = after["calls"] - before["calls"], after["batches"] - before["batches"]
+    assert calls == clients * per_client and batches < calls  # concurrent requests shared model batches

@@ -82,10 +82,15 @@ class Embedder:
         self.max_batch_size = max_batch_size
         self.embed_batch.set_max_batch_size(max_batch_size)
         self.embed_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.calls = self.batches = 0
 
     def info(self) -> dict[str, Any]:
         return {"dimension": self.encoder.dimension, "max_tokens": self.encoder.max_tokens,
                 "path": str(self.encoder.path)}
+
+    def batching_stats(self) -> dict[str, int]:
+        """Embed calls received and model batches run by this replica: how much `@serve.batch` merged."""
+        return {"calls": self.calls, "batches": self.batches}
 
     async def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Unit vectors and the token length of each input (before truncation to the model's max tokens)."""
@@ -94,6 +99,8 @@ class Embedder:
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01, batch_size_fn=_chunk_size)
     async def embed_batch(self, chunks: list[list[str]]) -> list[tuple[np.ndarray, list[int]]]:
         texts = [text for chunk in chunks for text in chunk]
+        self.calls += len(chunks)
+        self.batches += 1
         # In a thread, so the replica keeps accepting requests into the next batch while this one runs.
         vectors, counts = await asyncio.to_thread(self._encode, texts)
         results, start = [], 0
