@@ -129,6 +129,9 @@ def test_split_sentence_list():
            "3. \"What a day!\"\n\n4. Rain.\nI hope these help!")
     assert split_sentence_list(raw) == ["The market opened early.", "Is the river rising?", "What a day!", "Rain."]
     assert split_sentence_list("First line.\nSecond line.") == ["First line.", "Second line."]
+    paragraph = "The tide came in fast. Did anyone see the boat? Yes, at 3.30 today!"
+    assert split_sentence_list(paragraph) == ["The tide came in fast.", "Did anyone see the boat?",
+                                              "Yes, at 3.30 today!"]
     assert split_sentence_list("") == []
 
 
@@ -207,3 +210,24 @@ def test_bad_inputs_name_the_problem(tmp_path):
     (tmp_path / "s.xlsx").write_text("x")
     with pytest.raises(SynthInputError, match="unknown format"):
         list(iter_input_sentences(tmp_path / "s.xlsx", "text"))
+
+
+def test_reaper_ends_engine_processes_after_their_owner(tmp_path):
+    import subprocess
+    import sys
+
+    import psutil
+
+    owner = subprocess.Popen(["sleep", "1"])
+    engine = subprocess.Popen(["sleep", "120"])
+    o, e = psutil.Process(owner.pid), psutil.Process(engine.pid)
+    reaper = subprocess.Popen([sys.executable, "-m", "syncse_ray.synth.reaper", str(o.pid), str(o.create_time()),
+                               f"{e.pid}:{e.create_time()}"])
+    try:
+        assert engine.poll() is None
+        owner.wait()
+        assert engine.wait(timeout=30) == -9  # SIGKILLed once its owner was gone
+        assert reaper.wait(timeout=10) == 0
+    finally:
+        engine.kill()
+        reaper.kill()

@@ -21,6 +21,7 @@ _TRAILING_NOTE = re.compile(
     r"|\s(?:note|explanation|reasoning)\s*:.*)\s*$",
     re.IGNORECASE,
 )
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"“'(]?[A-Z0-9])")
 _QUOTE_PAIRS = (('"', '"'), ("'", "'"), ("“", "”"), ("‘", "’"), ("«", "»"), ("`", "`"))
 
 
@@ -60,8 +61,12 @@ def clean_generation(text: str) -> str:
 
 
 def split_sentence_list(text: str) -> list[str]:
-    """Sentences of a scratch answer: the numbered items if there are any, else every non-empty line."""
+    """Sentences of a scratch answer: the numbered items if there are any, else the sentences of every
+    non-empty line (small models often answer with a paragraph instead of a list)."""
     lines = [ln for ln in text.strip().splitlines() if ln.strip() and not _is_preamble_line(ln)]
     numbered = [ln for ln in lines if _NUMBERING.match(ln)]
-    items = [_clean_line(ln) for ln in (numbered or lines)]
+    if numbered:
+        items = [_clean_line(ln) for ln in numbered]
+    else:
+        items = [_clean_line(part) for ln in lines for part in _SENTENCE_END.split(ln.strip())]
     return [s for s in items if s]

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from syncse_ray import stage_marker
 from syncse_ray.config import Config
+from syncse_ray.ray_env import init_ray
 from syncse_ray.synth import filters
 from syncse_ray.synth.inputs import SynthInputError, iter_input_sentences
 from syncse_ray.synth.layout import (
@@ -50,7 +51,7 @@ class SynthResult:
     dropped_dir: Path
     kept: int
     dropped: int
-    requested: int
+    requested: int  # rows that had to end in data or dropped (partial: input rows; scratch: written sentences)
     drop_reasons: dict[str, int]
     manifest: dict[str, Any] = field(repr=False)
     stats: dict[str, Any] = field(repr=False)
@@ -150,11 +151,16 @@ def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None) ->
     if not pending:
         return done
     engine = spec.cfg.engine
+    # The caller's progress replaces Ray Data's bars (which print log lines when there is no terminal).
+    ray.data.DataContext.get_current().enable_progress_bars = progress is None
+    # Request building and finishing are light next to generation: up to one actor each per engine.
+    helpers = ray.data.ActorPoolStrategy(min_size=1, max_size=engine.num_engines)
     ds = (ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
-          .map(BuildRequests, fn_constructor_args=(spec,), num_cpus=0.5, concurrency=1)
-          .map_batches(Generator, fn_constructor_args=(spec,), batch_size=1, concurrency=engine.num_engines,
+          .map(BuildRequests, fn_constructor_args=(spec,), num_cpus=0.5, compute=helpers)
+          .map_batches(Generator, fn_constructor_args=(spec,), batch_size=1,
+                       compute=ray.data.ActorPoolStrategy(size=engine.num_engines),
                        num_gpus=engine.num_gpus_per_engine, num_cpus=engine.num_cpus_per_engine)
-          .map(FinishChunk, fn_constructor_args=(spec,), num_cpus=0.5, concurrency=1))
+          .map(FinishChunk, fn_constructor_args=(spec,), num_cpus=0.5, compute=helpers))
     for _ in ds.iter_rows():
         done += 1
         if progress:
@@ -219,7 +225,6 @@ def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
 
     started = time.time()
     model_path = resolve_model(synth.model, cfg.cache_dir)
-    from syncse_ray.ray_env import init_ray
 
     def spec(phase: PhaseLayout) -> PhaseSpec:
         return PhaseSpec(phase, synth.model_dump(mode="json"), cfg.seed, synth.model, str(model_path))
@@ -233,7 +238,6 @@ def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
         except SynthInputError:
             _release_output_dir(layout)
             raise
-        requested = json.loads(layout.annotate.staged_marker.read_text())["rows"]
         init_ray(cfg.ray)
     else:
         init_ray(cfg.ray)
@@ -241,7 +245,6 @@ def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
         per = synth.scratch.requests_per_chunk
         resumed["sentences"] = _run_phase(spec(sentences), -(-synth.scratch.num_requests // per), progress)
         totals["sentences"] = _totals(sentences.summaries())
-        requested = synth.scratch.num_requests
         num_chunks = _stage_rows(layout.annotate, _scratch_rows(sentences), synth.chunk_size,
                                  synth.filters.near_duplicate_threshold)
     resumed["annotate"] = _run_phase(spec(layout.annotate), num_chunks, progress)
@@ -256,7 +259,7 @@ def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
     manifest = {
         "stage": STAGE, "mode": synth.mode, "model": synth.model, "model_path": str(model_path),
         "fingerprint": stage_marker.fingerprint(settings), "config": cfg.model_dump(mode="json"),
-        "requested": requested, "phases": totals,
+        "requested": staged_rows, "phases": totals,
         "prompt_tokens": sum(t["prompt_tokens"] for t in totals.values()),
         "output_tokens": sum(t["output_tokens"] for t in totals.values()),
         "wall_seconds": time.time() - started,

@@ -92,12 +92,14 @@ class Generator:
 
     def __init__(self, spec: PhaseSpec):
         from syncse_ray.synth.engine import build_llm
+        from syncse_ray.synth.reaper import start_reaper
 
         self.spec = spec
         cfg = spec.cfg
         self.llm = build_llm(spec.model_path, cfg.engine, seed=spec.run_seed)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = cfg.engine.max_model_len
+        start_reaper()  # the engine's processes must not outlive this actor (see reaper.py)
 
     def _prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -130,14 +132,16 @@ class Generator:
         return results
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {"chunk": [], "requests": [], "results": [], "generate_seconds": []}
+        out: dict[str, list] = {"chunk": [], "requests": [], "results": [], "generate_started_at": [],
+                                "generate_seconds": []}
         for chunk, payload in zip(batch["chunk"], batch["requests"]):
             requests = [Request.from_json(d) for d in json.loads(payload)]
-            start = time.perf_counter()
+            started_at, start = time.time(), time.perf_counter()
             results = self.generate(requests)
             out["chunk"].append(int(chunk))
             out["requests"].append(payload)
             out["results"].append(json.dumps(results))
+            out["generate_started_at"].append(started_at)
             out["generate_seconds"].append(time.perf_counter() - start)
         return out
 
@@ -204,7 +208,7 @@ def _finish_sentences(spec: PhaseSpec, answers: dict[tuple[int, str], tuple[Requ
 
 
 def finish_chunk(spec: PhaseSpec, chunk: int, requests: list[Request], results: list[dict],
-                 generate_seconds: float) -> dict[str, Any]:
+                 generate_started_at: float, generate_seconds: float) -> dict[str, Any]:
     """Parse and filter a chunk's answers, write its kept and dropped parts, then its summary (= done)."""
     answers = {(req.row, req.kind): (req, res) for req, res in zip(requests, results)}
     if spec.layout.phase == ANNOTATE:
@@ -222,7 +226,8 @@ def finish_chunk(spec: PhaseSpec, chunk: int, requests: list[Request], results: 
         "requests": len(requests), "prompt_tokens": sum(r["prompt_tokens"] for r in results),
         "output_tokens": sum(r["output_tokens"] for r in results),
         "truncated": sum(r["finish_reason"] == "length" for r in results),
-        "generate_seconds": generate_seconds, "finished_at": time.time(),
+        "generate_started_at": generate_started_at, "generate_seconds": generate_seconds,
+        "finished_at": time.time(),
     }
     write_json_atomic(spec.layout.done_file(chunk), summary)
     return summary
@@ -237,5 +242,5 @@ class FinishChunk:
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         requests = [Request.from_json(d) for d in json.loads(row["requests"])]
         summary = finish_chunk(self.spec, int(row["chunk"]), requests, json.loads(row["results"]),
-                               float(row["generate_seconds"]))
+                               float(row["generate_started_at"]), float(row["generate_seconds"]))
         return {"chunk": summary["chunk"], "summary": json.dumps(summary)}

@@ -1,0 +1,156 @@
+"""Synth throughput: the Ray Data pipeline against raw `vllm.LLM.chat`, and prefix-aware against naive
+request building, over identical partial-mode requests (real Wikipedia sentences, bundled SmolLM2).
+
+    SYNCSE_DATA_DIR=../shared/data .venv/bin/python benchmarks/synth_throughput.py            # a few minutes
+    .venv/bin/python benchmarks/synth_throughput.py --rows 300 --chunk-size 100                # larger
+
+Measures, in one process, one after another (never two engines busy at once):
+  1. raw engine, naive requests (exemplars in sampled order, rows in input order), prefix caching on
+  2. raw engine, prefix-aware requests (exemplar sets in pool order, each chunk grouped by prefix)
+  3. `run_synth` on the same sentences and seed: the same requests as 2, through Ray Data actors
+Engine start-up is excluded everywhere (the pipeline's span runs from its first chunk's engine call to its
+last chunk's files being written). Goals: pipeline / raw >= 0.95; prefix-aware / naive >= 1.3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from syncse_ray.config import load_config
+from syncse_ray.synth.filters import normalize
+from syncse_ray.synth.prompts import (
+    HARD_NEGATIVE,
+    POSITIVE,
+    annotation_request,
+    load_prompt_pack,
+    order_for_prefix_cache,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _sentences(data_dir: Path, rows: int) -> list[str]:
+    """The first `rows` distinct non-empty Wikipedia sentences (so staging drops none of them)."""
+    seen, out = set(), []
+    for line in (data_dir / "seeds" / "wiki1m_sample.txt").read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if normalize(text) and normalize(text) not in seen and len(text.split()) <= 60:
+            seen.add(normalize(text))
+            out.append(text)
+        if len(out) == rows:
+            return out
+    raise SystemExit(f"only {len(out)} usable sentences")
+
+
+def _requests(sentences: list[str], *, seed: int, chunk_size: int, prefix_aware: bool):
+    """Exactly the requests (and order) the pipeline builds for these rows."""
+    pack = load_prompt_pack(None)
+    out = []
+    for start in range(0, len(sentences), chunk_size):
+        chunk = [annotation_request(pack, row=row, text=sentences[row], kind=kind, run_seed=seed, num_exemplars=5,
+                                    prefix_aware=prefix_aware)
+                 for row in range(start, min(start + chunk_size, len(sentences))) for kind in (POSITIVE, HARD_NEGATIVE)]
+        out += order_for_prefix_cache(chunk) if prefix_aware else chunk
+    return out
+
+
+def _raw_run(llm, cfg, requests, chunk_size: int) -> dict:
+    """One `LLM.chat` call per chunk (as the pipeline does), prefix cache emptied first."""
+    from vllm import SamplingParams
+
+    llm.reset_prefix_cache()
+    sampling = {POSITIVE: cfg.synth.positive_sampling, HARD_NEGATIVE: cfg.synth.hard_negative_sampling}
+    per_call = 2 * chunk_size
+    out_tokens = prompt_tokens = 0
+    start = time.perf_counter()
+    for i in range(0, len(requests), per_call):
+        batch = requests[i:i + per_call]
+        params = [SamplingParams(temperature=sampling[r.kind].temperature, top_p=sampling[r.kind].top_p,
+                                 presence_penalty=sampling[r.kind].presence_penalty,
+                                 frequency_penalty=sampling[r.kind].frequency_penalty,
+                                 max_tokens=sampling[r.kind].max_tokens, seed=r.seed) for r in batch]
+        for o in llm.chat([r.messages for r in batch], params, use_tqdm=False):
+            out_tokens += len(o.outputs[0].token_ids)
+            prompt_tokens += len(o.prompt_token_ids)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "requests": len(requests), "output_tokens": out_tokens,
+            "prompt_tokens": prompt_tokens, "output_tokens_per_s": out_tokens / seconds,
+            "requests_per_s": len(requests) / seconds}
+
+
+def _pipeline_run(cfg) -> dict:
+    from syncse_ray.synth import run_synth
+
+    result = run_synth(cfg)
+    summaries = [json.loads(p.read_text())
+                 for p in sorted((result.output_dir / "work" / "annotate" / "done").glob("chunk-*.json"))]
+    span = max(s["finished_at"] for s in summaries) - min(s["generate_started_at"] for s in summaries)
+    out_tokens = sum(s["output_tokens"] for s in summaries)
+    requests = sum(s["requests"] for s in summaries)
+    return {"seconds": span, "requests": requests, "output_tokens": out_tokens,
+            "prompt_tokens": sum(s["prompt_tokens"] for s in summaries),
+            "output_tokens_per_s": out_tokens / span, "requests_per_s": requests / span,
+            "kept": result.kept, "dropped": result.dropped}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=48, help="input sentences (2 requests each)")
+    parser.add_argument("--chunk-size", type=int, default=24, help="rows per chunk / engine call")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("SYNCSE_DATA_DIR", "../shared/data")))
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "synth_throughput.json")
+    args = parser.parse_args()
+
+    sentences = _sentences(args.data_dir, args.rows)
+    work = Path(tempfile.mkdtemp(prefix="synth-bench-"))
+    input_path = work / "sentences.txt"
+    input_path.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    cfg = load_config(REPO / "configs" / "synth_partial_cpu.yaml", [
+        f"run_dir={work / 'run'}", f"synth.input={input_path}", "synth.limit=null",
+        f"synth.chunk_size={args.chunk_size}", f"seed={args.seed}", "synth.prefix_aware_requests=true"])
+
+    from syncse_ray.models import resolve_model
+    from syncse_ray.synth.engine import build_llm
+
+    llm = build_llm(resolve_model(cfg.synth.model, cfg.cache_dir), cfg.synth.engine, seed=args.seed)
+    _raw_run(llm, cfg, _requests(sentences[:8], seed=args.seed, chunk_size=8, prefix_aware=True), 8)  # warm-up
+    naive = _raw_run(llm, cfg, _requests(sentences, seed=args.seed, chunk_size=args.chunk_size,
+                                         prefix_aware=False), args.chunk_size)
+    aware = _raw_run(llm, cfg, _requests(sentences, seed=args.seed, chunk_size=args.chunk_size,
+                                         prefix_aware=True), args.chunk_size)
+    del llm
+    gc.collect()
+
+    from syncse_ray.ray_env import init_ray
+
+    init_ray(cfg.ray)
+    pipeline = _pipeline_run(cfg)
+
+    report = {
+        "rows": args.rows, "chunk_size": args.chunk_size, "raw_naive": naive, "raw_prefix_aware": aware,
+        "pipeline_prefix_aware": pipeline,
+        "pipeline_vs_raw_output_tokens_per_s": pipeline["output_tokens_per_s"] / aware["output_tokens_per_s"],
+        "prefix_aware_vs_naive_requests_per_s": aware["requests_per_s"] / naive["requests_per_s"],
+        "prefix_aware_vs_naive_output_tokens_per_s": aware["output_tokens_per_s"] / naive["output_tokens_per_s"],
+        "load_average_1m_at_end": os.getloadavg()[0],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    for name in ("raw_naive", "raw_prefix_aware", "pipeline_prefix_aware"):
+        r = report[name]
+        print(f"{name:24s} {r['requests']:5d} req {r['seconds']:7.1f} s  {r['requests_per_s']:6.2f} req/s  "
+              f"{r['output_tokens_per_s']:7.1f} out tok/s  ({r['prompt_tokens']} prompt / {r['output_tokens']} out)")
+    print(f"pipeline / raw (output tok/s):        {report['pipeline_vs_raw_output_tokens_per_s']:.3f}  (goal >= 0.95)")
+    print(f"prefix-aware / naive (requests/s):    {report['prefix_aware_vs_naive_requests_per_s']:.3f}  (goal >= 1.3)")
+    print(f"report: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
