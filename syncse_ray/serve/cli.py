@@ -36,9 +36,8 @@ def serve_command(
     cfg = load_or_exit(config, set_)
     updates: dict[str, Any] = {key: value for key, value in (
         ("model", model), ("corpus", corpus), ("index", index), ("host", host), ("port", port),
-        ("num_gpus_per_replica", num_gpus), ("api_key_env", api_key_env)) if value is not None}
-    if replicas is not None:
-        updates["num_replicas"] = replicas
+        ("num_replicas", replicas), ("num_gpus_per_replica", num_gpus), ("api_key_env", api_key_env))
+        if value is not None}
     if min_replicas is not None or max_replicas is not None:
         if replicas is not None:
             raise fail("give either --replicas or --min-replicas/--max-replicas, not both")
