@@ -135,7 +135,7 @@ def _timing_section(record: dict[str, Any]) -> list[str]:
     total = sum(s.get("work_seconds", s["seconds"]) for s in stages.values())
     rows.append(["**total**", "", _seconds(total), ""])
     return ["## Wall time per stage", "",
-            *_table(["stage", "this run", "wall time of the run that produced it", "this run's time"], rows)]
+            *_table(["stage", "this run", "time to produce the output", "time this run"], rows)]
 
 
 def write_report(cfg: Config, record: dict[str, Any] | None = None) -> Path:
