@@ -85,8 +85,10 @@ def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return [_row(header), _row(["---"] + ["---:"] * (len(header) - 1)), *map(_row, rows)]
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> list[str]:
+    """A Markdown table: the first ``text_columns`` columns left-aligned, the (numeric) rest right-aligned."""
+    align = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
+    return [_row(header), _row(align), *map(_row, rows)]
 
 
 def _scores(run: dict[str, Any], protocol: str) -> dict[str, float | None]:
@@ -132,7 +134,7 @@ def render_table(results: str | Path | dict[str, Any] | Sequence[str | Path | di
                  for run in runs for r in run["records"] if r["protocol"].startswith("mteb")]
     if mteb_rows:
         out += ["### MTEB (main score ×100; mteb-local: fed from the SentEval files, SICK-R on all ~9.9k pairs)",
-                "", *_table(["model", "task", "split", "metric", "protocol", "score"], mteb_rows), ""]
+                "", *_table(["model", "task", "split", "metric", "protocol", "score"], mteb_rows, text_columns=5), ""]
 
     skipped = [msg for run in runs for msg in run.get("skipped", [])]
     if skipped:
