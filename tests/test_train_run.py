@@ -115,3 +115,20 @@ def test_non_finite_loss_stops_with_a_clear_message(tmp_path, data_dir, ray_loca
                       "train.max_steps=3")
     with pytest.raises(TrainError, match=r"non-finite loss \(nan\) at step 1.*no checkpoint had been written"):
         run_train(cfg)
+
+
+def test_relaunching_a_killed_ddp_run_resumes_from_its_checkpoint(tmp_path, data_dir, ray_local):
+    """DDP backend, 1 worker, no restarts allowed: the fault after step 3 fails the run (checkpoint at step 2
+    kept); relaunching the same config resumes at step 2 and finishes all 4 steps."""
+    from syncse_ray.train import TrainError, run_train
+
+    snli_triplets(data_dir, 64).to_parquet(tmp_path / "t.parquet")
+    cfg = tiny_config(tmp_path, tmp_path / "t.parquet", data_dir, "train.backend=ddp", "train.max_steps=4",
+                      "train.eval_steps=2", "train.fault_at_step=3", "train.max_failures=0")
+    with pytest.raises(TrainError, match=r"(?s)resumes from the latest checkpoint.*injected fault at step 3"):
+        run_train(cfg)
+    result = run_train(cfg)
+    assert (result.resumed_from_step, result.steps) == (2, 4)
+    log = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in log if "dev_score" in r] == [2, 4]
