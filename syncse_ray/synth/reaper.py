@@ -1,7 +1,7 @@
 """Ends a vLLM engine's processes once the process that owned the engine is gone.
 
 vLLM's CPU worker process was seen to outlive its engine (its parent died, it kept spinning at ~30% CPU) when a
-Ray Data actor holding the engine ended. The actor starts this reaper, which waits for the actor's process to
+Ray Data actor holding the engine ended (Ray ends the actor's child processes, not their children). The actor starts this reaper, which waits for the actor's process to
 exit, however it exits (graceful, SIGKILL, crash), then SIGKILLs the engine processes it was given, by pid and
 creation time (a reused pid is left alone).
 
@@ -11,6 +11,7 @@ creation time (a reused pid is left alone).
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -32,9 +33,11 @@ def start_reaper() -> None:
     targets = [f"{p.pid}:{p.create_time()}" for p in me.children(recursive=True)]
     if not targets:
         return
-    subprocess.Popen([sys.executable, "-m", "syncse_ray.synth.reaper", str(me.pid), str(me.create_time()),
-                      *targets], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True)
+    # Started through a shell that exits at once, so the reaper is nobody's child: Ray ends a worker's child
+    # processes with the worker, which would take the reaper along before it could act.
+    command = shlex.join([sys.executable, "-m", "syncse_ray.synth.reaper", str(me.pid), str(me.create_time()),
+                          *targets])
+    subprocess.run(["sh", "-c", f"{command} >/dev/null 2>&1 </dev/null &"], check=True, start_new_session=True)
 
 
 def main(argv: list[str]) -> None:
