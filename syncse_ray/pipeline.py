@@ -174,8 +174,9 @@ def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def run_pipeline(cfg: Config, *, on_stage: Callable[[str, dict[str, Any]], None] | None = None) -> PipelineResult:
-    """Run the configured stages in order (module docstring); `on_stage(name, info)` is called after each."""
-    from syncse_ray.ray_env import init_ray
+    """Run the configured stages in order (module docstring); `on_stage(name, info)` is called after each.
+    Stages that need Ray join or start it themselves (syncse_ray.ray_env.init_ray), so a rerun whose stages are
+    all done starts nothing."""
     from syncse_ray.report import write_report
 
     stages = _check_plan(cfg)
@@ -183,7 +184,6 @@ def run_pipeline(cfg: Config, *, on_stage: Callable[[str, dict[str, Any]], None]
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg))
     record = _read_record(run_dir)
-    init_ray(cfg.ray)
     result = PipelineResult(run_dir=run_dir)
     for name in stages:
         started = time.time()
