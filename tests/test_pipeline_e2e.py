@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -39,17 +40,36 @@ def ray_head(tmp_path_factory):
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     port, dashboard = _free_port(), _free_port()
     temp_dir = tmp_path_factory.mktemp("ray")
-    start = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=8",
+    start = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=8",
              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
              f"--temp-dir={temp_dir}", "--disable-usage-stats"]
-    out = subprocess.run(start, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
+    # --block in a session of its own: teardown ends exactly this cluster's processes (`ray stop` would end every
+    # Ray process on the machine, the test session's own local cluster included).
+    log = (temp_dir / "ray_start.log").open("w")
+    head = subprocess.Popen(start, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     try:
+        deadline = time.time() + 300
+        while True:
+            assert head.poll() is None, (temp_dir / "ray_start.log").read_text()
+            ready = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
+                                   capture_output=True, text=True, timeout=120)
+            if ready.returncode == 0:
+                break
+            assert time.time() < deadline, ready.stdout + ready.stderr
+            time.sleep(2)
         yield address, env
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"},
-                       capture_output=True, timeout=300)
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # a clean stop first, then whatever is left of the group
+            try:
+                os.killpg(head.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                head.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+        log.close()
 
 
 def _submit(address: str, env: dict, run_dir: Path, extra: list[str]) -> tuple[int, str]:
