@@ -129,7 +129,7 @@ def _run_train(cfg: Config) -> dict[str, Any]:
 
 
 def _run_eval(cfg: Config) -> dict[str, Any]:
-    results, skipped = run_eval_stage(cfg)
+    _, skipped = run_eval_stage(cfg)
     return {"skipped": skipped, "results": str(cfg.stage_dir("eval") / "results.json")}
 
 

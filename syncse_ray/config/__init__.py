@@ -5,7 +5,7 @@
 Every section forbids unknown keys, so a typo fails at load time with the key's dotted path.
 """
 
-from syncse_ray.config.loader import ConfigError, apply_overrides, load_config, dump_config
+from syncse_ray.config.loader import ConfigError, apply_overrides, dump_config, load_config
 from syncse_ray.config.root import (
     Config,
     EvalConfig,

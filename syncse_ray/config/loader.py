@@ -8,7 +8,6 @@ from pydantic import ValidationError
 
 from syncse_ray.config.root import Config
 
-
 PLACEHOLDERS = ("{data_dir}", "{run_dir}")
 
 
