@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from syncse_ray.config import Config, ConfigError, dump_config, load_config
-from syncse_ray.models import ModelError, bundled_status, prepare_bundled, BUNDLED
+from syncse_ray.cli_common import ConfigPath, SetOption, console, fail, load_or_exit
+from syncse_ray.config import dump_config
+from syncse_ray.models import BUNDLED, ModelError, bundled_status, prepare_bundled
 
 app = typer.Typer(
     name="syncse",
@@ -22,29 +22,6 @@ models_app = typer.Typer(help="Bundled offline models and model references.", no
 config_app = typer.Typer(help="Inspect configs.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
-
-console = Console()
-err_console = Console(stderr=True)
-
-ConfigPath = Annotated[Path, typer.Argument(help="YAML config file (see configs/).")]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override a config value, e.g. --set train.lr=1e-5 (repeatable)."),
-]
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def load_or_exit(config: Path | None, overrides: list[str] | None) -> Config:
-    """Load a config for a command; a bad file or override exits with the message, no traceback."""
-    try:
-        return load_config(config, overrides or [])
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-
 
 @config_app.command("show")
 def config_show(config: ConfigPath, set_: SetOption = None) -> None:

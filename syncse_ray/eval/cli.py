@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from syncse_ray.cli import SetOption, console, fail, load_or_exit
+from syncse_ray.cli_common import SetOption, console, fail, load_or_exit
 
 
 def eval_command(

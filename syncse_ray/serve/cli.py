@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from syncse_ray.cli import SetOption, console, fail, load_or_exit
+from syncse_ray.cli_common import SetOption, console, fail, load_or_exit
 from syncse_ray.config import ConfigError, ServeConfig
 
 index_app = typer.Typer(help="FAISS corpus indexes for /v1/search.", no_args_is_help=True)

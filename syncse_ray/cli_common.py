@@ -1,0 +1,36 @@
+"""What every `syncse` command shares: the console, the config argument and --set option, error exits.
+
+Kept apart from cli.py so stage commands can import it while cli.py imports them (also under
+`python -m syncse_ray.cli`, where cli.py runs as __main__)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from syncse_ray.config import Config, ConfigError, load_config
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigPath = Annotated[Path, typer.Argument(help="YAML config file (see configs/).")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value, e.g. --set train.lr=1e-5 (repeatable)."),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def load_or_exit(config: Path | None, overrides: list[str] | None) -> Config:
+    """Load a config for a command; a bad file or override exits with the message, no traceback."""
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
