@@ -42,7 +42,65 @@ def _seconds(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
-def _synth_section(synth_dir: Path) -> list[str]:
+def _margin_histogram(synth_dir: Path, path: Path) -> bool:
+    """Histogram of cos(anchor, positive) - cos(anchor, hard negative) over the kept rows, by the judge."""
+    import pyarrow.dataset as pads
+
+    data = synth_dir / "data"
+    if not data.is_dir() or "pos_score" not in pads.dataset(data, format="parquet").schema.names:
+        return False
+    table = pads.dataset(data, format="parquet").to_table(columns=["pos_score", "neg_score"]).to_pylist()
+    margins = [r["pos_score"] - r["neg_score"] for r in table if r["pos_score"] is not None
+               and r["neg_score"] is not None]
+    if not margins:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.hist(margins, bins=30)
+    ax.axvline(0.0, color="k", lw=0.8)
+    ax.set_xlabel("cos(anchor, positive) − cos(anchor, hard negative), judge")
+    ax.set_ylabel("kept rows")
+    ax.set_title("judge margin of the kept triplets")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _verification_lines(synth_dir: Path, run_dir: Path, manifest: dict[str, Any],
+                        stats: dict[str, Any]) -> list[str]:
+    judge = stats.get("judge") or {}
+    if not judge:
+        return []
+    jcfg = manifest.get("config", {}).get("synth", {})
+    method = jcfg.get("judge", {}).get("method", "?")
+    model = jcfg.get("judge", {}).get("model") if "embedding" in method else None
+    out = ["### Verified triplets", "",
+           f"{jcfg.get('candidates', 1)} candidates per (sentence, kind), judge **{method}**"
+           + (f" (`{model}`)" if model else "") + ".", ""]
+    fmt = lambda v, f: "–" if v is None else format(v, f)
+    out += _table(["candidates per kept triplet", "tokens per kept triplet", "judge agreement (kept)",
+                   "mean cos(anchor, positive)", "mean cos(anchor, hard negative)", "median margin"],
+                  [[fmt(judge.get("candidates_per_kept"), ".1f"), fmt(judge.get("tokens_per_kept"), ".0f"),
+                    fmt(judge.get("agreement"), ".1%"), fmt(judge.get("mean_pos"), ".3f"),
+                    fmt(judge.get("mean_neg"), ".3f"), fmt((judge.get("margin_quantiles") or {}).get("0.5"), ".3f")]])
+    outcomes = judge.get("candidate_reasons") or {}
+    if outcomes:
+        out += [("Every candidate's outcome (`not_selected`: passed the filters, another was chosen or the row "
+                "was dropped):"), "", *_table(["outcome", "candidates"],
+                                             sorted(([k, v] for k, v in outcomes.items()), key=lambda kv: -kv[1]))]
+    out += [("The judge selected these rows, so its agreement on them is not an independent measure; "
+            "`benchmarks/triplet_quality.py` scores them with a judge that did not select them."), ""]
+    if _margin_histogram(synth_dir, run_dir / "report_margins.png"):
+        out += ["![judge margins](report_margins.png)", ""]
+    return out
+
+
+def _synth_section(synth_dir: Path, run_dir: Path) -> list[str]:
     manifest = _read_json(synth_dir / "manifest.json")
     stats = _read_json(synth_dir / "stats.json")
     if not manifest:
@@ -66,6 +124,7 @@ def _synth_section(synth_dir: Path) -> list[str]:
                 *_table(["column", "distinct-2", "duplicate rate"],
                         [[col, f"{d['distinct_2']:.3f}", f"{d['duplicate_rate']:.3f}"]
                          for col, d in diversity.items()])]
+    out += _verification_lines(synth_dir, run_dir, manifest, stats or {})
     return out
 
 
@@ -145,7 +204,7 @@ def write_report(cfg: Config, record: dict[str, Any] | None = None) -> Path:
     record = record if record is not None else (_read_json(run_dir / "pipeline.json") or {})
     lines = [f"# Run report: {cfg.name}", "", f"Run folder `{run_dir.resolve()}`; config in `config.yaml`.", ""]
     lines += _timing_section(record)
-    lines += _synth_section(cfg.stage_dir("synth"))
+    lines += _synth_section(cfg.stage_dir("synth"), run_dir)
     lines += _train_section(cfg.stage_dir("train"), run_dir)
     lines += _eval_section(cfg.stage_dir("eval"))
     path = run_dir / REPORT_FILE

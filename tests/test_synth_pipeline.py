@@ -47,7 +47,9 @@ def _partial_config(tmp_path: Path, input_path: Path, **overrides) -> object:
 def test_partial_on_real_sentences(tmp_path, data_dir, cache_dir, ray_local):
     real = (data_dir / "seeds" / "wiki1m_sample.txt").read_text(encoding="utf-8").splitlines()[:30]
     giant = " ".join(["word"] * 2500)  # cannot fit the 2048-token context with its prompt
-    lines = real + ["", real[0], giant]
+    stsb_test = [line.split("\t")[5] for line in (data_dir / "senteval/STS/STSBenchmark/sts-test.csv")
+                 .read_text(encoding="utf-8").splitlines()[100:102]]
+    lines = real + ["", real[0], giant, stsb_test[0].capitalize(), stsb_test[1]]
     input_path = tmp_path / "sentences.txt"
     input_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     cfg = _partial_config(tmp_path, input_path, cache_dir=cache_dir)
@@ -64,7 +66,17 @@ def test_partial_on_real_sentences(tmp_path, data_dir, cache_dir, ray_local):
     assert reasons["p000000030"] == "empty_input"
     assert reasons["p000000031"] == "duplicate"
     assert reasons["p000000032"] == "too_long_for_context"
+    assert reasons["p000000033"] == reasons["p000000034"] == "eval_overlap"  # STS-B test sentences
     assert sum(result.drop_reasons.values()) == result.dropped
+    # Verified triplets: 4 candidates a kind, judged by MiniLM, the positive above the negative by the margins.
+    judge = cfg.synth.judge
+    for row in kept:
+        assert judge.min_positive <= row["pos_score"] < judge.max_positive and row["candidates"] == 8
+        assert row["neg_score"] <= min(row["pos_score"] - judge.margin, row["pos_score"] * judge.relative_margin)
+        assert row["neg_score"] >= judge.min_negative and row["judge"] == "embedding:bundled:all-minilm-l6-v2"
+    candidates = _read(out / "candidates")
+    assert sum(c["selected"] for c in candidates) == 2 * len(kept)
+    assert {c["id"] for c in candidates} == {r["id"] for r in kept} | {r["id"] for r in dropped if r["sent1"]}
     for row in kept:
         assert row["sent0"] in real and row["sent1"] and row["hard_neg"]
         assert len(row["positive_exemplars"]) == 5 and row["positive_instruction"].startswith("pos-")
@@ -77,6 +89,8 @@ def test_partial_on_real_sentences(tmp_path, data_dir, cache_dir, ray_local):
     stats = json.loads((out / "stats.json").read_text())
     annotate = manifest["phases"]["annotate"]
     assert annotate["requests"] == 2 * 31 and annotate["output_tokens"] > 0 and annotate["prompt_tokens"] > 0
+    assert annotate["candidates"] == 4 * annotate["requests"]
+    assert stats["judge"]["agreement"] == 1.0 and stats["judge"]["tokens_per_kept"] > 0
     assert manifest["output_tokens"] == annotate["output_tokens"]
     assert 0 < stats["diversity"]["sent1"]["distinct_2"] <= 1 and stats["sampled_rows"] == result.kept
     assert json.loads((out / "stage.json").read_text())["stage"] == "synth"
@@ -105,6 +119,14 @@ def test_bad_input_fails_clearly_and_leaves_no_claim(tmp_path, cache_dir):
     cfg = load_config(REPO / "configs" / "synth_partial_cpu.yaml", [f"run_dir={tmp_path}", "synth.input=null"])
     with pytest.raises(SynthError, match="synth.input is not set"):
         run_synth(cfg)
+    good_input = tmp_path / "good.txt"
+    good_input.write_text("A sentence.\n")
+    for judge_model, message in [("bundled:no-such-model", "synth.judge.model"),
+                                 (str(tmp_path), "synth.judge.model")]:
+        cfg = _partial_config(tmp_path, good_input, cache_dir=cache_dir, **{"synth.judge.model": judge_model})
+        with pytest.raises(SynthError, match=message):
+            run_synth(cfg)
+        assert not (tmp_path / "run" / "synth").exists()
 
 
 def test_scratch_writes_sentences_then_triplets(tmp_path, cache_dir, ray_local):
@@ -120,7 +142,7 @@ def test_scratch_writes_sentences_then_triplets(tmp_path, cache_dir, ray_local):
     sentence_drops = _read(out / "scratch" / "dropped")
     assert sentences, "no sentences were written"
     assert all(len(s["text"].split()) <= 32 and s["genre"] and len(s["topics"]) == 6 for s in sentences)
-    assert all(r["reason"] in {"sentence_too_long", "no_sentences"} for r in sentence_drops)
+    assert all(r["reason"] in {"sentence_too_long", "no_sentences", "eval_overlap"} for r in sentence_drops)
     assert {s["request"] for s in sentences} | {d["request"] for d in sentence_drops} == {0, 1}
     kept, _ = _check_exactly_once(out, {s["id"] for s in sentences})
     assert result.kept + result.dropped == len(sentences) == result.requested

@@ -73,6 +73,9 @@ def test_seeds_are_distinct_per_row_and_kind():
     seeds = {request_seed(5, row, kind) for row in range(20_000) for kind in (POSITIVE, HARD_NEGATIVE, SENTENCES)}
     assert len(seeds) == 60_000
     assert all(0 <= s < 2**63 for s in seeds)
+    # vLLM seeds the i-th of n samples with seed + i: candidates of different requests never share a seed.
+    candidate_seeds = {s + i for s in seeds for i in range(32)}
+    assert len(candidate_seeds) == 60_000 * 32 and max(candidate_seeds) < 2**63
     with pytest.raises(ValueError):
         request_seed(0, -1, POSITIVE)
 
@@ -135,22 +138,21 @@ def test_split_sentence_list():
     assert split_sentence_list("") == []
 
 
-@pytest.mark.parametrize("positive, negative, reason", [
-    ("", "A dog ran.", filters.EMPTY),
-    ("...", "A dog ran.", filters.EMPTY),
-    ("I'm sorry, but I cannot help with that.", "A dog ran.", filters.REFUSAL),
-    ("A cat ran fast.", "As an AI language model, I can't change the meaning.", filters.REFUSAL),
-    ("The vote was put off by the committee until next Tuesday.", "A dog ran home.", filters.PROMPT_ECHO),
-    ("a cat ran home", "A dog ran home.", filters.ANCHOR_COPY),
-    ("A feline ran home.", "A cat ran home!", filters.ANCHOR_COPY),
-    ("A feline went home.", "a feline went home", filters.POSITIVE_EQUALS_NEGATIVE),
-    ("Cat.", "A dog ran home.", filters.TOO_SHORT),
-    ("A feline went home " + "and then further " * 30, "A dog ran home.", filters.TOO_LONG),
-    ("A feline went home.", "A dog ran away.", None),
+@pytest.mark.parametrize("candidate, reason", [
+    ("", filters.EMPTY),
+    ("...", filters.EMPTY),
+    ("I'm sorry, but I cannot help with that.", filters.REFUSAL),
+    ("As an AI language model, I can't change the meaning.", filters.REFUSAL),
+    ("The vote was put off by the committee until next Tuesday.", filters.PROMPT_ECHO),
+    ("a cat ran home", filters.ANCHOR_COPY),
+    ("A cat ran home!", filters.ANCHOR_COPY),
+    ("Cat.", filters.TOO_SHORT),
+    ("A feline went home " + "and then further " * 30, filters.TOO_LONG),
+    ("A feline went home.", None),
 ])
-def test_triplet_filters(positive, negative, reason):
-    got = filters.triplet_drop_reason("A cat ran home.", positive, negative, echo_texts=PACK.echo_texts,
-                                      min_words=2, max_words=64)
+def test_candidate_filters(candidate, reason):
+    got = filters.candidate_drop_reason("A cat ran home.", candidate, echo_texts=PACK.echo_texts,
+                                        min_words=2, max_words=64)
     assert got == reason
 
 

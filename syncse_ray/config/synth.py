@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from syncse_ray.config.base import Section
 
@@ -53,6 +53,50 @@ class FilterConfig(Section):
     stats_sample_rows: int = Field(50_000, ge=1, description="kept rows read back for distinct-2/duplicate rate")
 
 
+class JudgeConfig(Section):
+    """Which candidates make a triplet: judged by an encoder and/or the LLM, then selected with margins.
+
+    Thresholds are cosines of the embedding judge (defaults: bundled all-MiniLM-L6-v2), calibrated on 1,000 human
+    SNLI dev triplets (premise, entailment, contradiction): see docs/synth.md, "Verified triplets"."""
+
+    method: Literal["embedding", "llm", "embedding+llm", "none"] = Field(
+        "embedding", description="embedding: an encoder scores cos(anchor, candidate); llm: the LLM is asked "
+                                 "whether the candidate follows from / contradicts the anchor (token "
+                                 "log-probabilities); none: the first candidate that passes the exact filters")
+    model: str = Field("bundled:all-minilm-l6-v2", description="embedding judge: bundled: name, folder or hub name")
+    pooler: str | None = Field(None, description="embedding judge pooler for a plain transformers model")
+    batch_size: int = Field(128, ge=1, description="embedding judge batch size")
+    num_actors: int = Field(1, ge=1, description="embedding judge actors")
+    num_gpus_per_actor: float = Field(0.0, ge=0.0)
+    num_cpus_per_actor: float = Field(1.0, ge=0.0)
+    min_positive: float = Field(0.45, ge=-1.0, le=1.0, description="positives below: positive_unrelated")
+    max_positive: float = Field(0.97, ge=-1.0, le=1.0, description="positives at or above: positive_near_copy")
+    min_negative: float = Field(0.07, ge=-1.0, le=1.0, description="negatives below: negative_unrelated")
+    margin: float = Field(0.05, ge=0.0, le=2.0, description="a negative must score <= positive - margin")
+    relative_margin: float = Field(0.95, gt=0.0, le=1.0,
+                                   description="and <= positive * relative_margin (TopK-PercPos)")
+    llm_min_entailment: float = Field(0.5, ge=0.0, le=1.0,
+                                      description="llm judge: P(yes | does B follow from A) below: not entailed")
+    llm_min_contradiction: float = Field(0.5, ge=0.0, le=1.0,
+                                         description="llm judge: P(yes | does B contradict A) below: "
+                                                     "negative_not_contradicting")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min_positive >= self.max_positive:
+            raise ValueError(f"min_positive ({self.min_positive}) must be below max_positive ({self.max_positive})")
+        return self
+
+
+class DecontaminationConfig(Section):
+    """Drop sentences that match an evaluation sentence (STS12-16, STS-B dev/test, SICK trial/test in the data
+    dir): exact after normalisation, or near-duplicates by word n-gram Jaccard."""
+
+    enabled: bool = True
+    ngram: int = Field(3, ge=1, le=8)
+    near_threshold: float = Field(0.8, gt=0.0, le=1.0, description="Jaccard of word n-grams")
+
+
 class SynthConfig(Section):
     mode: Literal["partial", "scratch"] = "partial"
     input: Path | None = Field(None, description="partial: text/JSONL/Parquet/CSV of sentences")
@@ -62,6 +106,11 @@ class SynthConfig(Section):
     output_dir: Path | None = Field(None, description="default: <run_dir>/synth")
     model: str = "bundled:smollm2-135m-instruct"
     num_exemplars: int = Field(5, ge=0)
+    # Over-generation: k answers per (sentence, kind) from one request (vLLM SamplingParams.n: one prefill, k
+    # samples with seeds seed..seed+k-1), judged and selected below.
+    candidates: int = Field(4, ge=1, le=32, description="candidates per (sentence, kind)")
+    judge: JudgeConfig = JudgeConfig()
+    decontamination: DecontaminationConfig = DecontaminationConfig()
     # Lay each sampled exemplar set out in a fixed (pool) order and submit a chunk's requests grouped by
     # instruction and exemplars, so that requests share longer prompt prefixes (vLLM prefix caching).
     prefix_aware_requests: bool = True

@@ -20,6 +20,7 @@ TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
 SENTENCE_TOO_LONG = "sentence_too_long"  # scratch: a written sentence over max_sentence_words
 NO_SENTENCES = "no_sentences"  # scratch: a writing request whose answer held no usable sentence
+EVAL_OVERLAP = "eval_overlap"  # matches an evaluation sentence (decontamination)
 
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 _SPACE = re.compile(r"\s+")
@@ -61,63 +62,82 @@ def is_refusal(text: str) -> bool:
     return bool(_REFUSAL.search(text))
 
 
-def triplet_drop_reason(anchor: str, positive: str, hard_negative: str, *, echo_texts: frozenset[str],
-                        min_words: int, max_words: int) -> str | None:
-    """Why a parsed (anchor, positive, hard negative) triplet is unusable, or None to keep it."""
-    outputs = (positive, hard_negative)
-    norms = [normalize(t) for t in outputs]
-    if not all(norms):
+def candidate_drop_reason(anchor: str, text: str, *, echo_texts: frozenset[str], min_words: int,
+                          max_words: int) -> str | None:
+    """Why one parsed candidate (positive or hard negative) is unusable, or None if it passes."""
+    norm = normalize(text)
+    if not norm:
         return EMPTY
-    if any(is_refusal(t) for t in outputs):
+    if is_refusal(text):
         return REFUSAL
-    if any(n in echo_texts for n in norms):
+    if norm in echo_texts:
         return PROMPT_ECHO
-    if normalize(anchor) in norms:
+    if norm == normalize(anchor):
         return ANCHOR_COPY
-    if norms[0] == norms[1]:
-        return POSITIVE_EQUALS_NEGATIVE
-    counts = [word_count(t) for t in outputs]
-    if min(counts) < min_words:
+    words = word_count(text)
+    if words < min_words:
         return TOO_SHORT
-    if max(counts) > max_words:
+    if words > max_words:
         return TOO_LONG
     return None
 
 
+class NgramIndex:
+    """Texts indexed by their word n-grams; `match` finds an indexed text whose n-gram Jaccard with a query
+    is >= threshold, scoring only candidates that share enough n-grams to reach it."""
+
+    def __init__(self, threshold: float, n: int = 3):
+        self.threshold, self.n = threshold, n
+        self._grams: list[set] = []
+        self._index: dict[tuple, list[int]] = defaultdict(list)
+
+    def __len__(self) -> int:
+        return len(self._grams)
+
+    def clear(self) -> None:
+        self._grams.clear()
+        self._index.clear()
+
+    def add(self, text: str) -> None:
+        grams = word_ngrams(text, self.n)
+        k = len(self._grams)
+        self._grams.append(grams)
+        for g in grams:
+            self._index[g].append(k)
+
+    def match(self, text: str) -> bool:
+        grams = word_ngrams(text, self.n)
+        shared: dict[int, int] = defaultdict(int)
+        for g in grams:
+            for j in self._index.get(g, ()):
+                shared[j] += 1
+        # Jaccard >= t needs |A & B| >= t * |A|; only those candidates are scored.
+        return any(n >= self.threshold * len(grams) and jaccard(grams, self._grams[j]) >= self.threshold
+                   for j, n in shared.items())
+
+
 class Deduplicator:
     """Exact duplicates across everything it has seen (64-bit hashes of normalized text) and near duplicates
-    (Jaccard of word 3-grams >= threshold) within the current window, found through an n-gram index."""
+    (Jaccard of word 3-grams >= threshold) within the current window."""
 
     def __init__(self, near_threshold: float):
         self.near_threshold = near_threshold
         self._seen: set[int] = set()
-        self._window: list[set] = []
-        self._index: dict[tuple, list[int]] = defaultdict(list)
+        self._window = NgramIndex(near_threshold)
 
     def new_window(self) -> None:
         """Forget near-duplicate candidates (bounded memory on long inputs); exact hashes are kept."""
         self._window.clear()
-        self._index.clear()
 
     def check(self, text: str) -> str | None:
         """DUPLICATE / NEAR_DUPLICATE if an earlier text matches, else None (and remember this one)."""
         h = text_hash(text)
         if h in self._seen:
             return DUPLICATE
-        grams = word_ngrams(text)
-        shared: dict[int, int] = defaultdict(int)
-        for g in grams:
-            for j in self._index.get(g, ()):
-                shared[j] += 1
-        for j, n in shared.items():
-            # Jaccard >= t needs |A & B| >= t * |A|; only those candidates are scored.
-            if n >= self.near_threshold * len(grams) and jaccard(grams, self._window[j]) >= self.near_threshold:
-                return NEAR_DUPLICATE
+        if self._window.match(text):
+            return NEAR_DUPLICATE
         self._seen.add(h)
-        k = len(self._window)
-        self._window.append(grams)
-        for g in grams:
-            self._index[g].append(k)
+        self._window.add(text)
         return None
 
 

@@ -2,6 +2,7 @@
 
     <output_dir>/data/part-NNNNN.parquet      kept triplets (sent0, sent1, hard_neg + provenance)
     <output_dir>/dropped/part-NNNNN.parquet   dropped rows with their reason
+    <output_dir>/candidates/part-NNNNN.parquet every candidate the LLM wrote: filter reason, judge scores, selected
     <output_dir>/scratch/sentences|dropped/   scratch phase 1: written sentences / dropped ones
     <output_dir>/work/<phase>/inputs/         the staged input chunks of a phase (resume reads these)
     <output_dir>/work/<phase>/done/           one JSON summary per finished chunk: a chunk is done iff its
@@ -22,7 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ANNOTATE, SENTENCES = "annotate", "sentences"
-_STR, _INT, _STRS = pa.string(), pa.int64(), pa.list_(pa.string())
+_STR, _INT, _STRS, _F = pa.string(), pa.int64(), pa.list_(pa.string()), pa.float64()
+# Judge scores: cos(anchor, x) under the embedding judge; the LLM judge's P(yes). Null when that judge is off.
+_SCORES = [("judge", _STR), ("pos_score", _F), ("neg_score", _F), ("pos_llm", _F), ("neg_llm", _F)]
 
 STAGED_INPUT_SCHEMA = pa.schema([
     ("row", _INT), ("id", _STR), ("text", _STR), ("drop_reason", _STR), ("genre", _STR), ("topics", _STRS),
@@ -33,11 +36,16 @@ TRIPLET_SCHEMA = pa.schema([
     ("genre", _STR), ("topics", _STRS), ("sentence_instruction", _STR), ("sentence_seed", _INT),
     ("positive_instruction", _STR), ("positive_exemplars", _STRS), ("positive_seed", _INT),
     ("hard_negative_instruction", _STR), ("hard_negative_exemplars", _STRS), ("hard_negative_seed", _INT),
-    ("model", _STR), ("positive_sampling", _STR), ("hard_negative_sampling", _STR),
+    ("model", _STR), ("positive_sampling", _STR), ("hard_negative_sampling", _STR), *_SCORES,
+    ("candidates", _INT),
 ])
 TRIPLET_DROPPED_SCHEMA = pa.schema([
     ("id", _STR), ("reason", _STR), ("sent0", _STR), ("sent1", _STR), ("hard_neg", _STR),
-    ("raw_positive", _STR), ("raw_hard_negative", _STR), ("mode", _STR), ("model", _STR),
+    ("raw_positive", _STR), ("raw_hard_negative", _STR), ("mode", _STR), ("model", _STR), *_SCORES,
+])
+CANDIDATE_SCHEMA = pa.schema([
+    ("id", _STR), ("kind", _STR), ("index", _INT), ("text", _STR), ("reason", _STR), ("sim", _F), ("llm", _F),
+    ("selected", pa.bool_()),
 ])
 SENTENCE_SCHEMA = pa.schema([
     ("id", _STR), ("text", _STR), ("genre", _STR), ("topics", _STRS), ("instruction", _STR), ("seed", _INT),
@@ -78,6 +86,9 @@ class PhaseLayout:
     def dropped_part(self, chunk: int) -> Path:
         return self.dropped_dir / f"part-{chunk:05d}.parquet"
 
+    def candidates_part(self, chunk: int) -> Path:
+        return self.kept_dir.parent / "candidates" / f"part-{chunk:05d}.parquet"
+
     def done_file(self, chunk: int) -> Path:
         return self.done_dir / f"chunk-{chunk:05d}.json"
 
@@ -96,7 +107,8 @@ class PhaseLayout:
 
     def remove_temp_files(self) -> None:
         """Leftovers of writes a killed run did not finish (never read: their names start with '.')."""
-        for folder in (self.kept_dir, self.dropped_dir, self.inputs_dir, self.done_dir):
+        for folder in (self.kept_dir, self.dropped_dir, self.kept_dir.parent / "candidates", self.inputs_dir,
+                       self.done_dir):
             if folder.is_dir():
                 for tmp in folder.glob(".*.tmp"):
                     tmp.unlink(missing_ok=True)

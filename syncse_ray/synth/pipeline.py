@@ -1,6 +1,7 @@
 """`run_synth`: the synth stage end to end. Ray plumbing only; the per-chunk work lives in `stages`.
 
-partial: stage the input into chunks -> Ray Data: build requests -> vLLM actors -> parse/filter/write.
+partial: stage the input into chunks -> Ray Data: build requests -> vLLM actors (k candidates per request,
+parsed and filtered; LLM judge) -> embedding judge actors -> select and write.
 scratch: the same pipeline writes sentences first (phase 1), whose output is staged and annotated (phase 2).
 A restart with the same config skips finished chunks; a folder written by another config is refused.
 """
@@ -21,8 +22,11 @@ from syncse_ray import stage_marker
 from syncse_ray.config import Config
 from syncse_ray.ray_env import init_ray
 from syncse_ray.synth import filters
+from syncse_ray.synth.decontaminate import DecontaminationError, EvalOverlapIndex
 from syncse_ray.synth.inputs import SynthInputError, iter_input_sentences
+from syncse_ray.synth.judge import EmbeddingJudge, uses_embedding
 from syncse_ray.synth.layout import (
+    ANNOTATE,
     STAGED_INPUT_SCHEMA,
     Layout,
     PhaseLayout,
@@ -33,9 +37,10 @@ from syncse_ray.synth.prompts import check_pack, load_prompt_pack
 from syncse_ray.synth.stages import BuildRequests, FinishChunk, Generator, PhaseSpec
 
 STAGE = "synth"
-# Engine settings that change speed or placement but not what is generated: a run may resume with others.
+# Engine and judge settings that change speed or placement but not what is generated: a run may resume with others.
 _RESOURCE_KEYS = ("num_engines", "num_gpus_per_engine", "num_cpus_per_engine", "gpu_memory_utilization",
                   "kv_cache_memory_bytes", "max_num_seqs")
+_JUDGE_RESOURCE_KEYS = ("batch_size", "num_actors", "num_gpus_per_actor", "num_cpus_per_actor")
 
 ProgressFn = Callable[[str, int, int], None]  # (phase, chunks done, chunks total)
 
@@ -64,6 +69,7 @@ def synth_settings(cfg: Config) -> dict[str, Any]:
     synth = cfg.synth.model_dump(mode="json")
     synth.pop("output_dir")
     synth["engine"] = {k: v for k, v in synth["engine"].items() if k not in _RESOURCE_KEYS}
+    synth["judge"] = {k: v for k, v in synth["judge"].items() if k not in _JUDGE_RESOURCE_KEYS}
     return {"synth": synth, "seed": cfg.seed}
 
 
@@ -100,18 +106,23 @@ def _release_output_dir(layout: Layout) -> None:
 
 
 def _stage_rows(phase: PhaseLayout, rows: Iterable[dict[str, Any]], chunk_size: int,
-                near_threshold: float) -> int:
-    """Write the phase's input as numbered chunks with dense row indices, marking empty texts, exact
-    duplicates (whole input) and near duplicates (within a chunk) as dropped. Streams: memory is one chunk
-    plus one 64-bit hash per distinct sentence (a Python set: ~70 MB per million). Returns the number of
-    chunks; done once (marker), then reused."""
+                near_threshold: float, overlap: EvalOverlapIndex | None) -> int:
+    """Write the phase's input as numbered chunks with dense row indices, marking empty texts, evaluation
+    sentences, exact duplicates (whole input) and near duplicates (within a chunk) as dropped. Streams: memory
+    is one chunk plus one 64-bit hash per distinct sentence (a Python set: ~70 MB per million). Returns the
+    number of chunks; done once (marker), then reused."""
     if phase.staged_marker.is_file():
         return json.loads(phase.staged_marker.read_text())["chunks"]
     dedup = filters.Deduplicator(near_threshold)
     chunk, buffer, total = 0, [], 0
     for row in rows:
         text = row["text"].strip()
-        reason = filters.EMPTY_INPUT if not filters.normalize(text) else dedup.check(text)
+        if not filters.normalize(text):
+            reason = filters.EMPTY_INPUT
+        elif overlap is not None and overlap.overlaps(text):
+            reason = filters.EVAL_OVERLAP
+        else:
+            reason = dedup.check(text)
         buffer.append({**row, "row": total, "text": text, "drop_reason": reason})
         total += 1
         if len(buffer) == chunk_size:
@@ -138,7 +149,7 @@ def _scratch_rows(phase: PhaseLayout) -> Iterator[dict[str, Any]]:
                    "sentence_instruction": r["instruction"], "sentence_seed": r["seed"]}
 
 
-def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None) -> int:
+def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None, cache_dir: Path) -> int:
     """Run every unfinished chunk of a phase through the Ray Data pipeline, streaming their summaries.
     Returns how many chunks were already finished (by an earlier, interrupted run)."""
     import ray
@@ -151,7 +162,7 @@ def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None) ->
         progress(phase.phase, done, num_chunks)
     if not pending:
         return done
-    engine = spec.cfg.engine
+    engine, judge = spec.cfg.engine, spec.cfg.judge
     # The caller's progress replaces Ray Data's bars (which print log lines when there is no terminal).
     ray.data.DataContext.get_current().enable_progress_bars = progress is None
     # Request building and finishing are light next to generation: up to one actor each per engine.
@@ -160,8 +171,12 @@ def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None) ->
           .map(BuildRequests, fn_constructor_args=(spec,), num_cpus=0.5, compute=helpers)
           .map_batches(Generator, fn_constructor_args=(spec,), batch_size=1,
                        compute=ray.data.ActorPoolStrategy(size=engine.num_engines),
-                       num_gpus=engine.num_gpus_per_engine, num_cpus=engine.num_cpus_per_engine)
-          .map(FinishChunk, fn_constructor_args=(spec,), num_cpus=0.5, compute=helpers))
+                       num_gpus=engine.num_gpus_per_engine, num_cpus=engine.num_cpus_per_engine))
+    if phase.phase == ANNOTATE and uses_embedding(judge.method):
+        ds = ds.map_batches(EmbeddingJudge, fn_constructor_args=(judge, str(cache_dir)), batch_size=1,
+                            compute=ray.data.ActorPoolStrategy(size=judge.num_actors),
+                            num_gpus=judge.num_gpus_per_actor, num_cpus=judge.num_cpus_per_actor)
+    ds = ds.map(FinishChunk, fn_constructor_args=(spec,), num_cpus=0.5, compute=helpers)
     for _ in ds.iter_rows():
         done += 1
         if progress:
@@ -174,9 +189,15 @@ def _totals(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     for s in summaries:
         for k, v in s["reasons"].items():
             reasons[k] = reasons.get(k, 0) + v
-    keys = ("kept", "dropped", "requests", "prompt_tokens", "output_tokens", "truncated", "generate_seconds")
-    totals = {k: sum(s[k] for s in summaries) for k in keys}
+    keys = ("kept", "dropped", "requests", "candidates", "prompt_tokens", "output_tokens", "judge_prompt_tokens",
+            "judge_output_tokens", "truncated", "generate_seconds")
+    totals = {k: sum(s.get(k, 0) for s in summaries) for k in keys}
     totals["drop_reasons"] = dict(sorted(reasons.items()))
+    candidate_reasons: dict[str, int] = {}
+    for s in summaries:
+        for k, v in s.get("candidate_reasons", {}).items():
+            candidate_reasons[k] = candidate_reasons.get(k, 0) + v
+    totals["candidate_reasons"] = dict(sorted(candidate_reasons.items()))
     totals["chunks"] = len(summaries)
     seconds = totals["generate_seconds"]
     totals["output_tokens_per_s"] = totals["output_tokens"] / seconds if seconds else 0.0
@@ -194,11 +215,36 @@ def _sample_column(folder: Path, columns: list[str], limit: int) -> dict[str, li
     return {c: v[:limit] for c, v in out.items()}
 
 
+def _judge_stats(layout: Layout, annotate: dict[str, Any], sample_rows: int) -> dict[str, Any]:
+    """How the kept rows score under the judge that selected them, and what verification cost."""
+    import numpy as np
+
+    scores = _sample_column(layout.annotate.kept_dir, ["pos_score", "neg_score"], sample_rows)
+    pairs = [(p, n) for p, n in zip(scores["pos_score"], scores["neg_score"]) if p is not None and n is not None]
+    kept = annotate["kept"]
+    tokens = (annotate["prompt_tokens"] + annotate["output_tokens"] + annotate["judge_prompt_tokens"]
+              + annotate["judge_output_tokens"])
+    out: dict[str, Any] = {
+        "candidates_per_kept": annotate["candidates"] / kept if kept else None,
+        "tokens_per_kept": tokens / kept if kept else None,
+        "candidate_reasons": annotate["candidate_reasons"],
+        "scored_rows": len(pairs),
+    }
+    if pairs:
+        pos, neg = np.array(pairs).T
+        margin = pos - neg
+        out.update({"agreement": float((margin > 0).mean()), "mean_pos": float(pos.mean()),
+                    "mean_neg": float(neg.mean()),
+                    "margin_quantiles": {str(q): float(np.quantile(margin, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)}})
+    return out
+
+
 def _stats(layout: Layout, totals: dict[str, dict[str, Any]], sample_rows: int) -> dict[str, Any]:
     sample = _sample_column(layout.annotate.kept_dir, ["sent0", "sent1", "hard_neg"], sample_rows)
     diversity = {c: {"distinct_2": filters.distinct_n(v, 2), "duplicate_rate": filters.duplicate_rate(v)}
                  for c, v in sample.items()}
     return {"sampled_rows": len(sample["sent0"]), "diversity": diversity,
+            "judge": _judge_stats(layout, totals["annotate"], sample_rows),
             "drop_reasons": {phase: t["drop_reasons"] for phase, t in totals.items()},
             "kept": {phase: t["kept"] for phase, t in totals.items()},
             "dropped": {phase: t["dropped"] for phase, t in totals.items()}}
@@ -208,6 +254,35 @@ def _result(layout: Layout, manifest: dict[str, Any], stats: dict[str, Any], ski
     final = manifest["phases"]["annotate"]
     return SynthResult(layout.root, layout.annotate.kept_dir, layout.annotate.dropped_dir, final["kept"],
                        final["dropped"], manifest["requested"], final["drop_reasons"], manifest, stats, skipped)
+
+
+def _check_judge(cfg: Config) -> None:
+    """Fail before any generation when the embedding judge's model cannot be found or read."""
+    from syncse_ray.models import ModelError, resolve_model
+
+    judge = cfg.synth.judge
+    if not uses_embedding(judge.method):
+        return
+    try:
+        path = resolve_model(judge.model, cfg.cache_dir)
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(str(path))
+    except ModelError as exc:
+        raise SynthError(f"synth.judge.model: {exc}") from exc
+    except Exception as exc:  # transformers raises several types for a folder that is not a model
+        raise SynthError(f"synth.judge.model: {judge.model!r} cannot be loaded as a model: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+def _overlap_for_staging(cfg: Config) -> EvalOverlapIndex | None:
+    d = cfg.synth.decontamination
+    if not d.enabled:
+        return None
+    try:
+        return EvalOverlapIndex.from_data_dir(cfg.data_dir, ngram=d.ngram, near_threshold=d.near_threshold)
+    except DecontaminationError as exc:
+        raise SynthError(str(exc)) from exc
 
 
 def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
@@ -225,17 +300,23 @@ def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
         return _result(layout, json.loads(layout.manifest.read_text()), json.loads(layout.stats.read_text()), True)
 
     started = time.time()
+    try:
+        _check_judge(cfg)
+        overlap = _overlap_for_staging(cfg)
+    except SynthError:
+        _release_output_dir(layout)
+        raise
     model_path = resolve_model(synth.model, cfg.cache_dir)
 
     def spec(phase: PhaseLayout) -> PhaseSpec:
-        return PhaseSpec(phase, synth.model_dump(mode="json"), cfg.seed, synth.model, str(model_path))
+        return PhaseSpec(phase, synth, cfg.seed, str(model_path), str(cfg.data_dir))
 
     totals: dict[str, dict[str, Any]] = {}
     resumed: dict[str, int] = {}
     if synth.mode == "partial":
         try:
             num_chunks = _stage_rows(layout.annotate, _partial_rows(cfg), synth.chunk_size,
-                                     synth.filters.near_duplicate_threshold)
+                                     synth.filters.near_duplicate_threshold, overlap)
         except SynthInputError:
             _release_output_dir(layout)
             raise
@@ -244,11 +325,12 @@ def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
         init_ray(cfg.ray)
         sentences = layout.sentences
         per = synth.scratch.requests_per_chunk
-        resumed["sentences"] = _run_phase(spec(sentences), -(-synth.scratch.num_requests // per), progress)
+        resumed["sentences"] = _run_phase(spec(sentences), -(-synth.scratch.num_requests // per), progress,
+                                          cfg.cache_dir)
         totals["sentences"] = _totals(sentences.summaries())
         num_chunks = _stage_rows(layout.annotate, _scratch_rows(sentences), synth.chunk_size,
-                                 synth.filters.near_duplicate_threshold)
-    resumed["annotate"] = _run_phase(spec(layout.annotate), num_chunks, progress)
+                                 synth.filters.near_duplicate_threshold, overlap)
+    resumed["annotate"] = _run_phase(spec(layout.annotate), num_chunks, progress, cfg.cache_dir)
     totals["annotate"] = _totals(layout.annotate.summaries())
 
     staged_rows = json.loads(layout.annotate.staged_marker.read_text())["rows"]
@@ -263,6 +345,7 @@ def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
         "requested": staged_rows, "phases": totals,
         "prompt_tokens": sum(t["prompt_tokens"] for t in totals.values()),
         "output_tokens": sum(t["output_tokens"] for t in totals.values()),
+        "judge_tokens": sum(t["judge_prompt_tokens"] + t["judge_output_tokens"] for t in totals.values()),
         "wall_seconds": time.time() - started,
         "chunks_finished_before_this_run": resumed,
         "paths": {"data": str(layout.annotate.kept_dir), "dropped": str(layout.annotate.dropped_dir)},

@@ -20,6 +20,9 @@ POSITIVE, HARD_NEGATIVE, SENTENCES = "positive", "hard_negative", "sentences"
 KIND_CODES = {POSITIVE: 0, HARD_NEGATIVE: 1, SENTENCES: 2}
 PROMPT_FILES = ("instructions.json", "exemplars.json", "genres.json", "topics.txt")
 _ROW_BITS = 40  # rows per run below 2**40: seeds stay injective in (row, kind) for a fixed run seed
+# vLLM gives the i-th of n samples the seed `seed + i`; the low bits are left free so that the candidates of
+# different requests never share a seed (up to 2**5 candidates per request).
+CANDIDATE_BITS = 5
 
 
 class PromptError(ValueError):
@@ -83,10 +86,13 @@ class Request:
 
 
 def request_seed(run_seed: int, row: int, kind: str) -> int:
-    """Distinct for distinct (row, kind) within a run; fits vLLM's 64-bit seeds."""
+    """Distinct for distinct (row, kind) within a run, and so are seed + i for i < 2**CANDIDATE_BITS (the seeds
+    of a request's candidates); fits vLLM's 64-bit seeds."""
     if not 0 <= row < 1 << _ROW_BITS:
         raise ValueError(f"row index {row} out of range")
-    return ((run_seed % (1 << 20)) << (_ROW_BITS + 2) | row << 2 | KIND_CODES[kind]) & ((1 << 63) - 1)
+    run_bits = 63 - _ROW_BITS - 2 - CANDIDATE_BITS
+    seed = (run_seed % (1 << run_bits)) << (_ROW_BITS + 2) | row << 2 | KIND_CODES[kind]
+    return seed << CANDIDATE_BITS
 
 
 def _read_prompt_file(name: str, prompt_dir: Path | None) -> str:

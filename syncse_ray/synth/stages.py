@@ -1,5 +1,7 @@
-"""The three per-chunk steps the Ray Data pipeline runs: build requests, generate (vLLM actor), finish
-(parse, filter, write the chunk's part files, then its done-summary). A row of the pipeline is one chunk.
+"""The per-chunk steps the Ray Data pipeline runs: build requests, generate (vLLM actor: k candidates per
+request, parsed and filtered, optionally scored by the LLM judge), judge (embedding actor, optional), finish
+(select a triplet per anchor, write the chunk's part files, then its done-summary). A row of the pipeline is
+one chunk.
 
 A chunk's kept and dropped rows are written as whole files under fixed names and its summary last, so a
 chunk retried after an actor death or a restart after a killed driver rewrites the same files: every input
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -18,7 +22,21 @@ import pyarrow.parquet as pq
 
 from syncse_ray.config.synth import SamplingConfig, SynthConfig
 from syncse_ray.synth import filters
-from syncse_ray.synth.layout import ANNOTATE, PhaseLayout, write_json_atomic, write_table_atomic
+from syncse_ray.synth.decontaminate import EvalOverlapIndex
+from syncse_ray.synth.judge import (
+    LLM_TOP_LOGPROBS,
+    llm_judge_messages,
+    uses_embedding,
+    uses_llm,
+    yes_probability,
+)
+from syncse_ray.synth.layout import (
+    ANNOTATE,
+    CANDIDATE_SCHEMA,
+    PhaseLayout,
+    write_json_atomic,
+    write_table_atomic,
+)
 from syncse_ray.synth.parsing import clean_generation, split_sentence_list
 from syncse_ray.synth.prompts import (
     HARD_NEGATIVE,
@@ -30,6 +48,7 @@ from syncse_ray.synth.prompts import (
     order_for_prefix_cache,
     sentence_request,
 )
+from syncse_ray.synth.selection import Candidate, Thresholds, select_triplet
 
 
 @dataclass(frozen=True)
@@ -37,24 +56,40 @@ class PhaseSpec:
     """What every step of a phase needs; small and picklable (shipped to Ray workers)."""
 
     layout: PhaseLayout
-    synth: dict[str, Any]  # SynthConfig.model_dump(mode="json")
+    cfg: SynthConfig
     run_seed: int
-    model_ref: str
     model_path: str
+    data_dir: str  # evaluation sets for decontamination
 
     @property
-    def cfg(self) -> SynthConfig:
-        return SynthConfig.model_validate(self.synth)
+    def model_ref(self) -> str:
+        return self.cfg.model
 
     def sampling(self, kind: str) -> SamplingConfig:
         cfg = self.cfg
         return {POSITIVE: cfg.positive_sampling, HARD_NEGATIVE: cfg.hard_negative_sampling,
                 SENTENCES: cfg.sentence_sampling}[kind]
 
+    @property
+    def judge_name(self) -> str:
+        judge = self.cfg.judge
+        return f"{judge.method}:{judge.model}" if uses_embedding(judge.method) else judge.method
+
 
 def _pack(spec: PhaseSpec):
-    prompt_dir = spec.synth.get("prompt_dir")
+    prompt_dir = spec.cfg.prompt_dir
     return load_prompt_pack(str(prompt_dir) if prompt_dir else None)
+
+
+@lru_cache(maxsize=4)
+def _overlap_index(data_dir: str, ngram: int, threshold: float) -> EvalOverlapIndex:
+    return EvalOverlapIndex.from_data_dir(data_dir, ngram=ngram, near_threshold=threshold)
+
+
+def overlap_index(spec: PhaseSpec) -> EvalOverlapIndex | None:
+    """The evaluation-sentence index (built once per process), or None when decontamination is off."""
+    d = spec.cfg.decontamination
+    return _overlap_index(spec.data_dir, d.ngram, d.near_threshold) if d.enabled else None
 
 
 def build_requests(spec: PhaseSpec, chunk: int) -> list[Request]:
@@ -87,8 +122,42 @@ class BuildRequests:
         return {"chunk": chunk, "requests": json.dumps([r.to_json() for r in requests])}
 
 
+def _candidate(anchor: str, kind: str, index: int, raw: str, spec: PhaseSpec, pack,
+               index_: EvalOverlapIndex | None) -> dict[str, Any]:
+    text = clean_generation(raw)
+    f = spec.cfg.filters
+    reason = filters.candidate_drop_reason(anchor, text, echo_texts=pack.echo_texts, min_words=f.min_words,
+                                           max_words=f.max_words)
+    if reason is None and index_ is not None and index_.overlaps(text):
+        reason = filters.EVAL_OVERLAP
+    return {"kind": kind, "index": index, "text": text, "raw": raw, "reason": reason, "sim": None, "llm": None}
+
+
+def chunk_candidates(spec: PhaseSpec, chunk: int, requests: list[Request], results: list[dict]) -> list[dict]:
+    """One entry per live input row of an annotation chunk: its anchor and its parsed, filtered candidates of
+    each kind (a request that could not run gives one candidate carrying the error as its reason)."""
+    pack, index_ = _pack(spec), overlap_index(spec)
+    answers = {(req.row, req.kind): res for req, res in zip(requests, results)}
+    entries = []
+    for r in pq.read_table(spec.layout.input_chunk(chunk), columns=["row", "text", "drop_reason"]).to_pylist():
+        if r["drop_reason"] is not None:
+            continue
+        entry: dict[str, Any] = {"row": r["row"], "anchor": r["text"]}
+        for kind in (POSITIVE, HARD_NEGATIVE):
+            res = answers[(r["row"], kind)]
+            if res["error"]:
+                entry[kind] = [{"kind": kind, "index": 0, "text": "", "raw": "", "reason": res["error"],
+                                "sim": None, "llm": None}]
+            else:
+                entry[kind] = [_candidate(r["text"], kind, i, raw, spec, pack, index_)
+                               for i, raw in enumerate(res["texts"])]
+        entries.append(entry)
+    return entries
+
+
 class Generator:
-    """Ray Data actor: one vLLM engine per actor, one `LLM.chat` call per chunk, a seed per request."""
+    """Ray Data actor: one vLLM engine per actor, one `LLM.chat` call per chunk (k samples per request, seeded),
+    then the chunk's candidates, scored by the LLM judge when it is on (a second call on the same engine)."""
 
     def __init__(self, spec: PhaseSpec):
         from syncse_ray.synth.engine import build_llm
@@ -106,7 +175,8 @@ class Generator:
         return len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
     def generate(self, requests: list[Request]) -> list[dict[str, Any]]:
-        """One result per request, in order; a prompt that cannot fit the context is a result with an error."""
+        """One result per request, in order, with its k texts; a prompt that cannot fit the context is a result
+        with an error."""
         from vllm import SamplingParams
 
         results: list[dict[str, Any]] = [{} for _ in requests]
@@ -114,33 +184,58 @@ class Generator:
         for i, r in enumerate(requests):
             s = self.spec.sampling(r.kind)
             if self._prompt_tokens(r.messages) + s.max_tokens > self.max_model_len:
-                results[i] = {"text": "", "prompt_tokens": 0, "output_tokens": 0,
-                              "finish_reason": None, "error": filters.TOO_LONG_FOR_CONTEXT}
+                results[i] = {"texts": [], "prompt_tokens": 0, "output_tokens": 0, "truncated": 0,
+                              "error": filters.TOO_LONG_FOR_CONTEXT}
                 continue
             live.append(i)
             convs.append(r.messages)
-            params.append(SamplingParams(temperature=s.temperature, top_p=s.top_p,
+            n = 1 if r.kind == SENTENCES else self.spec.cfg.candidates
+            params.append(SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p,
                                          presence_penalty=s.presence_penalty,
                                          frequency_penalty=s.frequency_penalty, max_tokens=s.max_tokens,
                                          seed=r.seed))
         outputs = self.llm.chat(convs, params, use_tqdm=False) if convs else []
         for i, out in zip(live, outputs):
-            completion = out.outputs[0]
-            results[i] = {"text": completion.text, "prompt_tokens": len(out.prompt_token_ids or []),
-                          "output_tokens": len(completion.token_ids), "finish_reason": completion.finish_reason,
-                          "error": None}
+            completions = sorted(out.outputs, key=lambda c: c.index)
+            results[i] = {"texts": [c.text for c in completions], "prompt_tokens": len(out.prompt_token_ids or []),
+                          "output_tokens": sum(len(c.token_ids) for c in completions),
+                          "truncated": sum(c.finish_reason == "length" for c in completions), "error": None}
         return results
 
+    def judge_with_llm(self, entries: list[dict]) -> dict[str, int]:
+        """Set `llm` on every candidate that passed the filters; returns the judge's token counts."""
+        from vllm import SamplingParams
+
+        todo = [(e["anchor"], c) for e in entries for kind in (POSITIVE, HARD_NEGATIVE) for c in e[kind]
+                if c["reason"] is None]
+        if not todo:
+            return {"prompt_tokens": 0, "output_tokens": 0}
+        params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=LLM_TOP_LOGPROBS)
+        outputs = self.llm.chat([llm_judge_messages(a, c["text"], c["kind"]) for a, c in todo], params,
+                                use_tqdm=False)
+        for (_, c), out in zip(todo, outputs):
+            top = out.outputs[0].logprobs[0] if out.outputs[0].logprobs else {}
+            c["llm"] = yes_probability({lp.decoded_token or "": lp.logprob for lp in top.values()})
+        return {"prompt_tokens": sum(len(o.prompt_token_ids or []) for o in outputs),
+                "output_tokens": sum(len(o.outputs[0].token_ids) for o in outputs)}
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {"chunk": [], "requests": [], "results": [], "generate_started_at": [],
-                                "generate_seconds": []}
+        out: dict[str, list] = {"chunk": [], "requests": [], "results": [], "candidates": [], "judge_tokens": [],
+                                "generate_started_at": [], "generate_seconds": []}
         for chunk, payload in zip(batch["chunk"], batch["requests"]):
             requests = [Request.from_json(d) for d in json.loads(payload)]
             started_at, start = time.time(), time.perf_counter()
             results = self.generate(requests)
+            entries, judge_tokens = [], {"prompt_tokens": 0, "output_tokens": 0}
+            if self.spec.layout.phase == ANNOTATE:
+                entries = chunk_candidates(self.spec, int(chunk), requests, results)
+                if uses_llm(self.spec.cfg.judge.method):
+                    judge_tokens = self.judge_with_llm(entries)
             out["chunk"].append(int(chunk))
             out["requests"].append(payload)
             out["results"].append(json.dumps(results))
+            out["candidates"].append(json.dumps(entries))
+            out["judge_tokens"].append(json.dumps(judge_tokens))
             out["generate_started_at"].append(started_at)
             out["generate_seconds"].append(time.perf_counter() - start)
         return out
@@ -150,55 +245,80 @@ def _sampling_json(spec: PhaseSpec, kind: str) -> str:
     return json.dumps(spec.sampling(kind).model_dump(mode="json"), sort_keys=True)
 
 
-def _finish_annotation(spec: PhaseSpec, chunk: int, answers: dict[tuple[int, str], tuple[Request, dict]]):
-    cfg, pack = spec.cfg, _pack(spec)
-    mode = cfg.mode
-    kept, dropped = [], []
+def _candidate_rows(row_id: str, entry: dict, chosen: set[tuple[str, int]]) -> list[dict[str, Any]]:
+    return [{"id": row_id, "kind": c["kind"], "index": c["index"], "text": c["text"], "reason": c["reason"],
+             "sim": c["sim"], "llm": c["llm"], "selected": (c["kind"], c["index"]) in chosen}
+            for kind in (POSITIVE, HARD_NEGATIVE) for c in entry[kind]]
+
+
+def _finish_annotation(spec: PhaseSpec, chunk: int, requests: list[Request], entries: list[dict]):
+    cfg = spec.cfg
+    mode, thresholds = cfg.mode, Thresholds.from_config(cfg.judge)
+    by_row = {e["row"]: e for e in entries}
+    reqs = {(req.row, req.kind): req for req in requests}
+    kept, dropped, candidates = [], [], []
     for r in pq.read_table(spec.layout.input_chunk(chunk)).to_pylist():
-        base_drop = {"id": r["id"], "sent0": r["text"], "sent1": None, "hard_neg": None, "raw_positive": None,
-                     "raw_hard_negative": None, "mode": mode, "model": spec.model_ref}
+        base = {"id": r["id"], "sent0": r["text"], "mode": mode, "model": spec.model_ref, "judge": spec.judge_name}
         if r["drop_reason"] is not None:
-            dropped.append({**base_drop, "reason": r["drop_reason"]})
+            dropped.append({**base, "reason": r["drop_reason"]})
             continue
-        (pos_req, pos_res), (neg_req, neg_res) = answers[(r["row"], POSITIVE)], answers[(r["row"], HARD_NEGATIVE)]
-        error = pos_res["error"] or neg_res["error"]
-        positive, hard_negative = clean_generation(pos_res["text"]), clean_generation(neg_res["text"])
-        reason = error or filters.triplet_drop_reason(
-            r["text"], positive, hard_negative, echo_texts=pack.echo_texts,
-            min_words=cfg.filters.min_words, max_words=cfg.filters.max_words)
-        if reason:
-            dropped.append({**base_drop, "reason": reason, "sent1": positive, "hard_neg": hard_negative,
-                            "raw_positive": pos_res["text"], "raw_hard_negative": neg_res["text"]})
+        entry = by_row[r["row"]]
+        pick = select_triplet([Candidate(**c) for c in _public(entry[POSITIVE])],
+                              [Candidate(**c) for c in _public(entry[HARD_NEGATIVE])], thresholds)
+        chosen = set() if pick.reason else {(pick.positive.kind, pick.positive.index),
+                                            (pick.negative.kind, pick.negative.index)}
+        candidates.extend(_candidate_rows(r["id"], entry, chosen))
+        pos, neg = pick.positive, pick.negative
+        scores = {"pos_score": pos and pos.sim, "neg_score": neg and neg.sim,
+                  "pos_llm": pos and pos.llm, "neg_llm": neg and neg.llm}
+        if pick.reason:
+            first_pos, first_neg = entry[POSITIVE][0], entry[HARD_NEGATIVE][0]
+            dropped.append({**base, **scores, "reason": pick.reason,
+                            "sent1": pos.text if pos else first_pos["text"],
+                            "hard_neg": neg.text if neg else first_neg["text"],
+                            "raw_positive": first_pos["raw"], "raw_hard_negative": first_neg["raw"]})
             continue
+        pos_req, neg_req = reqs[(r["row"], POSITIVE)], reqs[(r["row"], HARD_NEGATIVE)]
         kept.append({
-            "id": r["id"], "sent0": r["text"], "sent1": positive, "hard_neg": hard_negative, "mode": mode,
+            **base, **scores, "sent1": pos.text, "hard_neg": neg.text,
             "genre": r["genre"], "topics": r["topics"], "sentence_instruction": r["sentence_instruction"],
             "sentence_seed": r["sentence_seed"],
             "positive_instruction": pos_req.instruction_id, "positive_exemplars": pos_req.exemplar_ids,
-            "positive_seed": pos_req.seed,
+            "positive_seed": pos_req.seed + pos.index,
             "hard_negative_instruction": neg_req.instruction_id, "hard_negative_exemplars": neg_req.exemplar_ids,
-            "hard_negative_seed": neg_req.seed, "model": spec.model_ref,
+            "hard_negative_seed": neg_req.seed + neg.index,
             "positive_sampling": _sampling_json(spec, POSITIVE),
             "hard_negative_sampling": _sampling_json(spec, HARD_NEGATIVE),
+            "candidates": len(entry[POSITIVE]) + len(entry[HARD_NEGATIVE]),
         })
-    return kept, dropped
+    return kept, dropped, candidates
+
+
+def _public(cands: list[dict]) -> list[dict]:
+    return [{k: v for k, v in c.items() if k != "raw"} for c in cands]
 
 
 def _finish_sentences(spec: PhaseSpec, answers: dict[tuple[int, str], tuple[Request, dict]]):
-    """Split each answer into sentences; drop over-long ones (duplicates are dropped when the sentences are
-    staged for annotation, where every sentence of the run is seen)."""
-    cfg = spec.cfg
+    """Split each answer into sentences; drop over-long ones and evaluation sentences (duplicates are dropped
+    when the sentences are staged for annotation, where every sentence of the run is seen)."""
+    cfg, index_ = spec.cfg, overlap_index(spec)
     kept, dropped = [], []
     for (index, _), (req, res) in sorted(answers.items()):
-        sentences = [] if res["error"] else split_sentence_list(res["text"])
+        sentences = [] if res["error"] else split_sentence_list(res["texts"][0])
         if not sentences:
             dropped.append({"id": f"s{index:08d}", "reason": res["error"] or filters.NO_SENTENCES,
-                            "text": res["text"], "genre": req.genre, "request": index, "model": spec.model_ref})
+                            "text": (res["texts"] or [""])[0], "genre": req.genre, "request": index,
+                            "model": spec.model_ref})
             continue
         for k, text in enumerate(sentences):
             sid = f"s{index:08d}-{k:02d}"
+            reason = None
             if filters.word_count(text) > cfg.filters.max_sentence_words:
-                dropped.append({"id": sid, "reason": filters.SENTENCE_TOO_LONG, "text": text, "genre": req.genre,
+                reason = filters.SENTENCE_TOO_LONG
+            elif index_ is not None and index_.overlaps(text):
+                reason = filters.EVAL_OVERLAP
+            if reason:
+                dropped.append({"id": sid, "reason": reason, "text": text, "genre": req.genre,
                                 "request": index, "model": spec.model_ref})
             else:
                 kept.append({"id": sid, "text": text, "genre": req.genre, "topics": req.topics,
@@ -207,25 +327,32 @@ def _finish_sentences(spec: PhaseSpec, answers: dict[tuple[int, str], tuple[Requ
     return kept, dropped
 
 
-def finish_chunk(spec: PhaseSpec, chunk: int, requests: list[Request], results: list[dict],
-                 generate_started_at: float, generate_seconds: float) -> dict[str, Any]:
-    """Parse and filter a chunk's answers, write its kept and dropped parts, then its summary (= done)."""
-    answers = {(req.row, req.kind): (req, res) for req, res in zip(requests, results)}
+def finish_chunk(spec: PhaseSpec, chunk: int, requests: list[Request], results: list[dict], entries: list[dict],
+                 judge_tokens: dict[str, int], generate_started_at: float,
+                 generate_seconds: float) -> dict[str, Any]:
+    """Select, write the chunk's kept, dropped (and candidate) parts, then its summary (= done)."""
+    candidates: list[dict] = []
     if spec.layout.phase == ANNOTATE:
-        kept, dropped = _finish_annotation(spec, chunk, answers)
+        kept, dropped, candidates = _finish_annotation(spec, chunk, requests, entries)
+        write_table_atomic(spec.layout.candidates_part(chunk), candidates, CANDIDATE_SCHEMA)
     else:
+        answers = {(req.row, req.kind): (req, res) for req, res in zip(requests, results)}
         kept, dropped = _finish_sentences(spec, answers)
     kept_schema, dropped_schema = spec.layout.schemas()
     write_table_atomic(spec.layout.kept_part(chunk), kept, kept_schema)
     write_table_atomic(spec.layout.dropped_part(chunk), dropped, dropped_schema)
-    reasons: dict[str, int] = {}
-    for d in dropped:
-        reasons[d["reason"]] = reasons.get(d["reason"], 0) + 1
+    candidate_reasons: dict[str, int] = {}
+    for c in candidates:
+        key = "selected" if c["selected"] else (c["reason"] or "not_selected")
+        candidate_reasons[key] = candidate_reasons.get(key, 0) + 1
     summary = {
-        "chunk": chunk, "kept": len(kept), "dropped": len(dropped), "reasons": reasons,
-        "requests": len(requests), "prompt_tokens": sum(r["prompt_tokens"] for r in results),
+        "chunk": chunk, "kept": len(kept), "dropped": len(dropped), "reasons": dict(Counter(d["reason"]
+                                                                                          for d in dropped)),
+        "requests": len(requests), "candidates": len(candidates), "candidate_reasons": candidate_reasons,
+        "prompt_tokens": sum(r["prompt_tokens"] for r in results),
         "output_tokens": sum(r["output_tokens"] for r in results),
-        "truncated": sum(r["finish_reason"] == "length" for r in results),
+        "judge_prompt_tokens": judge_tokens["prompt_tokens"], "judge_output_tokens": judge_tokens["output_tokens"],
+        "truncated": sum(r["truncated"] for r in results),
         "generate_started_at": generate_started_at, "generate_seconds": generate_seconds,
         "finished_at": time.time(),
     }
@@ -234,7 +361,7 @@ def finish_chunk(spec: PhaseSpec, chunk: int, requests: list[Request], results: 
 
 
 class FinishChunk:
-    """Ray Data `map` step: a generated chunk -> its part files and summary; returns the summary."""
+    """Ray Data `map` step: a generated (and judged) chunk -> its part files and summary; returns the summary."""
 
     def __init__(self, spec: PhaseSpec):
         self.spec = spec
@@ -242,5 +369,6 @@ class FinishChunk:
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         requests = [Request.from_json(d) for d in json.loads(row["requests"])]
         summary = finish_chunk(self.spec, int(row["chunk"]), requests, json.loads(row["results"]),
+                               json.loads(row["candidates"]), json.loads(row["judge_tokens"]),
                                float(row["generate_started_at"]), float(row["generate_seconds"]))
         return {"chunk": summary["chunk"], "summary": json.dumps(summary)}
