@@ -10,7 +10,7 @@ from syncse_ray.config.base import Section
 
 class EvalConfig(Section):
     model: str | None = Field(None, description="default: the best model of the train stage")
-    pooler: Literal["cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last"] | None = Field(
+    pooler: Literal["cls", "cls_before_pooler", "avg", "last", "avg_top2", "avg_first_last"] | None = Field(
         None, description="for a plain transformers model; None: the sentence-transformers pooling, else cls")
     tasks: list[str] = Field(default_factory=lambda: ["sts"],
                              description="sts, sts:<name>, sts-dev, transfer, transfer:<name>, mteb:<task|sts|reranking>")

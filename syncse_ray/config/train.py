@@ -19,7 +19,7 @@ class TrainConfig(Section):
                                                  "default: <run_dir>/synth/data")
     model: str = "bundled:all-minilm-l6-v2"
     objective: Literal["supervised", "unsupervised"] = "supervised"
-    pooler: Literal["cls", "cls_before_pooler", "avg", "avg_first_last"] = "cls"
+    pooler: Literal["cls", "cls_before_pooler", "avg", "last", "avg_first_last"] = "cls"
     temperature: float = Field(0.05, gt=0.0)
     hard_negative_weight: float = Field(0.0, description="log weight on each anchor's own hard negative")
     mlm_weight: float = Field(0.0, ge=0.0, description="auxiliary MLM loss weight (official SynCSE script: 0.1)")

@@ -24,7 +24,7 @@ def eval_command(
     out: Annotated[Path | None, typer.Option(
         help="Where results.json and results.md go. Default: eval.output_dir, else <run_dir>/eval.")] = None,
     pooler: Annotated[str | None, typer.Option(
-        help="For a plain transformers model: cls, cls_before_pooler, avg, avg_top2, avg_first_last.")] = None,
+        help="For a plain transformers model: cls, cls_before_pooler, avg, last, avg_top2, avg_first_last.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Sentences per encoding batch.")] = None,
     served_model: Annotated[str | None, typer.Option(help="Model name for an embeddings endpoint.")] = None,
     mteb_source: Annotated[str | None, typer.Option(help="mteb data: auto, hub or local.")] = None,

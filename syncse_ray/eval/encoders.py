@@ -11,8 +11,13 @@ Poolers for plain transformers models (SimCSE's names; ``m`` is the attention ma
 - ``cls``: the [CLS] state through the model's own MLP pooler (``pooler_output``);
 - ``cls_before_pooler``: ``h_L[:, 0]``;
 - ``avg``: ``sum_t m_t h_L,t / sum_t m_t``;
+- ``last``: ``h_L`` at the last position with ``m_t = 1`` (decoder backbones; the tokenizer appends EOS);
 - ``avg_top2``: the masked mean of ``(h_L + h_{L-1}) / 2``;
 - ``avg_first_last``: the masked mean of ``(h_0 + h_L) / 2``.
+
+``avg`` and ``last`` are sentence-transformers' ``Pooling`` module with the tokenizer set up by
+``syncse_ray.pooling.prepare_tokenizer`` (pad token, EOS for ``last``): the code training uses and the module an
+exported folder holds. The weights load in the checkpoint's own dtype (bf16 for the bundled SmolLM2).
 
 A folder with ``modules.json`` is a sentence-transformers model and uses its own pooling unless a pooler is given.
 """
@@ -28,8 +33,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from syncse_ray.models import ModelError, resolve_model
+from syncse_ray.pooling import POOLING_MODES, pool_tokens, prepare_tokenizer, st_pooling
 
-POOLERS = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
+POOLERS = ("cls", "cls_before_pooler", "avg", "last", "avg_top2", "avg_first_last")
 DEFAULT_BATCH_SIZE = 64
 
 
@@ -79,8 +85,9 @@ class TransformersEncoder:
             raise ModelError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
         self.name, self.pooler, self.batch_size, self.device = name, pooler, batch_size, device
         self.max_length = max_seq_length or 512
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path, dtype=torch.float32).to(device).eval()
+        self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path), pooler)
+        self.model = AutoModel.from_pretrained(path, dtype="auto").to(device).eval()
+        self.pooling = st_pooling(self.model.config.hidden_size, pooler) if pooler in POOLING_MODES else None
 
     def _pool(self, out, mask):
         import torch
@@ -97,8 +104,8 @@ class TransformersEncoder:
             return out.pooler_output
         if self.pooler == "cls_before_pooler":
             return out.last_hidden_state[:, 0]
-        if self.pooler == "avg":
-            return masked_mean(out.last_hidden_state)
+        if self.pooling is not None:
+            return pool_tokens(self.pooling, out.last_hidden_state, mask)
         hs = out.hidden_states
         pair = (hs[-1], hs[-2]) if self.pooler == "avg_top2" else (hs[0], hs[-1])
         return masked_mean(torch.stack(pair).mean(0))

@@ -2,12 +2,16 @@
 
     Transformer (the backbone, output_hidden_states for avg_first_last)
       → [WeightedLayerPooling(layer_start=1, weights 1 on layer 1 and the last layer, 0 between)]   avg_first_last
-      → Pooling (cls | mean)
+      → Pooling (cls | mean | lasttoken)                               (pooler avg: mean, last: lasttoken)
       → [Dense(d, d, Tanh) = the trained MLP]                                                       pooler cls
 
 so `SentenceTransformer(folder).encode(s)` gives the training model's test-time vector: for `cls` the MLP is
 kept, for `cls_before_pooler` it is dropped (as SimCSE does at test time). No Normalize module: cosine
 similarity does not need it and the raw vectors stay comparable with the training model's.
+
+The tokenizer is saved as `syncse_ray.pooling.prepare_tokenizer` set it up (pad token; EOS appended for `last`),
+and the weights in `dtype` (default: as the model holds them; bf16 for a bf16-trained decoder), which
+`SentenceTransformer(folder)` loads as saved.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from pathlib import Path
 
 import torch
 
+from syncse_ray.pooling import POOLING_MODES, prepare_tokenizer
 from syncse_ray.train.model import SimCSEModel
 
 
 def export_sentence_transformer(model: SimCSEModel, tokenizer, out_dir: Path, max_seq_length: int,
-                                metadata: dict | None = None) -> Path:
+                                metadata: dict | None = None, dtype: torch.dtype | None = None) -> Path:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import (
         Dense,
@@ -35,19 +40,27 @@ def export_sentence_transformer(model: SimCSEModel, tokenizer, out_dir: Path, ma
     out_dir = Path(out_dir)
     backbone = model.backbone
     hidden = backbone.config.hidden_size
+    tokenizer = prepare_tokenizer(tokenizer, model.pooler)
+    if dtype is not None:
+        backbone = backbone.to(dtype)
     with tempfile.TemporaryDirectory() as tmp:
         if model.pooler == "avg_first_last":
             backbone.config.output_hidden_states = True
         backbone.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        modules: list[torch.nn.Module] = [Transformer(tmp, max_seq_length=max_seq_length)]
+        # Plain text in: sentence-transformers would otherwise wrap every sentence in the chat template of a
+        # tokenizer that has one (SmolLM2's), which training never does.
+        modules: list[torch.nn.Module] = [Transformer(
+            tmp, max_seq_length=max_seq_length, module_output_name="token_embeddings",
+            modality_config={"text": {"method": "forward", "method_output_name": "last_hidden_state"}})]
         if model.pooler == "avg_first_last":
             layers = backbone.config.num_hidden_layers
             weights = torch.zeros(layers)
             weights[0] = weights[-1] = 1.0  # hidden_states[1] and hidden_states[-1]
             modules.append(WeightedLayerPooling(hidden, num_hidden_layers=layers, layer_start=1,
                                                 layer_weights=torch.nn.Parameter(weights, requires_grad=False)))
-        modules.append(Pooling(hidden, pooling_mode="cls" if model.pooler.startswith("cls") else "mean"))
+        modules.append(Pooling(hidden, pooling_mode=POOLING_MODES.get(model.pooler, "cls" if
+                                                                     model.pooler.startswith("cls") else "mean")))
         if model.pooler == "cls":
             linear = model.mlp[0]
             modules.append(Dense(hidden, hidden, activation_function=torch.nn.Tanh(),

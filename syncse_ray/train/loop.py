@@ -76,6 +76,7 @@ def train_loop_per_worker(config: dict) -> dict:
     import ray.train.torch
     from transformers import AutoTokenizer
 
+    from syncse_ray.pooling import prepare_tokenizer
     from syncse_ray.train.data import mask_tokens, tokenize_views, views
     from syncse_ray.train.dev import dev_scores
     from syncse_ray.train.engines import OptimSettings, build_engine
@@ -86,7 +87,7 @@ def train_loop_per_worker(config: dict) -> dict:
     device = ray.train.torch.get_device()
 
     # Model: the same MLP initialisation on every worker, then per-worker randomness (dropout, masking).
-    tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(spec.model_path), spec.pooler)
     torch.manual_seed(spec.seed)
     model = SimCSEModel.from_pretrained(spec.model_path, spec.pooler, mlm=spec.mlm_weight > 0).to(device)
     model.train()

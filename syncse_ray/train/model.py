@@ -5,7 +5,12 @@ Poolers (h = last hidden states [B, T, d], m = attention mask, h¹ = the first l
     cls                CLS = h[:, 0], then a newly initialised MLP  z = tanh(W·CLS + b), in training AND at test time
     cls_before_pooler  the MLP in training only; at test time (eval mode) the plain CLS vector
     avg                Σ_t m_t h_t / Σ_t m_t
+    last               h[b, t_b], t_b = the last position with m_t = 1 (right or left padding; decoder backbones,
+                       with an EOS appended by the tokenizer: syncse_ray.pooling.prepare_tokenizer)
     avg_first_last     Σ_t m_t (h¹_t + h_t) / 2 / Σ_t m_t
+
+`avg` and `last` are sentence-transformers' `Pooling` module (syncse_ray.pooling), the module the exported
+folder holds, so training, evaluation and serving pool with one implementation.
 
 The backbone's own pretrained pooler (BERT's/RoBERTa's `pooler`) is dropped: SimCSE trains its own MLP.
 Dropout stays whatever the backbone config says (0.1 for BERT, RoBERTa and all-MiniLM-L6-v2); it is the noise
@@ -20,7 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last")
+from syncse_ray.pooling import POOLING_MODES, pool_tokens, st_pooling
+
+POOLERS = ("cls", "cls_before_pooler", "avg", "last", "avg_first_last")
 
 
 class SimCSEModel(nn.Module):
@@ -35,15 +42,23 @@ class SimCSEModel(nn.Module):
         hidden = self.backbone.config.hidden_size
         self.mlp = (nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
                     if pooler in ("cls", "cls_before_pooler") else None)
+        # sentence-transformers' Pooling (avg, last): no weights, so checkpoints keep the backbone's (+ MLP) keys.
+        self._pooling = st_pooling(hidden, pooler) if pooler in POOLING_MODES else None
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, pooler: str, mlm: bool = False) -> SimCSEModel:
+    def from_pretrained(cls, path: str | Path, pooler: str, mlm: bool = False,
+                        dtype: torch.dtype = torch.float32) -> SimCSEModel:
+        """Load in `dtype` (the weights; transformers keeps buffers such as RoPE frequencies in float32, which
+        `model.to(torch.bfloat16)` would not)."""
         from transformers import AutoModel, AutoModelForMaskedLM
 
-        lm = (AutoModelForMaskedLM if mlm else AutoModel).from_pretrained(str(path), dtype=torch.float32)
+        lm = (AutoModelForMaskedLM if mlm else AutoModel).from_pretrained(str(path), dtype=dtype)
         if getattr(lm.base_model, "pooler", None) is not None:
             lm.base_model.pooler = None  # unused: SimCSE's MLP replaces it (and DDP would see unused params)
-        return cls(lm, pooler)
+        model = cls(lm, pooler)
+        if model.mlp is not None:
+            model.mlp.to(dtype)
+        return model
 
     @property
     def backbone(self) -> nn.Module:
@@ -71,10 +86,10 @@ class SimCSEModel(nn.Module):
             cls_vec = out.last_hidden_state[:, 0]
             use_mlp = self.pooler == "cls" or self.training
             return self.mlp(cls_vec) if use_mlp else cls_vec
+        if self._pooling is not None:
+            return pool_tokens(self._pooling, out.last_hidden_state, attention_mask)
         mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
-        tokens = out.last_hidden_state
-        if self.pooler == "avg_first_last":
-            tokens = (out.hidden_states[1] + out.hidden_states[-1]) / 2
+        tokens = (out.hidden_states[1] + out.hidden_states[-1]) / 2  # avg_first_last
         return (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
     @torch.no_grad()

@@ -200,8 +200,9 @@ def _export(checkpoint, spec: LoopSpec, tcfg: TrainConfig, out_dir: Path, metric
     model = load_checkpoint_model(checkpoint, spec.model_path, spec.pooler, spec.mlm_weight > 0)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     meta = {"base_model": tcfg.model, "checkpoint": str(checkpoint.path), **metrics}
+    dtype = torch.bfloat16 if spec.precision == "bf16" else None  # the weights as trained (bf16: lossless)
     with torch.no_grad():
-        return export_sentence_transformer(model, tokenizer, out_dir, spec.max_seq_length, meta)
+        return export_sentence_transformer(model, tokenizer, out_dir, spec.max_seq_length, meta, dtype=dtype)
 
 
 def load_checkpoint_model(checkpoint, model_path: str, pooler: str, mlm: bool):
