@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from syncse_ray.config.synth import JudgeConfig, SynthConfig
 from syncse_ray.config.train import TrainConfig
 from syncse_ray.eval.encoders import load_encoder
 from syncse_ray.synth import run_synth
+from syncse_ray.synth.selection import Candidate, Thresholds, select_triplet
 from syncse_ray.train import run_train
 from syncse_ray.train.data import snli_triplets
 
@@ -44,11 +46,12 @@ def gold_triplets(data_dir: Path, split: str, n: int) -> list[dict]:
 
 
 def train_independent_judge(data_dir: Path, out: Path, cache_dir: Path) -> Path:
-    """SmolLM2-135M (mean pooling, bf16) trained on 1,000 SNLI dev gold triplets with the project's trainer."""
-    train_file = out / "judge_train" / "snli_dev_gold.parquet"
+    """SmolLM2-135M (mean pooling, bf16) trained on 1,000 SNLI dev gold triplets with the project's trainer
+    (in `out`; a finished training there is reused)."""
+    train_file = out / "snli_dev_gold.parquet"
     train_file.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(gold_triplets(data_dir, "dev", 1000)), train_file)
-    cfg = Config(name="judge", run_dir=out / "judge_train", data_dir=data_dir, cache_dir=cache_dir, seed=0,
+    cfg = Config(name="judge", run_dir=out, data_dir=data_dir, cache_dir=cache_dir, seed=0,
                  train=TrainConfig(data=train_file, model="bundled:smollm2-135m-instruct", pooler="avg",
                                    precision="bf16", batch_size=32, max_steps=31, lr=1e-4, num_workers=1,
                                    eval_steps=31, dev_max_pairs=200, max_seq_length=32))
@@ -56,6 +59,8 @@ def train_independent_judge(data_dir: Path, out: Path, cache_dir: Path) -> Path:
 
 
 def score(encoder, rows: list[dict]) -> dict:
+    if not rows:
+        return {"agreement": float("nan"), "mean_pos": float("nan"), "mean_neg": float("nan")}
     a, p, n = ([r[c] for r in rows] for c in ("sent0", "sent1", "hard_neg"))
     vecs = encoder.encode(a + p + n, show_progress=False)
     vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -84,6 +89,35 @@ def run_arm(arm: str, premises_file: Path, n: int, candidates: int, data_dir: Pa
             "wall_seconds": time.time() - started, "rows": rows}
 
 
+def reselect(synth_dir: Path, thresholds: Thresholds, max_candidates: int) -> list[dict]:
+    """The rows selection would keep from an embedding arm's stored candidates with other thresholds or fewer
+    candidates (the first `max_candidates` of each kind): no new generation."""
+    anchors = {r["id"]: r["sent0"] for part in ("data", "dropped")
+               for r in pq.read_table(synth_dir / part, columns=["id", "sent0"]).to_pylist()}
+    by_id: dict[str, dict[str, list[Candidate]]] = {}
+    for c in pq.read_table(synth_dir / "candidates").to_pylist():
+        if c["index"] < max_candidates:
+            by_id.setdefault(c["id"], {"positive": [], "hard_negative": []})[c["kind"]].append(
+                Candidate(c["kind"], c["index"], c["text"], c["reason"], c["sim"], c["llm"]))
+    rows = []
+    for row_id, cands in sorted(by_id.items()):
+        pick = select_triplet(cands["positive"], cands["hard_negative"], thresholds)
+        if pick.reason is None:
+            rows.append({"sent0": anchors[row_id], "sent1": pick.positive.text, "hard_neg": pick.negative.text})
+    return rows
+
+
+def sweep(synth_dir: Path, judge, candidates: int) -> list[dict]:
+    """Kept rows and independent agreement as the margin and the number of candidates change."""
+    base = Thresholds.from_config(JudgeConfig())
+    grid = [(m, k) for m in (0.0, 0.05, 0.1, 0.15, 0.2) for k in sorted({1, 2, candidates})]
+    out = []
+    for margin, k in grid:
+        rows = reselect(synth_dir, replace(base, margin=margin), k)
+        out.append({"margin": margin, "candidates": k, "kept": len(rows), **score(judge, rows)})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=512, help="SNLI test premises")
@@ -91,6 +125,10 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=SynthConfig().candidates)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-triplet-quality"))
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("SYNCSE_DATA_DIR", "data")))
+    parser.add_argument("--judge-dir", type=Path, default=None,
+                        help="where the independent judge is trained (default <out>/judge_train; reused if done)")
+    parser.add_argument("--score", type=Path, nargs="+", metavar="SYNTH_DATA",
+                        help="only score these triplet folders (e.g. runs/quickstart/synth/data) with the judges")
     args = parser.parse_args()
     from syncse_ray.config.root import default_cache_dir
 
@@ -105,10 +143,18 @@ def main() -> None:
     wanted = set(premises)
     gold = [r for r in gold if r["sent0"] in wanted]
 
-    arms = [run_arm(a, premises_file, args.n, args.candidates, args.data_dir, out, cache_dir)
-            for a in args.arms.split(",")]
+    if args.score:
+        arms = [{"arm": str(folder), "kept": None, "tokens_per_kept": None, "drop_reasons": {}, "wall_seconds": 0.0,
+                 "rows": pq.read_table(folder, columns=["sent0", "sent1", "hard_neg"]).to_pylist()}
+                for folder in args.score]
+        for arm in arms:
+            arm["kept"] = len(arm["rows"])
+    else:
+        arms = [run_arm(a, premises_file, args.n, args.candidates, args.data_dir, out, cache_dir)
+                for a in args.arms.split(",")]
     judges = {"minilm": load_encoder("bundled:all-minilm-l6-v2"),
-              "smollm2-snli": load_encoder(str(train_independent_judge(args.data_dir, out, cache_dir)))}
+              "smollm2-snli": load_encoder(str(train_independent_judge(
+        args.data_dir, (args.judge_dir or out / "judge_train").resolve(), cache_dir)))}
     table = [{"arm": "gold (SNLI human)", "kept": len(gold), "tokens_per_kept": None,
               **{j: score(e, gold) for j, e in judges.items()}}]
     for arm in arms:
@@ -129,6 +175,15 @@ def main() -> None:
               f"{'' if tpk is None else f'{tpk:.0f}'} | {'' if tpk is None or not base else f'{tpk / base:.2f}'} |")
     for arm in arms:
         print(f"{arm['arm']}: drops {arm['drop_reasons']}, {arm['wall_seconds']:.0f} s")
+    if any(a["arm"] == "embedding" for a in arms) and not args.score:
+        rows = sweep(out / "embedding" / "synth", judges["smollm2-snli"], args.candidates)
+        (out / "sweep.json").write_text(json.dumps(rows, indent=2))
+        print("\nRe-selection from the embedding arm's candidates (no new generation), scored by SmolLM2-SNLI:\n")
+        print("| margin | candidates used | kept | SmolLM2-SNLI agreement | cos pos / neg |")
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        for r in rows:
+            print(f"| {r['margin']:.2f} | {r['candidates']} | {r['kept']} | {r['agreement']:.1%} | "
+                  f"{r['mean_pos']:.3f} / {r['mean_neg']:.3f} |")
 
 
 if __name__ == "__main__":
