@@ -84,6 +84,30 @@ def run_eval_stage(cfg: Config) -> tuple[dict[str, Any], bool]:
     return results, False
 
 
+def base_eval_dir(cfg: Config) -> Path:
+    return cfg.stage_dir("eval") / "base"
+
+
+def run_base_eval(cfg: Config) -> tuple[dict[str, Any], bool]:
+    """The encoder before training (train.model, train.pooler) on eval.tasks, into <eval dir>/base; skipped when
+    done with the same settings (it does not depend on the data or the training run)."""
+    from syncse_ray.eval import run_eval
+    from syncse_ray.eval.results import load_results
+
+    out = base_eval_dir(cfg)
+    ev = cfg.eval
+    pooler = cfg.train.pooler if cfg.train.pooler in ("avg", "last", "cls_before_pooler", "avg_first_last") \
+        else "cls_before_pooler"  # cls: a fresh MLP before training would be noise; score the plain CLS
+    settings = {"model": cfg.train.model, "pooler": pooler, "tasks": ev.tasks, "batch_size": ev.batch_size,
+                "max_seq_length": ev.max_seq_length, "data_dir": str(Path(cfg.data_dir).resolve())}
+    if stage_marker.is_done(out, settings) and (out / "results.json").is_file():
+        return load_results(out / "results.json"), True
+    results = run_eval(cfg.train.model, ev.tasks, cfg.data_dir, out, pooler=pooler, batch_size=ev.batch_size,
+                       max_seq_length=ev.max_seq_length, cache_dir=cfg.cache_dir)
+    stage_marker.mark_done(out, "eval-base", settings)
+    return results, False
+
+
 def index_dir(cfg: Config) -> Path:
     return cfg.run_dir / "index"
 
@@ -129,8 +153,11 @@ def _run_train(cfg: Config) -> dict[str, Any]:
 
 
 def _run_eval(cfg: Config) -> dict[str, Any]:
+    base_skipped = True
+    if cfg.eval.compare_base and not cfg.eval.model:
+        _, base_skipped = run_base_eval(cfg)
     _, skipped = run_eval_stage(cfg)
-    return {"skipped": skipped, "results": str(cfg.stage_dir("eval") / "results.json")}
+    return {"skipped": skipped and base_skipped, "results": str(cfg.stage_dir("eval") / "results.json")}
 
 
 def _run_index(cfg: Config) -> dict[str, Any]:

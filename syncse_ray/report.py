@@ -178,11 +178,24 @@ def _train_section(train_dir: Path, run_dir: Path) -> list[str]:
 
 
 def _eval_section(eval_dir: Path) -> list[str]:
+    """The trained model's table; with eval.compare_base, the encoder before training in the row above it and the
+    gain per task."""
     from syncse_ray.eval import render_table
+    from syncse_ray.eval.results import load_results
 
     if not (eval_dir / "results.json").is_file():
         return []
-    return ["## Evaluation", "", render_table(eval_dir / "results.json"), ""]
+    trained = load_results(eval_dir / "results.json")
+    if not (eval_dir / "base" / "results.json").is_file():
+        return ["## Evaluation", "", render_table(trained), ""]
+    base = load_results(eval_dir / "base" / "results.json")
+    base = {**base, "model": f"before training: {base['model']}"}
+    trained = {**trained, "model": f"after training: {Path(trained['model']).name}"}
+    scores = [{(r["protocol"], r["task"]): r["score"] for r in run["records"]} for run in (base, trained)]
+    gains = [f"{task if task != 'avg' else 'average'} {scores[1][key] - scores[0][key]:+.2f}"
+             for key in scores[1] if key in scores[0] for task in [key[1]]]
+    return ["## Evaluation", "", "Before and after training (same encoder, same pooler):", "",
+            render_table([base, trained]), "", f"Gain from training: {', '.join(gains)}.", ""]
 
 
 def _timing_section(record: dict[str, Any]) -> list[str]:

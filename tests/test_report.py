@@ -55,3 +55,25 @@ def test_report_leaves_out_stages_that_did_not_run(tmp_path):
     text = write_report(cfg, {"stages": {}}).read_text()
     assert "## Data" not in text and "## Training" not in text and "## Evaluation" not in text
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_report_puts_the_encoder_before_training_beside_the_trained_one(tmp_path):
+    cfg = load_config(None, [f"run_dir={tmp_path}", "eval.compare_base=true"])
+    tasks = ["STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness"]
+
+    def results(model, offset):
+        records = [{"model": model, "protocol": "senteval-sts", "task": t, "split": "test", "score": offset + i}
+                   for i, t in enumerate(tasks)]
+        records.append({"model": model, "protocol": "senteval-sts", "task": "avg", "split": "test",
+                        "score": offset + 3})
+        return {"model": model, "records": records, "seconds": 1.0}
+
+    _write(tmp_path / "eval" / "base" / "results.json", results("bundled:smollm2-135m-instruct", 40.0))
+    _write(tmp_path / "eval" / "results.json", results(str(tmp_path / "train" / "best"), 50.5))
+
+    text = write_report(cfg, {"stages": {}}).read_text()
+
+    before = text.index("| `before training: bundled:smollm2-135m-instruct` | 40.00 | 41.00 |")
+    after = text.index("| `after training: best` | 50.50 | 51.50 |")
+    assert before < after < text.index("SynCSE-partial-RoBERTa-base (paper)")
+    assert "Gain from training: STS12 +10.50," in text and "average +10.50." in text

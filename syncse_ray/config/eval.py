@@ -20,4 +20,7 @@ class EvalConfig(Section):
     mteb_source: Literal["auto", "hub", "local"] = Field(
         "auto", description="mteb data: hub (mteb's loading), local (SentEval files), auto (hub if reachable)")
     kfold: int = Field(10, ge=2, description="folds of the transfer probe's cross-validation")
+    compare_base: bool = Field(False, description="pipeline: also score train.model with train.pooler as it was "
+                                                  "before training (<eval dir>/base, cached), shown beside the "
+                                                  "trained model in the report")
     output_dir: Path | None = Field(None, description="default: <run_dir>/eval")

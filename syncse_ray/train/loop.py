@@ -98,6 +98,9 @@ def train_loop_per_worker(config: dict) -> dict:
         gradient_accumulation_steps=spec.gradient_accumulation_steps, gradient_clipping=spec.max_grad_norm,
         precision=spec.precision, micro_batch_size=spec.batch_size, zero_stage=spec.zero_stage))
     loss_fn = SimCSELoss(spec.temperature, spec.hard_negative_weight)
+    if rank == 0:
+        print(f"[train] {world} worker(s), {torch.get_num_threads()} torch threads each, precision "
+              f"{spec.precision}, parameters {next(engine.module.parameters()).dtype}", flush=True)
 
     # Resume: the engine state and the step (= data position) from the latest checkpoint, if any.
     step, history = 0, []

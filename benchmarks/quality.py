@@ -1,0 +1,277 @@
+"""Does the data teach? The SynCSE experiment at laptop scale, through the project's own synthesis, training and
+evaluation.
+
+On the same N SNLI premises (the first N distinct premises of `<data_dir>/seeds/snli`, test then dev, that have
+an entailment and a contradiction; benchmarks/triplet_quality.py takes the same ones), with the same encoder, precision, steps, batch, learning rate and seed:
+
+    1 base     the encoder untrained (its pooler over the pretrained model)
+    2 unsup    unsupervised SimCSE on the premises                     (syncse_ray.train.run_train, unsupervised)
+    3 synth    SynCSE-partial: the project's synthesis with its DEFAULT settings on the premises
+               (syncse_ray.synth.run_synth, bundled SmolLM2 writer), then supervised SimCSE on its triplets
+    4 gold     SNLI's own triplets for those premises (premise, entailment, contradiction), supervised SimCSE
+
+Each arm is scored with `syncse_ray.eval.run_eval` on the seven STS tasks (SentEval "all" protocol) and
+
+    gap recovery = (avg(3) - avg(2)) / (avg(4) - avg(2))      (paper, RoBERTa-base: (81.94-76.57)/(82.52-76.57) = 90%)
+
+    SYNCSE_DATA_DIR=../shared/data .venv/bin/python benchmarks/quality.py [--n 1000] [--out runs/quality]
+    ... --synth-data DIR          # arm 3 on any triplet folder (parquet: sent0, sent1, hard_neg) instead
+    ... --sweep gold --sweep-lr 5e-5,1e-4,2e-4 --sweep-steps 31,62   # recipe sweep on one arm (dev scores only)
+
+Everything is cached in --out: the premises and gold triplets, the synthesis (run_synth skips a finished folder
+with the same config), each arm's training (run_train skips a finished config) and evaluation, so a rerun with
+the same settings only prints the table; a changed recipe trains and evaluates again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ARMS = ("base", "unsup", "synth", "gold")
+ARM_LABELS = {"base": "1 base encoder, untrained", "unsup": "2 unsup-SimCSE on the premises",
+              "synth": "3 SynCSE-partial (project synthesis)", "gold": "4 SNLI gold triplets"}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_inputs(data_dir: Path, n: int, out: Path) -> tuple[Path, Path, int]:
+    """premises.txt (one a line) and gold.parquet for the first n SNLI premises with both hypotheses."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from syncse_ray.train.data import snli_triplets
+
+    snli = data_dir / "seeds" / "snli"
+    tables = [snli_triplets(snli / f"labels.{split}") for split in ("test", "dev")
+              if (snli / f"labels.{split}").is_file()]
+    rows, seen = {"sent0": [], "sent1": [], "hard_neg": []}, set()
+    for table in tables:
+        for row in table.to_pylist():
+            if row["sent0"].strip() and row["sent0"] not in seen and len(rows["sent0"]) < n:
+                seen.add(row["sent0"])
+                for key in rows:
+                    rows[key].append(row[key].strip())
+    if len(rows["sent0"]) < n:
+        raise SystemExit(f"only {len(rows['sent0'])} SNLI premises with an entailment and a contradiction in "
+                         f"{snli}; asked for --n {n}")
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    premises, gold = data / "premises.txt", data / "gold.parquet"
+    premises.write_text("\n".join(rows["sent0"]) + "\n")
+    pq.write_table(pa.table(rows), gold)
+    return premises, gold, len(rows["sent0"])
+
+
+def synthesize(args, premises: Path, out: Path) -> tuple[Path, dict]:
+    """Arm 3's data: the project's synthesis with its default settings (only the input and the count set)."""
+    from syncse_ray.config import load_config
+    from syncse_ray.synth import run_synth
+
+    cfg = load_config(None, [f"run_dir={out}", f"data_dir={args.data_dir}", "ray.num_cpus=8",
+                             "synth.mode=partial", f"synth.input={premises}", f"synth.limit={args.n}",
+                             f"synth.output_dir={out / 'synth'}", f"seed={args.seed}"])
+    started = time.time()
+    result = run_synth(cfg)
+    info = {"skipped": result.skipped, "requested": result.requested, "kept": result.kept,
+            "dropped": result.dropped, "seconds": time.time() - started,
+            "settings": cfg.synth.model_dump(mode="json")}
+    return out / "synth" / "data", info
+
+
+def _tag(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def train_arm(args, arm: str, data: Path, out: Path, lr: float, steps: int) -> dict:
+    """One arm through `run_train` (Ray Train + DeepSpeed, 1 worker). Returns the TrainResult as a dict."""
+    from syncse_ray.config import load_config
+    from syncse_ray.train import run_train
+
+    recipe = f"s{steps}-b{args.batch_size}-lr{lr:g}-{args.pooler}-{args.precision}-seed{args.seed}"
+    folder = out / "runs" / f"{arm}-{recipe}-{_tag(f'{args.encoder} {data.resolve()}')}"
+    cfg = load_config(None, [
+        f"run_dir={folder}", f"data_dir={args.data_dir}", "ray.num_cpus=8",
+        f"train.data={data}", f"train.model={args.encoder}", f"train.pooler={args.pooler}",
+        f"train.precision={args.precision}", f"train.objective={'unsupervised' if arm == 'unsup' else 'supervised'}",
+        f"train.batch_size={args.batch_size}", f"train.max_steps={steps}", f"train.lr={lr}",
+        f"train.seed={args.seed}", f"train.eval_steps={steps}", "train.log_every=5", "train.num_workers=1",
+        f"train.cpus_per_worker={args.cpus_per_worker}", f"train.output_dir={folder / 'train'}"])
+    started = time.time()
+    result = run_train(cfg)
+    log = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
+    speeds = [r["samples_per_s"] for r in log if "samples_per_s" in r]
+    return {"folder": str(folder), "model": str(result.final_dir), "dev_score": result.best_score,
+            "steps": result.steps, "seconds": time.time() - started,
+            "samples_per_s": sum(speeds) / len(speeds) if speeds else None,
+            "final_loss": next((r["loss"] for r in reversed(log) if "loss" in r), None)}
+
+
+def evaluate(args, model: str, out_dir: Path, pooler: str | None) -> dict:
+    """SentEval-"all" STS of `model`, cached in out_dir (same model folder, same training marker)."""
+    from syncse_ray import stage_marker
+    from syncse_ray.eval import run_eval
+    from syncse_ray.eval.results import load_results
+
+    train_marker = stage_marker.read_marker(Path(model).parent) if Path(model).is_dir() else None
+    settings = {"model": model, "pooler": pooler, "trained": (train_marker or {}).get("finished_at"),
+                "data_dir": str(Path(args.data_dir).resolve()), "batch_size": args.eval_batch_size,
+                "tasks": args.tasks}
+    if stage_marker.is_done(out_dir, settings) and (out_dir / "results.json").is_file():
+        return load_results(out_dir / "results.json")
+    results = run_eval(model, args.tasks, args.data_dir, out_dir, pooler=pooler, batch_size=args.eval_batch_size,
+                       show_progress=False)
+    stage_marker.mark_done(out_dir, "eval", settings)
+    return results
+
+
+def sts_scores(results: dict) -> dict[str, float]:
+    return {r["task"]: r["score"] for r in results["records"] if r["protocol"] == "senteval-sts"}
+
+
+def _f(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def render(rows: dict[str, dict[str, float]]) -> str:
+    from syncse_ray.eval.results import PAPER_STS_AVG, STS_HEADERS
+
+    header = ["arm", *STS_HEADERS.values(), "Avg."]
+    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    for arm, s in rows.items():
+        lines.append("| " + " | ".join([ARM_LABELS[arm], *(_f(s.get(t)) for t in STS_HEADERS),
+                                        _f(s.get('avg'))]) + " |")
+    for name, avg in PAPER_STS_AVG:
+        lines.append("| " + " | ".join([f"paper: {name}-RoBERTa-base", *(["–"] * len(STS_HEADERS)),
+                                        f"{avg:.2f}"]) + " |")
+    return "\n".join(lines)
+
+
+def gap_recovery(rows: dict[str, dict[str, float]]) -> float | None:
+    if not all(arm in rows for arm in ("unsup", "synth", "gold")):
+        return None
+    key = "avg" if all("avg" in rows[a] for a in ("unsup", "synth", "gold")) else "STSBenchmark"
+    gap = rows["gold"].get(key, 0) - rows["unsup"].get(key, 0)
+    return (rows["synth"].get(key, 0) - rows["unsup"].get(key, 0)) / gap if gap else None
+
+
+def run_sweep(args, arm: str, data: Path, out: Path) -> list[dict]:
+    """Train `arm` over the lr × steps grid; the recipe is chosen on the dev score (STS-B dev + SICK-R trial,
+    what training selects on), never on the test sets."""
+    rows = []
+    for steps in args.sweep_steps:
+        for lr in args.sweep_lr:
+            result = train_arm(args, arm, data, out, lr, steps)
+            rows.append({"arm": arm, "lr": lr, "steps": steps, **result})
+            print(f"[sweep] {arm} lr={lr:g} steps={steps}: dev {result['dev_score']:.2f} "
+                  f"({result['seconds']:.0f} s)", flush=True)
+    (out / f"sweep_{arm}.json").write_text(json.dumps(rows, indent=2))
+    print("\n| arm | lr | steps | dev score (mean of STS-B dev, SICK-R trial) | final loss | train s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['arm']} | {r['lr']:g} | {r['steps']} | {r['dev_score']:.2f} | {r['final_loss']:.4f} | "
+              f"{r['seconds']:.0f} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1000, help="SNLI premises")
+    parser.add_argument("--encoder", default="bundled:smollm2-135m-instruct")
+    parser.add_argument("--pooler", default="avg", choices=["avg", "last", "cls", "cls_before_pooler"])
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--steps", type=int, default=62, help="optimizer steps, every arm")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cpus-per-worker", type=float, default=2, help="torch threads of the Ray Train worker")
+    parser.add_argument("--eval-batch-size", type=int, default=64)
+    parser.add_argument("--tasks", default="sts", help="eval task specs (default: the 7 STS tasks); a subset "
+                                                        "such as sts:STSBenchmark is for quick checks only")
+    parser.add_argument("--synth-data", type=Path, help="arm 3 on this triplet folder instead of synthesizing")
+    parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ",".join(ARMS))
+    parser.add_argument("--sweep", choices=["unsup", "synth", "gold"], help="only sweep lr × steps on this arm")
+    parser.add_argument("--sweep-lr", default="5e-5,1e-4,2e-4")
+    parser.add_argument("--sweep-steps", default="31,62")
+    parser.add_argument("--out", type=Path, default=Path("runs/quality"))
+    parser.add_argument("--data-dir", type=Path)
+    args = parser.parse_args()
+    args.sweep_lr = [float(x) for x in args.sweep_lr.split(",")]
+    args.sweep_steps = [int(x) for x in args.sweep_steps.split(",")]
+    args.tasks = args.tasks.split(",")
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if unknown := set(arms) - set(ARMS):
+        parser.error(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
+
+    from syncse_ray.config.root import default_data_dir
+
+    args.data_dir = (args.data_dir or default_data_dir()).resolve()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    premises, gold, n = write_inputs(args.data_dir, args.n, out)
+    data = {"unsup": premises, "gold": gold}
+    synth_info = None
+
+    def synth_data() -> Path:  # synthesized when first needed (arm 3 runs last: the slowest input)
+        nonlocal synth_info
+        if "synth" not in data:
+            if args.synth_data:
+                data["synth"] = args.synth_data.resolve()
+            else:
+                data["synth"], synth_info = synthesize(args, premises, out)
+        return data["synth"]
+
+    if args.sweep:
+        run_sweep(args, args.sweep, synth_data() if args.sweep == "synth" else data[args.sweep], out)
+        return
+
+    rows, runs = {}, {}
+    for arm in sorted(arms, key=("base", "unsup", "gold", "synth").index):
+        arm_started = time.time()
+        if arm == "synth":
+            synth_data()
+        if arm == "base":
+            results = evaluate(args, args.encoder, out / "eval_base" / f"{args.pooler}-{_tag(args.encoder)}",
+                               args.pooler)
+            runs[arm] = {"model": args.encoder, "pooler": args.pooler}
+        else:
+            runs[arm] = train_arm(args, arm, data[arm], out, args.lr, args.steps)
+            results = evaluate(args, runs[arm]["model"], Path(runs[arm]["folder"]) / "eval", None)
+        runs[arm]["eval_seconds"] = results.get("seconds")
+        runs[arm]["arm_seconds"] = time.time() - arm_started
+        rows[arm] = {("avg" if k == "avg" else k): v for k, v in sts_scores(results).items()}
+        print(f"[quality] {ARM_LABELS[arm]}: STS {rows[arm]} "
+              f"({runs[arm]['arm_seconds']:.0f} s)", flush=True)
+
+    rows = {arm: rows[arm] for arm in ARMS if arm in rows}
+    recovery = gap_recovery(rows)
+    table = render(rows)
+    report = {
+        "finished": _now(), "seconds": time.time() - started,
+        "settings": {"n": n, "encoder": args.encoder, "pooler": args.pooler, "precision": args.precision,
+                     "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                     "cpus_per_worker": args.cpus_per_worker, "synth_data": str(data.get("synth")),
+                     "data_dir": str(args.data_dir)},
+        "synth": synth_info, "runs": runs, "sts": rows, "gap_recovery": recovery,
+        "machine": {"cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "platform": platform.platform()},
+    }
+    (out / "quality.json").write_text(json.dumps(report, indent=2, default=str))
+    text = (f"{table}\n\ngap recovery (3-2)/(4-2) = "
+            f"{'–' if recovery is None else f'{100 * recovery:.1f}%'}\n")
+    (out / "quality.md").write_text(text)
+    print()
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
