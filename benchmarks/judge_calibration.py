@@ -5,8 +5,9 @@
 Scores the first N (premise, entailment, contradiction) triplets of SNLI dev with the judge (default: the
 bundled all-MiniLM-L6-v2, the default `synth.judge.model`), prints percentiles of cos(premise, entailment) and
 cos(premise, contradiction), and how many human triplets pass each default threshold alone and all of them
-together (one candidate per kind, `synth.selection.select_triplet`). The defaults are set so that each threshold
-alone keeps about 90% of human triplets (near-copy: 99%).
+together (one candidate per kind, `synth.selection.select_triplet`). min_positive, max_positive and min_negative
+are set so that each alone keeps about 90% of human triplets (near-copy: 99%); the margin (0.2) was chosen by
+`benchmarks/triplet_quality.py`'s sweep against an independent judge (docs/synth.md, "Verified triplets").
 """
 
 from __future__ import annotations

@@ -58,15 +58,20 @@ def train_independent_judge(data_dir: Path, out: Path, cache_dir: Path) -> Path:
     return run_train(cfg).final_dir
 
 
+_VECTORS: dict[tuple[int, str], np.ndarray] = {}  # (judge, text) -> unit vector: the sweep re-scores the same texts
+
+
 def score(encoder, rows: list[dict]) -> dict:
     if not rows:
         return {"agreement": float("nan"), "mean_pos": float("nan"), "mean_neg": float("nan")}
-    a, p, n = ([r[c] for r in rows] for c in ("sent0", "sent1", "hard_neg"))
-    vecs = encoder.encode(a + p + n, show_progress=False)
-    vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
-    k = len(rows)
-    sp = (vecs[:k] * vecs[k:2 * k]).sum(1)
-    sn = (vecs[:k] * vecs[2 * k:]).sum(1)
+    texts = [r[c] for c in ("sent0", "sent1", "hard_neg") for r in rows]
+    todo = list(dict.fromkeys(t for t in texts if (id(encoder), t) not in _VECTORS))
+    if todo:
+        vecs = encoder.encode(todo, show_progress=False).astype(np.float32)
+        for t, v in zip(todo, vecs / np.linalg.norm(vecs, axis=1, keepdims=True)):
+            _VECTORS[(id(encoder), t)] = v
+    a, p, n = (np.stack([_VECTORS[(id(encoder), r[c])] for r in rows]) for c in ("sent0", "sent1", "hard_neg"))
+    sp, sn = (a * p).sum(1), (a * n).sum(1)
     return {"agreement": float((sp > sn).mean()), "mean_pos": float(sp.mean()), "mean_neg": float(sn.mean())}
 
 

@@ -76,7 +76,9 @@ def test_partial_on_real_sentences(tmp_path, data_dir, cache_dir, ray_local):
         assert row["neg_score"] >= judge.min_negative and row["judge"] == "embedding:bundled:all-minilm-l6-v2"
     candidates = _read(out / "candidates")
     assert sum(c["selected"] for c in candidates) == 2 * len(kept)
-    assert {c["id"] for c in candidates} == {r["id"] for r in kept} | {r["id"] for r in dropped if r["sent1"]}
+    input_level = {"empty_input", "duplicate", "eval_overlap"}  # decided before any LLM call: no candidates
+    assert {c["id"] for c in candidates} == ({r["id"] for r in kept}
+                                             | {r["id"] for r in dropped if r["reason"] not in input_level})
     for row in kept:
         assert row["sent0"] in real and row["sent1"] and row["hard_neg"]
         assert len(row["positive_exemplars"]) == 5 and row["positive_instruction"].startswith("pos-")
@@ -89,7 +91,8 @@ def test_partial_on_real_sentences(tmp_path, data_dir, cache_dir, ray_local):
     stats = json.loads((out / "stats.json").read_text())
     annotate = manifest["phases"]["annotate"]
     assert annotate["requests"] == 2 * 31 and annotate["output_tokens"] > 0 and annotate["prompt_tokens"] > 0
-    assert annotate["candidates"] == 4 * annotate["requests"]
+    # 4 candidates a request; the 2 requests of the over-long row never ran and carry one error candidate each.
+    assert annotate["candidates"] == 4 * (annotate["requests"] - 2) + 2
     assert stats["judge"]["agreement"] == 1.0 and stats["judge"]["tokens_per_kept"] > 0
     assert manifest["output_tokens"] == annotate["output_tokens"]
     assert 0 < stats["diversity"]["sent1"]["distinct_2"] <= 1 and stats["sampled_rows"] == result.kept
@@ -133,7 +136,10 @@ def test_scratch_writes_sentences_then_triplets(tmp_path, cache_dir, ray_local):
     cfg = load_config(REPO / "configs" / "synth_scratch_cpu.yaml", [
         f"run_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}", "synth.scratch.num_requests=2",
         "synth.scratch.requests_per_chunk=1", "synth.scratch.sentences_per_request=8",
-        "synth.sentence_sampling.max_tokens=320"])
+        "synth.sentence_sampling.max_tokens=320",
+        # Both judges: the LLM's yes/no log-probabilities on the same engine, then MiniLM.
+        "synth.judge.method=embedding+llm", "synth.judge.llm_min_entailment=0.0",
+        "synth.judge.llm_min_contradiction=0.0"])
 
     result = run_synth(cfg)
 
@@ -151,7 +157,11 @@ def test_scratch_writes_sentences_then_triplets(tmp_path, cache_dir, ray_local):
         assert row["mode"] == "scratch" and row["sent0"] == by_id[row["id"]]["text"]
         assert row["genre"] == by_id[row["id"]]["genre"] and len(row["topics"]) == 6
         assert row["sentence_instruction"].startswith("scratch-")
+    candidates = [c for c in _read(out / "candidates") if c["reason"] is None]
+    assert candidates and all(0.0 <= c["llm"] <= 1.0 and -1.0 <= c["sim"] <= 1.0 for c in candidates)
+    assert all(r["pos_llm"] is not None and r["neg_score"] is not None for r in kept)
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["phases"]["annotate"]["judge_prompt_tokens"] > 0 and manifest["judge_tokens"] > 0
     assert manifest["phases"]["sentences"]["requests"] == 2
     assert manifest["phases"]["sentences"]["kept"] == len(sentences)
 

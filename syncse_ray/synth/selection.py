@@ -50,7 +50,7 @@ class Thresholds:
     min_positive: float = 0.45
     max_positive: float = 0.97
     min_negative: float = 0.07
-    margin: float = 0.05
+    margin: float = 0.2
     relative_margin: float = 0.95
     llm_min_entailment: float = 0.5
     llm_min_contradiction: float = 0.5
