@@ -77,3 +77,30 @@ def test_report_puts_the_encoder_before_training_beside_the_trained_one(tmp_path
     after = text.index("| `after training: best` | 50.50 | 51.50 |")
     assert before < after < text.index("SynCSE-partial-RoBERTa-base (paper)")
     assert "Gain from training: STS12 +10.50," in text and "average +10.50." in text
+
+
+def test_report_verified_triplets_section(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cfg = load_config(None, [f"run_dir={tmp_path}"])
+    _write(tmp_path / "synth" / "manifest.json", {
+        "mode": "partial", "model": "bundled:smollm2-135m-instruct",
+        "config": {"synth": {"candidates": 4, "judge": {"method": "embedding", "model": "bundled:all-minilm-l6-v2"}}},
+        "phases": {"annotate": {"requests": 8, "kept": 2, "dropped": 2, "prompt_tokens": 900, "output_tokens": 300}}})
+    _write(tmp_path / "synth" / "stats.json", {
+        "drop_reasons": {"annotate": {"inverted": 1, "eval_overlap": 1}},
+        "judge": {"candidates_per_kept": 16.0, "tokens_per_kept": 600.0, "agreement": 1.0, "mean_pos": 0.85,
+                  "mean_neg": 0.6, "margin_quantiles": {"0.5": 0.25},
+                  "candidate_reasons": {"selected": 4, "not_selected": 24, "anchor_copy": 4}}})
+    (tmp_path / "synth" / "data").mkdir()
+    pq.write_table(pa.table({"pos_score": [0.9, 0.8], "neg_score": [0.6, 0.55]}),
+                   tmp_path / "synth" / "data" / "part-00000.parquet")
+
+    text = write_report(cfg, {"stages": {}}).read_text()
+
+    for expected in ("### Verified triplets", "4 candidates per (sentence, kind), judge **embedding**",
+                     "| 16.0 | 600 | 100.0% | 0.850 | 0.600 | 0.250 |", "| not_selected | 24 |",
+                     "| annotate | eval_overlap | 1 |", "![judge margins](report_margins.png)"):
+        assert expected in text, expected
+    assert (tmp_path / "report_margins.png").read_bytes()[:8] == PNG_MAGIC
