@@ -33,6 +33,7 @@ class OptimSettings:
     precision: str  # fp32, bf16, fp16
     micro_batch_size: int
     zero_stage: int = 2
+    bucket_size: int | None = None  # DeepSpeed reduce/allgather bucket elements; None: DeepSpeed's 5e8
 
 
 def linear_schedule(warmup_steps: int, total_steps: int):
@@ -64,7 +65,8 @@ class DeepSpeedEngine:
             "train_micro_batch_size_per_gpu": s.micro_batch_size,
             "gradient_accumulation_steps": s.gradient_accumulation_steps,
             "gradient_clipping": s.gradient_clipping,
-            "zero_optimization": {"stage": s.zero_stage},
+            "zero_optimization": {"stage": s.zero_stage, **({} if s.bucket_size is None else {
+                "reduce_bucket_size": s.bucket_size, "allgather_bucket_size": s.bucket_size})},
             "bf16": {"enabled": s.precision == "bf16"},
             "fp16": {"enabled": s.precision == "fp16"},
             "steps_per_print": 10**9,

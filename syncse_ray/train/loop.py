@@ -96,7 +96,10 @@ def train_loop_per_worker(config: dict) -> dict:
     engine = build_engine(spec.backend, model, OptimSettings(
         lr=spec.lr, weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps, total_steps=spec.total_steps,
         gradient_accumulation_steps=spec.gradient_accumulation_steps, gradient_clipping=spec.max_grad_norm,
-        precision=spec.precision, micro_batch_size=spec.batch_size, zero_stage=spec.zero_stage))
+        precision=spec.precision, micro_batch_size=spec.batch_size, zero_stage=spec.zero_stage,
+        # CPU: DeepSpeed's 5e8-element gradient buckets alone hold 1-2 GB per worker (bf16, two buffers with
+        # overlap); 5e7 keeps a 2-worker SmolLM2 run inside a laptop's memory.
+        bucket_size=None if spec.use_gpu else 50_000_000))
     loss_fn = SimCSELoss(spec.temperature, spec.hard_negative_weight)
     if rank == 0:
         print(f"[train] {world} worker(s), {torch.get_num_threads()} torch threads each, precision "
