@@ -29,6 +29,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--judge", default=JudgeConfig().model)
+    parser.add_argument("--llm", default=None, metavar="MODEL",
+                        help="also calibrate the LLM judge (e.g. bundled:smollm2-135m-instruct) on the first 200")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("SYNCSE_DATA_DIR", "data")))
     args = parser.parse_args()
     rows = snli_triplets(args.data_dir / "seeds" / "snli" / "labels.dev").to_pylist()[:args.n]
@@ -53,7 +55,31 @@ def main() -> None:
                             [Candidate("hard_negative", 0, "n", None, float(y))], t) for x, y in zip(sp, sn)]
     print(f"all thresholds together (one candidate a kind): kept {sum(x.reason is None for x in picks) / len(picks):.1%};"
           f" drops {dict(Counter(x.reason for x in picks if x.reason))}")
+    if args.llm:
+        calibrate_llm(args.llm, rows[:200])
 
 
-if __name__ == "__main__":
+def calibrate_llm(model: str, rows: list[dict]) -> None:
+    """P(yes) of the LLM judge's two questions on human entailments and contradictions: a judge worth using
+    separates them."""
+    from vllm import SamplingParams
+
+    from syncse_ray.models import resolve_model
+    from syncse_ray.synth.engine import build_llm
+    from syncse_ray.synth.judge import LLM_TOP_LOGPROBS, llm_judge_messages, yes_probability
+    from syncse_ray.synth.prompts import HARD_NEGATIVE, POSITIVE
+
+    llm = build_llm(resolve_model(model))
+    params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=LLM_TOP_LOGPROBS)
+    print(f"LLM judge {model}, {len(rows)} SNLI dev triplets: mean P(yes)")
+    for kind, question in ((POSITIVE, "follows from"), (HARD_NEGATIVE, "contradicts")):
+        for column, label in (("sent1", "entailment"), ("hard_neg", "contradiction")):
+            outs = llm.chat([llm_judge_messages(r["sent0"], r[column], kind) for r in rows], params, use_tqdm=False)
+            probs = [yes_probability({lp.decoded_token or "": lp.logprob for lp in o.outputs[0].logprobs[0].values()})
+                     for o in outs]
+            print(f"  '{question}' asked of the {label:<13} {np.mean(probs):.3f} "
+                  f"(min {np.min(probs):.3f}, max {np.max(probs):.3f})")
+
+
+if __name__ == "__main__":  # the vLLM engine starts worker processes
     main()
