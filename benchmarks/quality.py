@@ -104,7 +104,7 @@ def train_arm(args, arm: str, data: Path, out: Path, lr: float, steps: int) -> d
         f"train.precision={args.precision}", f"train.objective={'unsupervised' if arm == 'unsup' else 'supervised'}",
         f"train.batch_size={args.batch_size}", f"train.max_steps={steps}", f"train.lr={lr}",
         f"train.seed={args.seed}", f"train.eval_steps={steps}", "train.log_every=5", "train.num_workers=1",
-        f"train.cpus_per_worker={args.cpus_per_worker}", f"train.output_dir={folder / 'train'}"])
+        f"train.cpus_per_worker={args.threads}", f"train.output_dir={folder / 'train'}"])
     started = time.time()
     result = run_train(cfg)
     log = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
@@ -189,11 +189,14 @@ def main() -> None:
     parser.add_argument("--encoder", default="bundled:smollm2-135m-instruct")
     parser.add_argument("--pooler", default="avg", choices=["avg", "last", "cls", "cls_before_pooler"])
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    parser.add_argument("--steps", type=int, default=62, help="optimizer steps, every arm")
+    parser.add_argument("--steps", type=int, help="optimizer steps, every arm (default: one epoch of the N gold "
+                                                   "triplets, N // batch size)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cpus-per-worker", type=float, default=2, help="torch threads of the Ray Train worker")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for training (the Ray Train worker's CPUs) and evaluation; on a shared "
+                             "machine 1 thread ran 2-3x faster than 2 (OpenMP threads waiting on each other)")
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--tasks", default="sts", help="eval task specs (default: the 7 STS tasks); a subset "
                                                         "such as sts:STSBenchmark is for quick checks only")
@@ -205,6 +208,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/quality"))
     parser.add_argument("--data-dir", type=Path)
     args = parser.parse_args()
+    args.steps = args.steps or max(1, args.n // args.batch_size)
     args.sweep_lr = [float(x) for x in args.sweep_lr.split(",")]
     args.sweep_steps = [int(x) for x in args.sweep_steps.split(",")]
     args.tasks = args.tasks.split(",")
@@ -212,7 +216,11 @@ def main() -> None:
     if unknown := set(arms) - set(ARMS):
         parser.error(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
 
+    import torch
+
     from syncse_ray.config.root import default_data_dir
+
+    torch.set_num_threads(args.threads)
 
     args.data_dir = (args.data_dir or default_data_dir()).resolve()
     out = args.out.resolve()
@@ -260,7 +268,7 @@ def main() -> None:
         "finished": _now(), "seconds": time.time() - started,
         "settings": {"n": n, "encoder": args.encoder, "pooler": args.pooler, "precision": args.precision,
                      "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                     "cpus_per_worker": args.cpus_per_worker, "synth_data": str(data.get("synth")),
+                     "threads": args.threads, "synth_data": str(data.get("synth")),
                      "data_dir": str(args.data_dir)},
         "synth": synth_info, "runs": runs, "sts": rows, "gap_recovery": recovery,
         "machine": {"cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "platform": platform.platform()},
