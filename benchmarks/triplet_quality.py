@@ -112,14 +112,15 @@ def reselect(synth_dir: Path, thresholds: Thresholds, max_candidates: int) -> li
     return rows
 
 
-def sweep(synth_dir: Path, judge, candidates: int) -> list[dict]:
-    """Kept rows and independent agreement as the margin and the number of candidates change."""
+def sweep(synth_dir: Path, judges: dict, candidates: int) -> list[dict]:
+    """Kept rows and the judges' agreement as the margin and the number of candidates change."""
     base = Thresholds.from_config(JudgeConfig())
-    grid = [(m, k) for m in (0.0, 0.05, 0.1, 0.15, 0.2) for k in sorted({1, 2, candidates})]
+    grid = [(m, k) for m in (0.0, 0.05, 0.1, 0.15, 0.2, 0.25) for k in sorted({1, 2, candidates})]
     out = []
     for margin, k in grid:
         rows = reselect(synth_dir, replace(base, margin=margin), k)
-        out.append({"margin": margin, "candidates": k, "kept": len(rows), **score(judge, rows)})
+        out.append({"margin": margin, "candidates": k, "kept": len(rows),
+                    **{j: score(e, rows) for j, e in judges.items()}})
     return out
 
 
@@ -180,15 +181,20 @@ def main() -> None:
               f"{'' if tpk is None else f'{tpk:.0f}'} | {'' if tpk is None or not base else f'{tpk / base:.2f}'} |")
     for arm in arms:
         print(f"{arm['arm']}: drops {arm['drop_reasons']}, {arm['wall_seconds']:.0f} s")
-    if any(a["arm"] == "embedding" for a in arms) and not args.score:
-        rows = sweep(out / "embedding" / "synth", judges["smollm2-snli"], args.candidates)
-        (out / "sweep.json").write_text(json.dumps(rows, indent=2))
-        print("\nRe-selection from the embedding arm's candidates (no new generation), scored by SmolLM2-SNLI:\n")
-        print("| margin | candidates used | kept | SmolLM2-SNLI agreement | cos pos / neg |")
-        print("| ---: | ---: | ---: | ---: | ---: |")
+    swept = ([out / "embedding" / "synth"] if any(a["arm"] == "embedding" for a in arms) and not args.score
+             else [folder.parent for folder in args.score or [] if (folder.parent / "candidates").is_dir()])
+    for i, synth_dir in enumerate(swept):
+        rows = sweep(synth_dir, judges, args.candidates)
+        (out / f"sweep-{i}.json").write_text(json.dumps({"synth_dir": str(synth_dir), "rows": rows}, indent=2))
+        print(f"\nRe-selection from the stored candidates of {synth_dir} (no new generation):\n")
+        print("| margin | candidates used | kept | MiniLM agreement | MiniLM cos pos / neg | SmolLM2-SNLI agreement "
+              "| SmolLM2-SNLI cos pos / neg |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in rows:
-            print(f"| {r['margin']:.2f} | {r['candidates']} | {r['kept']} | {r['agreement']:.1%} | "
-                  f"{r['mean_pos']:.3f} / {r['mean_neg']:.3f} |")
+            m, s = r["minilm"], r["smollm2-snli"]
+            print(f"| {r['margin']:.2f} | {r['candidates']} | {r['kept']} | {m['agreement']:.1%} | "
+                  f"{m['mean_pos']:.3f} / {m['mean_neg']:.3f} | {s['agreement']:.1%} | "
+                  f"{s['mean_pos']:.3f} / {s['mean_neg']:.3f} |")
 
 
 if __name__ == "__main__":
