@@ -124,6 +124,12 @@ def sweep(synth_dir: Path, judges: dict, candidates: int) -> list[dict]:
     return out
 
 
+def _judged_cells(row: dict) -> str:
+    """Agreement and mean cosines under each judge, as Markdown cells."""
+    return " | ".join(f"{row[j]['agreement']:.1%} | {row[j]['mean_pos']:.3f} / {row[j]['mean_neg']:.3f}"
+                      for j in ("minilm", "smollm2-snli"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=512, help="SNLI test premises")
@@ -174,11 +180,9 @@ def main() -> None:
           "SmolLM2-SNLI cos pos / neg | tokens / kept | × none |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in table:
-        m, s = r["minilm"], r["smollm2-snli"]
         tpk = r["tokens_per_kept"]
-        print(f"| {r['arm']} | {r['kept']} | {m['agreement']:.1%} | {m['mean_pos']:.3f} / {m['mean_neg']:.3f} | "
-              f"{s['agreement']:.1%} | {s['mean_pos']:.3f} / {s['mean_neg']:.3f} | "
-              f"{'' if tpk is None else f'{tpk:.0f}'} | {'' if tpk is None or not base else f'{tpk / base:.2f}'} |")
+        print(f"| {r['arm']} | {r['kept']} | {_judged_cells(r)} | {'' if tpk is None else f'{tpk:.0f}'} | "
+              f"{'' if tpk is None or not base else f'{tpk / base:.2f}'} |")
     for arm in arms:
         print(f"{arm['arm']}: drops {arm['drop_reasons']}, {arm['wall_seconds']:.0f} s")
     swept = ([out / "embedding" / "synth"] if any(a["arm"] == "embedding" for a in arms) and not args.score
@@ -191,10 +195,7 @@ def main() -> None:
               "| SmolLM2-SNLI cos pos / neg |")
         print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in rows:
-            m, s = r["minilm"], r["smollm2-snli"]
-            print(f"| {r['margin']:.2f} | {r['candidates']} | {r['kept']} | {m['agreement']:.1%} | "
-                  f"{m['mean_pos']:.3f} / {m['mean_neg']:.3f} | {s['agreement']:.1%} | "
-                  f"{s['mean_pos']:.3f} / {s['mean_neg']:.3f} |")
+            print(f"| {r['margin']:.2f} | {r['candidates']} | {r['kept']} | {_judged_cells(r)} |")
 
 
 if __name__ == "__main__":

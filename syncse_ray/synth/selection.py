@@ -80,6 +80,16 @@ def _narrow(pool: list[Candidate], keep, reason: str, failed: list[str]) -> list
     return kept
 
 
+def _best(pool: list[Candidate], failed: list[str]) -> tuple[Candidate | None, str | None]:
+    """The highest-scoring candidate left (embedding score first, else the LLM's; the first one if unjudged),
+    or the reason of the check that emptied the pool."""
+    if not pool:
+        return None, failed[0]
+    if all(c.sim is None and c.llm is None for c in pool):
+        return pool[0], None
+    return max(pool, key=lambda c: (c.sim if c.sim is not None else c.llm, -c.index)), None
+
+
 def select_positive(positives: list[Candidate], t: Thresholds) -> tuple[Candidate | None, str | None]:
     pool = [c for c in positives if c.reason is None]
     if not pool:
@@ -88,11 +98,7 @@ def select_positive(positives: list[Candidate], t: Thresholds) -> tuple[Candidat
     pool = _narrow(pool, lambda c: c.sim is None or c.sim < t.max_positive, POSITIVE_NEAR_COPY, failed)
     pool = _narrow(pool, lambda c: c.sim is None or c.sim >= t.min_positive, POSITIVE_UNRELATED, failed)
     pool = _narrow(pool, lambda c: c.llm is None or c.llm >= t.llm_min_entailment, POSITIVE_NOT_ENTAILED, failed)
-    if not pool:
-        return None, failed[0]
-    if all(c.sim is None and c.llm is None for c in pool):
-        return pool[0], None
-    return max(pool, key=lambda c: (c.sim if c.sim is not None else c.llm, -c.index)), None
+    return _best(pool, failed)
 
 
 def select_negative(negatives: list[Candidate], positive: Candidate,
@@ -108,11 +114,7 @@ def select_negative(negatives: list[Candidate], positive: Candidate,
         bound = min(positive.sim - t.margin, positive.sim * t.relative_margin)
         pool = _narrow(pool, lambda c: c.sim is None or c.sim <= bound, INVERTED, failed)
     pool = _narrow(pool, lambda c: c.sim is None or c.sim >= t.min_negative, NEGATIVE_UNRELATED, failed)
-    if not pool:
-        return None, failed[0]
-    if all(c.sim is None and c.llm is None for c in pool):
-        return pool[0], None
-    return max(pool, key=lambda c: (c.sim if c.sim is not None else c.llm, -c.index)), None
+    return _best(pool, failed)
 
 
 def select_triplet(positives: list[Candidate], negatives: list[Candidate], t: Thresholds) -> Selection:
