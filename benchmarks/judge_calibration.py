@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from syncse_ray.config.synth import JudgeConfig
-from syncse_ray.eval.encoders import load_encoder
-from syncse_ray.synth.selection import Candidate, Thresholds, select_triplet
+from syncse_ray.encoders import load_encoder
+from syncse_ray.synth.selection import Candidate, select_triplet
 from syncse_ray.train.data import snli_triplets
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     a, p, n = (encoder.encode([r[c] for r in rows], show_progress=False) for c in ("sent0", "sent1", "hard_neg"))
     a, p, n = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (a, p, n))
     sp, sn = (a * p).sum(1), (a * n).sum(1)
-    t = Thresholds.from_config(JudgeConfig())
+    t = JudgeConfig()
     print(f"{len(rows)} SNLI dev gold triplets, judge {args.judge}")
     print("cos(premise, entailment)    percentiles 1/5/10/50/90/99:",
           " ".join(f"{x:.3f}" for x in np.percentile(sp, [1, 5, 10, 50, 90, 99])))

@@ -202,6 +202,8 @@ def main() -> None:
                                                         "such as sts:STSBenchmark is for quick checks only")
     parser.add_argument("--synth-data", type=Path, help="arm 3 on this triplet folder instead of synthesizing")
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ",".join(ARMS))
+    parser.add_argument("--synth-only", action="store_true", help="only write the inputs and synthesize arm 3's "
+                                                                 "data (cached), e.g. beside a --sweep")
     parser.add_argument("--sweep", choices=["unsup", "synth", "gold"], help="only sweep lr × steps on this arm")
     parser.add_argument("--sweep-lr", default="5e-5,1e-4,2e-4")
     parser.add_argument("--sweep-steps", default="31,62")
@@ -239,6 +241,10 @@ def main() -> None:
                 data["synth"], synth_info = synthesize(args, premises, out)
         return data["synth"]
 
+    if args.synth_only:
+        synth_data()
+        print(f"[quality] synthesis: {synth_info}", flush=True)
+        return
     if args.sweep:
         run_sweep(args, args.sweep, synth_data() if args.sweep == "synth" else data[args.sweep], out)
         return

@@ -42,7 +42,8 @@ def bare_loop(model_path: Path, table, batch: int, max_len: int, steps: int, war
     from transformers import AutoTokenizer
 
     from syncse_ray.train.data import tokenize_views, views
-    from syncse_ray.train.engines import OptimSettings, adamw
+    from syncse_ray.config import TrainConfig
+    from syncse_ray.train.engines import adamw
     from syncse_ray.train.losses import SimCSELoss
     from syncse_ray.train.model import SimCSEModel
 
@@ -59,10 +60,7 @@ def bare_loop(model_path: Path, table, batch: int, max_len: int, steps: int, war
     if bf16:
         master.params = torch.nn.ParameterList([torch.nn.Parameter(p.detach().float().clone())
                                                 for p in model.parameters()])
-    settings = OptimSettings(lr=5e-5, weight_decay=0.0, warmup_steps=0, total_steps=steps,
-                             gradient_accumulation_steps=1, gradient_clipping=1.0, precision=precision,
-                             micro_batch_size=batch)
-    optimizer = adamw(master if bf16 else model, settings)
+    optimizer = adamw(master if bf16 else model, TrainConfig(lr=5e-5, weight_decay=0.0))
     loss_fn = SimCSELoss(0.05)
     times = []
     last = time.perf_counter()

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +33,9 @@ import pyarrow.parquet as pq
 from syncse_ray.config import Config
 from syncse_ray.config.synth import JudgeConfig, SynthConfig
 from syncse_ray.config.train import TrainConfig
-from syncse_ray.eval.encoders import load_encoder
+from syncse_ray.encoders import load_encoder
 from syncse_ray.synth import run_synth
-from syncse_ray.synth.selection import Candidate, Thresholds, select_triplet
+from syncse_ray.synth.selection import Candidate, select_triplet
 from syncse_ray.train import run_train
 from syncse_ray.train.data import snli_triplets
 
@@ -94,7 +93,7 @@ def run_arm(arm: str, premises_file: Path, n: int, candidates: int, data_dir: Pa
             "wall_seconds": time.time() - started, "rows": rows}
 
 
-def reselect(synth_dir: Path, thresholds: Thresholds, max_candidates: int) -> list[dict]:
+def reselect(synth_dir: Path, thresholds: JudgeConfig, max_candidates: int) -> list[dict]:
     """The rows selection would keep from an embedding arm's stored candidates with other thresholds or fewer
     candidates (the first `max_candidates` of each kind): no new generation."""
     anchors = {r["id"]: r["sent0"] for part in ("data", "dropped")
@@ -114,11 +113,11 @@ def reselect(synth_dir: Path, thresholds: Thresholds, max_candidates: int) -> li
 
 def sweep(synth_dir: Path, judges: dict, candidates: int) -> list[dict]:
     """Kept rows and the judges' agreement as the margin and the number of candidates change."""
-    base = Thresholds.from_config(JudgeConfig())
+    base = JudgeConfig()
     grid = [(m, k) for m in (0.0, 0.05, 0.1, 0.15, 0.2, 0.25) for k in sorted({1, 2, candidates})]
     out = []
     for margin, k in grid:
-        rows = reselect(synth_dir, replace(base, margin=margin), k)
+        rows = reselect(synth_dir, base.model_copy(update={"margin": margin}), k)
         out.append({"margin": margin, "candidates": k, "kept": len(rows),
                     **{j: score(e, rows) for j, e in judges.items()}})
     return out

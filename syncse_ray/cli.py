@@ -62,12 +62,16 @@ def models_prepare(
 # Stage commands: each stage keeps its command in syncse_ray/<stage>/cli.py and is registered here, one line each.
 # (stage registrations below)
 from syncse_ray.train.cli import train_command  # noqa: E402
+
 app.command("train")(train_command)
 from syncse_ray.synth.cli import synth_command  # noqa: E402
+
 app.command("synth")(synth_command)
 from syncse_ray.eval.cli import eval_command  # noqa: E402
+
 app.command("eval")(eval_command)
 from syncse_ray.serve.cli import index_app, serve_command  # noqa: E402
+
 app.command("serve")(serve_command)
 app.add_typer(index_app, name="index")
 

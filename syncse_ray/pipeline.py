@@ -22,6 +22,9 @@ from typing import Any
 
 from syncse_ray import stage_marker
 from syncse_ray.config import Config, dump_config
+from syncse_ray.config.base import output_settings
+from syncse_ray.io import write_json_atomic
+from syncse_ray.ray_env import stop_local_ray
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ def run_eval_stage(cfg: Config) -> tuple[dict[str, Any], bool]:
 
     model = _eval_model(cfg)
     out = cfg.stage_dir("eval")
-    settings = {"eval": cfg.eval.model_dump(mode="json", exclude={"output_dir"}), "model": model,
+    settings = {"eval": output_settings(cfg.eval), "model": model,
                 "model_version": _upstream_version(cfg, model), "data_dir": str(Path(cfg.data_dir).resolve())}
     if stage_marker.is_done(out, settings) and (out / "results.json").is_file():
         return load_results(out / "results.json"), True
@@ -96,8 +99,8 @@ def run_base_eval(cfg: Config) -> tuple[dict[str, Any], bool]:
 
     out = base_eval_dir(cfg)
     ev = cfg.eval
-    pooler = cfg.train.pooler if cfg.train.pooler in ("avg", "last", "cls_before_pooler", "avg_first_last") \
-        else "cls_before_pooler"  # cls: a fresh MLP before training would be noise; score the plain CLS
+    # cls: a fresh MLP before training would be noise; score the plain CLS vector
+    pooler = "cls_before_pooler" if cfg.train.pooler == "cls" else cfg.train.pooler
     settings = {"model": cfg.train.model, "pooler": pooler, "tasks": ev.tasks, "batch_size": ev.batch_size,
                 "max_seq_length": ev.max_seq_length, "data_dir": str(Path(cfg.data_dir).resolve())}
     if stage_marker.is_done(out, settings) and (out / "results.json").is_file():
@@ -195,9 +198,7 @@ def _read_record(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
-    tmp = run_dir / f".{RECORD_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(run_dir / RECORD_FILE)
+    write_json_atomic(run_dir / RECORD_FILE, record)
 
 
 def run_pipeline(cfg: Config, *, on_stage: Callable[[str, dict[str, Any]], None] | None = None) -> PipelineResult:
@@ -213,6 +214,8 @@ def run_pipeline(cfg: Config, *, on_stage: Callable[[str, dict[str, Any]], None]
     record = _read_record(run_dir)
     result = PipelineResult(run_dir=run_dir)
     for name in stages:
+        if name == "eval":
+            stop_local_ray()  # evaluation runs in this process, without Ray
         started = time.time()
         info = STAGE_RUNNERS[name](cfg)
         seconds = time.time() - started

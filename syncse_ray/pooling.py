@@ -1,5 +1,20 @@
 """Token vectors -> one sentence vector, the same way in training, evaluation, export and serving. No Ray.
 
+The poolers (SimCSE's names; ``h_l`` = layer l's hidden states, ``h_0`` the embedding layer's, ``h_L`` the last,
+``m`` the attention mask):
+
+    cls                MLP(h_L[:, 0]) with MLP(x) = tanh(W x + b): training trains a new MLP (SimCSE); for a plain
+                       transformers model the evaluation encoder uses the model's own pooler (``pooler_output``:
+                       BERT's/RoBERTa's pooler is that MLP; SimCSE checkpoints keep their trained MLP there)
+    cls_before_pooler  h_L[:, 0] (training still trains the MLP on top, as SimCSE does; test time drops it)
+    avg                sum_t m_t h_L,t / sum_t m_t
+    last               h_L at the last position with m_t = 1 (decoder backbones; EOS appended, see below)
+    avg_top2           the masked mean of (h_L + h_{L-1}) / 2
+    avg_first_last     the masked mean of (h_1 + h_L) / 2 (h_1: the first transformer layer's output)
+
+`pool` is the one implementation; `syncse_ray.train.export` writes the same poolers as sentence-transformers
+modules, so an exported folder pools as training did.
+
 The masked mean (`avg`) and the last-token (`last`) poolers are sentence-transformers' own `Pooling` module
 (`pooling_mode="mean"` / `"lasttoken"`): training and the evaluation encoder call it directly (`pool_tokens`), and
 the exported folder holds the same module, so `SentenceTransformer(folder)` (what `syncse serve` and
@@ -20,7 +35,38 @@ The last token is the last position whose attention mask is 1, so right and left
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Literal, get_args
+
+Pooler = Literal["cls", "cls_before_pooler", "avg", "last", "avg_top2", "avg_first_last"]
+POOLERS: tuple[str, ...] = get_args(Pooler)
 POOLING_MODES = {"avg": "mean", "last": "lasttoken"}  # our pooler name -> sentence-transformers pooling_mode
+# pooler -> which hidden states (indices into transformers' `hidden_states`) are averaged before the masked mean
+LAYER_PAIRS = {"avg_top2": (-2, -1), "avg_first_last": (1, -1)}
+
+
+def check_pooler(pooler: str) -> str:
+    if pooler not in POOLERS:
+        raise ValueError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
+    return pooler
+
+
+def needs_hidden_states(pooler: str) -> bool:
+    return pooler in LAYER_PAIRS
+
+
+def pool(pooler: str, out, attention_mask, mlp=None):
+    """Sentence vectors [B, d] from a transformers output (``last_hidden_state``; ``hidden_states`` when
+    `needs_hidden_states`) and its [B, T] mask. ``mlp``: the cls poolers' MLP, applied to h_L[:, 0] when given."""
+    if pooler in ("cls", "cls_before_pooler"):
+        vector = out.last_hidden_state[:, 0]
+        return mlp(vector) if mlp is not None else vector
+    if pooler in POOLING_MODES:
+        return pool_tokens(st_pooling(out.last_hidden_state.shape[-1], pooler), out.last_hidden_state,
+                           attention_mask)
+    first, second = (out.hidden_states[i] for i in LAYER_PAIRS[check_pooler(pooler)])
+    mask = attention_mask.unsqueeze(-1).to(first.dtype)
+    return (((first + second) / 2) * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
 def prepare_tokenizer(tokenizer, pooler: str):
@@ -59,8 +105,9 @@ def _append_eos(tokenizer) -> None:
         single=f"$A:0 {eos}:0", pair=f"$A:0 {eos}:0 $B:1 {eos}:1", special_tokens=[(eos, eos_id)])
 
 
+@lru_cache(maxsize=16)
 def st_pooling(dimension: int, pooler: str):
-    """The sentence-transformers `Pooling` module for `avg` or `last`."""
+    """The sentence-transformers `Pooling` module for `avg` or `last` (no weights: one per shape is shared)."""
     from sentence_transformers.sentence_transformer.modules import Pooling
 
     return Pooling(dimension, pooling_mode=POOLING_MODES[pooler])

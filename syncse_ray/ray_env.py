@@ -6,6 +6,8 @@ import os
 
 from syncse_ray.config.ray import RayConfig
 
+_started_local = False  # whether init_ray started a local cluster in this process
+
 
 def init_ray(cfg: RayConfig | None = None) -> None:
     """Join the cluster named by the config or RAY_ADDRESS (what `ray job submit` gives a job), else start a
@@ -28,6 +30,19 @@ def init_ray(cfg: RayConfig | None = None) -> None:
         env_vars.setdefault("DS_ACCELERATOR", "cpu")
         kwargs["runtime_env"] = {**(cfg.runtime_env or {}), "env_vars": env_vars}
     ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=False, **kwargs)
+    global _started_local
+    _started_local = True
+
+
+def stop_local_ray() -> None:
+    """Stop the local cluster `init_ray` started, before work that needs no Ray: its idle processes still take
+    CPU (on 2 cores evaluation ran ~30% slower beside them). A joined cluster is left alone."""
+    global _started_local
+    if _started_local:
+        import ray
+
+        ray.shutdown()
+        _started_local = False
 
 
 def _has_cuda() -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from syncse_ray.config import Config
+from syncse_ray.io import markdown_table
 
 REPORT_FILE = "report.md"
 
@@ -33,9 +34,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines + [""]
+    return [*markdown_table(header, rows), ""]
 
 
 def _seconds(s: float) -> str:

@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from syncse_ray.config.base import output_settings
+from syncse_ray.io import write_json_atomic
+
 MARKER = "stage.json"
 
 
+class ClaimError(RuntimeError):
+    """An output folder that belongs to another config (or to nothing this project wrote)."""
+
+
 def fingerprint(settings: BaseModel | dict[str, Any]) -> str:
-    """A stable hash of the settings that determine a stage's output."""
-    data = settings.model_dump(mode="json") if isinstance(settings, BaseModel) else settings
+    """A stable hash of the settings that determine a stage's output (a config section: without its
+    `resource` fields, see `syncse_ray.config.base.output_settings`)."""
+    data = output_settings(settings) if isinstance(settings, BaseModel) else settings
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -40,6 +47,35 @@ def is_done(output_dir: Path, settings: BaseModel | dict[str, Any]) -> bool:
     return bool(marker) and marker.get("fingerprint") == fingerprint(settings)
 
 
+def claim(output_dir: Path, stage: str, settings: BaseModel | dict[str, Any], claim_file: str,
+          setting: str) -> bool:
+    """Take `output_dir` for this config before a stage writes into it. True when it already holds this
+    config's finished output. Raises `ClaimError` when another config finished it or is half-way through it
+    (`claim_file` records who is writing), or when it holds something else; `setting` names the config key
+    that moves the output elsewhere."""
+    output_dir = Path(output_dir)
+    fp = fingerprint(settings)
+    marker = read_marker(output_dir)
+    if marker is not None:
+        if marker.get("fingerprint") == fp:
+            return True
+        raise ClaimError(f"{output_dir} holds a finished {stage} output of a different config (fingerprint "
+                         f"{marker.get('fingerprint')}, this config {fp}); set {setting} to another folder or "
+                         f"remove it")
+    owner_file = output_dir / claim_file
+    if owner_file.is_file():
+        owner = json.loads(owner_file.read_text()).get("fingerprint")
+        if owner != fp:
+            raise ClaimError(f"{output_dir} holds an unfinished {stage} run of a different config (fingerprint "
+                             f"{owner}, this config {fp}); resume it with its own config, or set {setting} to "
+                             f"another folder")
+    elif output_dir.is_dir() and any(output_dir.iterdir()):
+        raise ClaimError(f"{output_dir} exists and is not a {stage} output folder; choose another {setting}")
+    data = output_settings(settings) if isinstance(settings, BaseModel) else settings
+    write_json_atomic(owner_file, {"fingerprint": fp, "settings": data})
+    return False
+
+
 def mark_done(output_dir: Path, stage: str, settings: BaseModel | dict[str, Any], **extra: Any) -> Path:
     """Write the marker atomically (temp file + rename) once the stage's outputs are complete."""
     output_dir = Path(output_dir)
@@ -47,7 +83,4 @@ def mark_done(output_dir: Path, stage: str, settings: BaseModel | dict[str, Any]
     data = settings.model_dump(mode="json") if isinstance(settings, BaseModel) else settings
     payload = {"stage": stage, "fingerprint": fingerprint(settings), "finished_at": time.time(),
                "settings": data, **extra}
-    tmp = output_dir / f".{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, output_dir / MARKER)
-    return output_dir / MARKER
+    return write_json_atomic(output_dir / MARKER, payload)

@@ -1,13 +1,29 @@
-"""Shared, expensive fixtures: one vLLM engine and one local Ray cluster per test session."""
+"""Shared fixtures: data and model paths, one vLLM engine and one local Ray cluster per test session, free ports.
+
+Markers: `slow` on every test that starts Ray, a vLLM engine, a server or a training run; the fast subset
+(`pytest -m "not slow"`) runs in under two minutes."""
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function returning a free loopback TCP port (for servers, Ray heads, torch.distributed)."""
+    return _free_port
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +82,6 @@ def ray_local():
 @pytest.fixture(scope="session")
 def minilm_encoder(minilm_path):
     """The bundled MiniLM as an evaluation encoder, memoised by sentence for the whole session (eval tests)."""
-    from syncse_ray.eval.encoders import CachedEncoder, load_encoder
+    from syncse_ray.encoders import CachedEncoder, load_encoder
 
     return CachedEncoder(load_encoder("bundled:all-minilm-l6-v2", batch_size=64))

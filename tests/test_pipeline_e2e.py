@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,20 +24,14 @@ OVERRIDES = ["synth.limit=32", "synth.chunk_size=16", "train.batch_size=4", "tra
              "train.eval_steps=2", "train.dev_max_pairs=200", "eval.tasks=[sts:STSBenchmark,sts:SICKRelatedness]"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
+def ray_head(tmp_path_factory, free_port):
     """A real single-node Ray cluster started the way a user starts one, with its job server."""
     # Token authentication as Ray 2.60 sets it up for a new cluster, with a token of the test's own (so a token
     # left in ~/.ray by another cluster on this machine neither leaks in nor locks the client out).
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DS_ACCELERATOR": "cpu",
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard = free_port(), free_port()
     temp_dir = tmp_path_factory.mktemp("ray")
     start = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=8",
              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
@@ -125,9 +118,7 @@ def test_quickstart_job_fails_resumes_and_reruns_without_work(ray_head, tmp_path
 
     cfg = load_config(REPO / "configs" / "quickstart.yaml", [f"run_dir={run_dir}", f"data_dir={data_dir}", *OVERRIDES])
     model_mtime = (run_dir / "train" / "best" / "modules.json").stat().st_mtime
-    started = time.time()
     result = run_pipeline(cfg)
     assert {name: s["status"] for name, s in result.stages.items()} == {
         "synth": "skipped", "train": "skipped", "eval": "skipped"}
     assert (run_dir / "train" / "best" / "modules.json").stat().st_mtime == model_mtime
-    assert time.time() - started < 120

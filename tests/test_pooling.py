@@ -107,7 +107,7 @@ def test_smollm2_bf16_train_export_eval_and_serve_give_the_same_vectors(smollm2_
                                                                        tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from syncse_ray.eval.encoders import load_encoder
+    from syncse_ray.encoders import load_encoder
     from syncse_ray.serve.encoder import SentenceEncoder
     from syncse_ray.train.export import export_sentence_transformer
     from syncse_ray.train.losses import SimCSELoss

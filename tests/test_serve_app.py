@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import time
 from dataclasses import dataclass
 
 import httpx
@@ -16,6 +14,8 @@ import numpy as np
 import pytest
 
 from syncse_ray.serve.encoding import from_base64
+
+pytestmark = pytest.mark.slow  # a local Ray cluster and a Serve HTTP proxy
 
 API_KEY = "test-key-0123456789"
 KEY_ENV = "SYNCSE_TEST_SERVE_KEY"
@@ -52,14 +52,8 @@ class Server:
     headers: dict[str, str]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(ray_local, minilm_path, tmp_path_factory):
+def server(ray_local, minilm_path, tmp_path_factory, free_port):
     import os
 
     from ray import serve
@@ -75,7 +69,7 @@ def server(ray_local, minilm_path, tmp_path_factory):
                         max_top_k=10, num_replicas=1)
     finally:
         del os.environ[KEY_ENV]
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(app, name="syncse-test", route_prefix="/")
     yield Server(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {API_KEY}"})
@@ -276,10 +270,8 @@ def test_concurrent_load_has_no_errors(server, reference):
 
     embedder = serve.get_deployment_handle("Embedder", app_name="syncse-test")
     before = embedder.batching_stats.remote().result()
-    start = time.monotonic()
-    problems = asyncio.run(asyncio.wait_for(run(), timeout=120))
+    problems = asyncio.run(asyncio.wait_for(run(), timeout=120))  # raises TimeoutError past 120 s
     assert problems == [], problems[:5]
-    assert time.monotonic() - start < 120
     after = embedder.batching_stats.remote().result()
     calls, batches = after["calls"] - before["calls"], after["batches"] - before["batches"]
     assert calls == clients * per_client and batches < calls  # concurrent requests shared model batches

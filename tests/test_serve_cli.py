@@ -7,21 +7,16 @@ command shuts Serve down as it does on Ctrl-C.
 from __future__ import annotations
 
 import json
-import socket
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from syncse_ray.cli import app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_serve_command_serves_a_saved_index(ray_local, minilm_path, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_serve_command_serves_a_saved_index(ray_local, minilm_path, tmp_path, monkeypatch, free_port):
     import syncse_ray.serve.app as serve_app
     from syncse_ray.serve.index import build_index
 
@@ -29,7 +24,7 @@ def test_serve_command_serves_a_saved_index(ray_local, minilm_path, tmp_path, mo
     corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(
         ["The cat sleeps on the sofa.", "Stock prices fell today.", "The rocket reached orbit."])))
     build_index(corpus, minilm_path, tmp_path / "index")
-    base = f"http://127.0.0.1:{_free_port()}"
+    base = f"http://127.0.0.1:{free_port()}"
     seen: dict = {}
 
     def check_running_endpoint() -> None:

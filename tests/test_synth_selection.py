@@ -9,9 +9,9 @@ from syncse_ray.synth import filters
 from syncse_ray.synth import selection as sel
 from syncse_ray.synth.decontaminate import DecontaminationError, EvalOverlapIndex, eval_sentences
 from syncse_ray.synth.judge import yes_probability
-from syncse_ray.synth.selection import Candidate, Thresholds, select_triplet
+from syncse_ray.synth.selection import Candidate, select_triplet
 
-T = Thresholds(min_positive=0.45, max_positive=0.97, min_negative=0.2, margin=0.05, relative_margin=0.95)
+T = JudgeConfig(min_positive=0.45, max_positive=0.97, min_negative=0.2, margin=0.05, relative_margin=0.95)
 
 
 def pos(i, sim=None, llm=None, reason=None, text=None):
@@ -31,7 +31,7 @@ def test_best_positive_and_hardest_negative_below_the_margins():
 
 
 def test_relative_margin_binds_for_high_positive_scores():
-    t = Thresholds(margin=0.01, relative_margin=0.9)
+    t = JudgeConfig(margin=0.01, relative_margin=0.9)
     got = select_triplet([pos(0, 0.9)], [neg(0, 0.85), neg(1, 0.80)], t)
     assert got.negative.index == 1  # 0.85 > 0.9 * 0.9 = 0.81
 
@@ -55,7 +55,7 @@ def test_drop_reasons(positives, negatives, reason):
 
 
 def test_llm_scores_filter_and_rank():
-    t = Thresholds(llm_min_entailment=0.5, llm_min_contradiction=0.5)
+    t = JudgeConfig(llm_min_entailment=0.5, llm_min_contradiction=0.5)
     got = select_triplet([pos(0, llm=0.2), pos(1, llm=0.7), pos(2, llm=0.9)], [neg(0, llm=0.4), neg(1, llm=0.8)], t)
     assert (got.positive.index, got.negative.index) == (2, 1)
     got = select_triplet([pos(0, llm=0.2)], [neg(0, llm=0.9)], t)
@@ -69,8 +69,7 @@ def test_no_judge_takes_the_first_candidates_that_pass_the_filters():
     assert (got.positive.index, got.negative.index, got.reason) == (1, 0, None)
 
 
-def test_thresholds_from_config_and_bad_ranges():
-    assert Thresholds.from_config(JudgeConfig()) == Thresholds()
+def test_thresholds_bad_ranges():
     with pytest.raises(ValueError, match="min_positive"):
         JudgeConfig(min_positive=0.9, max_positive=0.5)
     with pytest.raises(ValueError):

@@ -210,8 +210,11 @@ def test_bad_inputs_name_the_problem(tmp_path):
     with pytest.raises(SynthInputError, match="not a readable Parquet"):
         list(iter_input_sentences(tmp_path / "broken.parquet", "text"))
     (tmp_path / "s.xlsx").write_text("x")
-    with pytest.raises(SynthInputError, match="unknown format"):
+    with pytest.raises(SynthInputError, match="unknown format.*synth.input_format"):
         list(iter_input_sentences(tmp_path / "s.xlsx", "text"))
+    # SentEval's SNLI files (s1.test: one premise a line) are read as text when the format is named
+    (tmp_path / "s1.test").write_text("a premise .\na premise .\nanother .\n")
+    assert list(iter_input_sentences(tmp_path / "s1.test", "text", limit=2, fmt="text")) == ["a premise ."] * 2
 
 
 def test_reaper_ends_engine_processes_after_their_owner():

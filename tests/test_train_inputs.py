@@ -137,16 +137,23 @@ def test_dropout_is_on_in_training_and_export_matches_every_pooler(pooler, minil
 
 
 def test_mlm_head_gives_an_auxiliary_loss(minilm_path):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
-    from syncse_ray.train.data import mask_tokens
     from syncse_ray.train.model import SimCSEModel
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     model = SimCSEModel.from_pretrained(minilm_path, "cls", mlm=True)
-    batch = tokenizer(["a man is playing a guitar on the stage tonight ."] * 4, return_tensors="pt")
-    masked, labels = mask_tokens(batch["input_ids"], tokenizer, generator=torch.Generator().manual_seed(0))
+    batch = tokenizer(["a man is playing a guitar on the stage tonight .", "a dog ."] * 2, padding=True,
+                      return_tensors="pt")
+    # the masking the training loop does (seeded per worker)
+    masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=0)
+    mlm = masker([{"input_ids": ids} for ids in batch["input_ids"].tolist()])
+    masked, labels = mlm["input_ids"], mlm["labels"]
     assert (labels != -100).any() and (labels[:, 0] == -100).all()  # [CLS] never chosen
+    assert (labels[batch["attention_mask"] == 0] == -100).all()  # nor padding
+    again = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=0)(
+        [{"input_ids": ids} for ids in batch["input_ids"].tolist()])
+    assert torch.equal(again["input_ids"], masked)  # seeded: a resumed worker masks the same way
     vectors, mlm_loss = model(**batch, mlm_input_ids=masked, mlm_labels=labels)
     assert vectors.shape == (4, 384) and torch.isfinite(mlm_loss) and mlm_loss > 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -78,13 +77,7 @@ def _worker(rank: int, world: int, port: int, n_total: int, queue) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_workers_equal_one_worker_with_the_global_batch():
+def test_two_workers_equal_one_worker_with_the_global_batch(free_port):
     n_total = 8
     encoder, x = _batch(n_total)
     loss = SimCSELoss(0.05, 0.5)(*(encoder(t) for t in x))
@@ -93,7 +86,7 @@ def test_two_workers_equal_one_worker_with_the_global_batch():
 
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    mp.start_processes(_worker, args=(2, _free_port(), n_total, queue), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port(), n_total, queue), nprocs=2, start_method="spawn")
     dist_loss, dist_grads = queue.get()
 
     assert dist_loss == pytest.approx(loss.item(), rel=1e-5)

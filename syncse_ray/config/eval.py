@@ -5,12 +5,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from syncse_ray.config.base import Section
+from syncse_ray.config.base import Section, resource
+from syncse_ray.pooling import Pooler
 
 
 class EvalConfig(Section):
     model: str | None = Field(None, description="default: the best model of the train stage")
-    pooler: Literal["cls", "cls_before_pooler", "avg", "last", "avg_top2", "avg_first_last"] | None = Field(
+    pooler: Pooler | None = Field(
         None, description="for a plain transformers model; None: the sentence-transformers pooling, else cls")
     tasks: list[str] = Field(default_factory=lambda: ["sts"],
                              description="sts, sts:<name>, sts-dev, transfer, transfer:<name>, mteb:<task|sts|reranking>")
@@ -23,4 +24,4 @@ class EvalConfig(Section):
     compare_base: bool = Field(False, description="pipeline: also score train.model with train.pooler as it was "
                                                   "before training (<eval dir>/base, cached), shown beside the "
                                                   "trained model in the report")
-    output_dir: Path | None = Field(None, description="default: <run_dir>/eval")
+    output_dir: Path | None = resource(None, description="default: <run_dir>/eval")

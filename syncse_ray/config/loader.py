@@ -15,10 +15,11 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the file, key or value."""
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, section: str = "") -> str:
+    """One line a problem, each naming its key (``section.key``) and the value given."""
     lines = [f"invalid config ({source}):"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        key = ".".join([section] * bool(section) + [str(p) for p in e["loc"]]) or "<root>"
         if e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
         else:
@@ -99,7 +100,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source)) from None
 
 
 def dump_config(cfg: Config) -> str:

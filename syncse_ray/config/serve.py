@@ -21,7 +21,16 @@ class AutoscalingConfig(Section):
         return self
 
 
-class ServeConfig(Section):
+class RequestLimits(Section):
+    """What one request may ask for; anything beyond is a 4xx, never a 5xx."""
+
+    max_inputs_per_request: int = Field(512, gt=0)
+    max_input_chars: int = Field(20_000, gt=0)
+    max_body_bytes: int = Field(4_000_000, gt=0)
+    max_top_k: int = Field(100, gt=0)
+
+
+class ServeConfig(RequestLimits):
     model: str | None = Field(None, description="default: the best model of the train stage")
     model_name: str | None = Field(None, description="the id clients send as `model`; default: folder name")
     corpus: Path | None = Field(None, description="text/JSONL/Parquet to index for /v1/search")
@@ -37,10 +46,6 @@ class ServeConfig(Section):
     num_cpus_ingress: float = Field(0.25, ge=0.0, description="the FastAPI ingress (validation, search)")
     max_batch_size: int = Field(64, gt=0, description="texts per model call (@serve.batch)")
     batch_wait_timeout_s: float = Field(0.01, ge=0.0)
-    max_inputs_per_request: int = Field(512, gt=0)
-    max_input_chars: int = Field(20_000, gt=0)
-    max_body_bytes: int = Field(4_000_000, gt=0)
-    max_top_k: int = Field(100, gt=0)
     api_key_env: str | None = Field(None, description="env var holding the bearer token; None: no auth")
 
     @model_validator(mode="after")

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from syncse_ray.config.base import Section
+from syncse_ray.config.base import Section, resource
 
 
 class SamplingConfig(Section):
@@ -19,17 +19,17 @@ class SamplingConfig(Section):
 class EngineConfig(Section):
     """The vLLM engine, one per Ray Data actor."""
 
-    num_engines: int = Field(1, ge=1, description="engine actors (Ray Data actor pool size)")
-    num_gpus_per_engine: float = Field(0.0, ge=0.0, description="0 on CPU")
-    num_cpus_per_engine: float = Field(1.0, ge=0.0)
+    num_engines: int = resource(1, ge=1, description="engine actors (Ray Data actor pool size)")
+    num_gpus_per_engine: float = resource(0.0, ge=0.0, description="0 on CPU")
+    num_cpus_per_engine: float = resource(1.0, ge=0.0)
     tensor_parallel_size: int = Field(1, ge=1)
     dtype: str = "auto"
     max_model_len: int = Field(2048, gt=0)
-    max_num_seqs: int = Field(64, gt=0)
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="GPU: share of GPU memory vLLM uses")
+    max_num_seqs: int = resource(64, gt=0)
+    gpu_memory_utilization: float = resource(0.9, gt=0.0, le=1.0, description="GPU: share of GPU memory vLLM uses")
     # CPU: vLLM's RAM heuristic (share of the NUMA node minus the process's RSS) goes negative for small
     # models on small machines, so the CPU engine gets an explicit KV cache size instead (default 1 GiB).
-    kv_cache_memory_bytes: int | None = Field(None, gt=0, description="explicit KV cache size; None: 1 GiB on CPU")
+    kv_cache_memory_bytes: int | None = resource(None, gt=0, description="explicit KV cache size; None: 1 GiB on CPU")
     # torch.compile warm-up costs ~60 s on 2 cores for a 135M model; eager is the sensible CPU default.
     enforce_eager: bool | None = Field(None, description="None: eager on CPU, compiled/CUDA graphs on GPU")
     enable_prefix_caching: bool = True
@@ -67,10 +67,10 @@ class JudgeConfig(Section):
                                  "log-probabilities); none: the first candidate that passes the exact filters")
     model: str = Field("bundled:all-minilm-l6-v2", description="embedding judge: bundled: name, folder or hub name")
     pooler: str | None = Field(None, description="embedding judge pooler for a plain transformers model")
-    batch_size: int = Field(128, ge=1, description="embedding judge batch size")
-    num_actors: int = Field(1, ge=1, description="embedding judge actors")
-    num_gpus_per_actor: float = Field(0.0, ge=0.0)
-    num_cpus_per_actor: float = Field(1.0, ge=0.0)
+    batch_size: int = resource(128, ge=1, description="embedding judge batch size")
+    num_actors: int = resource(1, ge=1, description="embedding judge actors")
+    num_gpus_per_actor: float = resource(0.0, ge=0.0)
+    num_cpus_per_actor: float = resource(1.0, ge=0.0)
     min_positive: float = Field(0.45, ge=-1.0, le=1.0, description="positives below: positive_unrelated")
     max_positive: float = Field(0.97, ge=-1.0, le=1.0, description="positives at or above: positive_near_copy")
     min_negative: float = Field(0.07, ge=-1.0, le=1.0, description="negatives below: negative_unrelated")
@@ -102,10 +102,13 @@ class DecontaminationConfig(Section):
 class SynthConfig(Section):
     mode: Literal["partial", "scratch"] = "partial"
     input: Path | None = Field(None, description="partial: text/JSONL/Parquet/CSV of sentences")
+    input_format: Literal["auto", "text", "jsonl", "parquet", "csv"] = Field(
+        "auto", description="auto: from the file suffix; text: one sentence a line, whatever the suffix")
     text_column: str = "text"
-    limit: int | None = Field(None, ge=1, description="use at most this many input sentences")
+    limit: int | None = Field(None, ge=1, description="use at most this many input rows (exact repeats included: "
+                                                       "they are dropped as duplicate)")
     chunk_size: int = Field(256, ge=1, description="input rows per resumable chunk (one engine call, one part file)")
-    output_dir: Path | None = Field(None, description="default: <run_dir>/synth")
+    output_dir: Path | None = resource(None, description="default: <run_dir>/synth")
     model: str = "bundled:smollm2-135m-instruct"
     num_exemplars: int = Field(5, ge=0)
     # Over-generation: k answers per (sentence, kind) from one request (vLLM SamplingParams.n: one prefill, k

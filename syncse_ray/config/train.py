@@ -5,7 +5,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from syncse_ray.config.base import Section
+from syncse_ray.config.base import Section, resource
+from syncse_ray.pooling import Pooler
 
 
 class DeepSpeedConfig(Section):
@@ -19,7 +20,8 @@ class TrainConfig(Section):
                                                  "default: <run_dir>/synth/data")
     model: str = "bundled:all-minilm-l6-v2"
     objective: Literal["supervised", "unsupervised"] = "supervised"
-    pooler: Literal["cls", "cls_before_pooler", "avg", "last", "avg_first_last"] = "cls"
+    pooler: Pooler = Field("cls", description="syncse_ray.pooling: cls, cls_before_pooler, avg, last, avg_top2, "
+                                              "avg_first_last")
     temperature: float = Field(0.05, gt=0.0)
     hard_negative_weight: float = Field(0.0, description="log weight on each anchor's own hard negative")
     mlm_weight: float = Field(0.0, ge=0.0, description="auxiliary MLM loss weight (official SynCSE script: 0.1)")
@@ -37,14 +39,14 @@ class TrainConfig(Section):
     deepspeed: DeepSpeedConfig = DeepSpeedConfig()
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0.0)
+    cpus_per_worker: float = resource(1.0, gt=0.0)
     eval_steps: int = Field(25, ge=1, description="dev evaluation (STS-B dev + SICK-R trial) and a checkpoint "
                                                   "every N optimizer steps, and at the end")
     dev_max_pairs: int | None = Field(None, ge=2, description="the first N pairs of each dev set (None: all)")
     log_every: int = Field(10, ge=1, description="loss / lr / samples/s to the metrics log every N steps")
     num_checkpoints_to_keep: int = Field(2, ge=1, description="best by dev score; the latest is always kept")
-    max_failures: int = Field(0, ge=-1, description="worker-group restarts from the last checkpoint (-1: no limit)")
-    output_dir: Path | None = Field(None, description="default: <run_dir>/train")
+    max_failures: int = resource(0, ge=-1, description="worker-group restarts from the last checkpoint (-1: no limit)")
+    output_dir: Path | None = resource(None, description="default: <run_dir>/train")
     seed: int | None = Field(None, description="default: the top-level seed")
-    fault_at_step: int | None = Field(None, ge=1, description="testing recovery: rank 0 raises once after this "
+    fault_at_step: int | None = resource(None, ge=1, description="testing recovery: rank 0 raises once after this "
                                                               "optimizer step (marker file in the output dir)")

@@ -10,6 +10,8 @@ import typer
 from pydantic import ValidationError
 
 from syncse_ray.cli_common import SetOption, console, fail, load_or_exit
+from syncse_ray.config.loader import format_validation_error
+from syncse_ray.pooling import POOLERS
 
 
 def eval_command(
@@ -24,7 +26,7 @@ def eval_command(
     out: Annotated[Path | None, typer.Option(
         help="Where results.json and results.md go. Default: eval.output_dir, else <run_dir>/eval.")] = None,
     pooler: Annotated[str | None, typer.Option(
-        help="For a plain transformers model: cls, cls_before_pooler, avg, last, avg_top2, avg_first_last.")] = None,
+        help=f"For a plain transformers model: {', '.join(POOLERS)}.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Sentences per encoding batch.")] = None,
     served_model: Annotated[str | None, typer.Option(help="Model name for an embeddings endpoint.")] = None,
     mteb_source: Annotated[str | None, typer.Option(help="mteb data: auto, hub or local.")] = None,
@@ -44,7 +46,7 @@ def eval_command(
         if data_dir is not None:
             cfg.data_dir = data_dir
     except ValidationError as exc:
-        raise fail("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        raise fail(format_validation_error(exc, "command line", "eval")) from None
     if not ev.model:
         raise fail("no model: pass MODEL or set eval.model in the config")
     out_dir = out or cfg.stage_dir("eval")

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from syncse_ray.eval.sts import STS_TEST_TASKS
 from syncse_ray.eval.transfer import TRANSFER_TASKS
+from syncse_ray.io import markdown_table, write_text_atomic
 
 AVG = "avg"
 STS_HEADERS = {"STS12": "STS12", "STS13": "STS13", "STS14": "STS14", "STS15": "STS15", "STS16": "STS16",
@@ -62,12 +62,8 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> tuple[Path, P
     """Write ``results.json`` and ``results.md`` into ``out_dir`` (each by temp file + rename)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = (out_dir / "results.json", out_dir / "results.md")
-    for path, text in zip(paths, (json.dumps(results, indent=2), render_table(results))):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return paths
+    return (write_text_atomic(out_dir / "results.json", json.dumps(results, indent=2)),
+            write_text_atomic(out_dir / "results.md", render_table(results)))
 
 
 def load_results(source: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -79,16 +75,6 @@ def load_results(source: str | Path | dict[str, Any]) -> dict[str, Any]:
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
-
-
-def _row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> list[str]:
-    """A Markdown table: the first ``text_columns`` columns left-aligned, the (numeric) rest right-aligned."""
-    align = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
-    return [_row(header), _row(align), *map(_row, rows)]
 
 
 def _scores(run: dict[str, Any], protocol: str) -> dict[str, float | None]:
@@ -111,7 +97,7 @@ def render_table(results: str | Path | dict[str, Any] | Sequence[str | Path | di
         for name, avg in PAPER_STS_AVG:
             rows.append([f"{name}-RoBERTa-base (paper)", *(["–"] * len(STS_TEST_TASKS)), _fmt(avg)])
         out += ["### STS (SentEval \"all\" protocol, Spearman of cosine ×100; SICK-R: 4,927 test pairs)", "",
-                *_table(header, rows), "",
+                *markdown_table(header, rows), "",
                 "Paper rows: SynCSE (Zhang, Lan & He 2023), RoBERTa-base, average of the seven STS tasks.", ""]
 
     dev_runs = [run for run in runs if _scores(run, "senteval-sts-dev")]
@@ -119,7 +105,7 @@ def render_table(results: str | Path | dict[str, Any] | Sequence[str | Path | di
         rows = [[f"`{run['model']}`", _fmt(_scores(run, "senteval-sts-dev").get("stsb_dev")),
                  _fmt(_scores(run, "senteval-sts-dev").get("sickr_dev"))] for run in dev_runs]
         out += ["### STS dev (model selection; Spearman of cosine ×100)", "",
-                *_table(["model", "STS-B dev", "SICK-R trial"], rows), ""]
+                *markdown_table(["model", "STS-B dev", "SICK-R trial"], rows), ""]
 
     transfer_runs = [run for run in runs if _scores(run, "senteval-transfer")]
     if transfer_runs:
@@ -128,13 +114,13 @@ def render_table(results: str | Path | dict[str, Any] | Sequence[str | Path | di
             s = _scores(run, "senteval-transfer")
             rows.append([f"`{run['model']}`", *(_fmt(s.get(t)) for t in TRANSFER_TASKS), _fmt(s.get(AVG))])
         out += ["### Transfer (SentEval, logistic-regression probe, accuracy ×100)", "",
-                *_table(["model", *TRANSFER_TASKS, "Avg."], rows), ""]
+                *markdown_table(["model", *TRANSFER_TASKS, "Avg."], rows), ""]
 
     mteb_rows = [[f"`{run['model']}`", r["task"], r["split"], r["metric"], r["protocol"], _fmt(r["score"])]
                  for run in runs for r in run["records"] if r["protocol"].startswith("mteb")]
     if mteb_rows:
         out += ["### MTEB (main score ×100; mteb-local: fed from the SentEval files, SICK-R on all ~9.9k pairs)",
-                "", *_table(["model", "task", "split", "metric", "protocol", "score"], mteb_rows, text_columns=5), ""]
+                "", *markdown_table(["model", "task", "split", "metric", "protocol", "score"], mteb_rows, text_columns=5), ""]
 
     skipped = [msg for run in runs for msg in run.get("skipped", [])]
     if skipped:

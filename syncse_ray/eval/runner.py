@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from syncse_ray.eval.encoders import DEFAULT_BATCH_SIZE, CachedEncoder, Encoder, load_encoder
+from syncse_ray.encoders import DEFAULT_BATCH_SIZE, CachedEncoder, Encoder, load_encoder
 from syncse_ray.eval.mteb_tasks import MTEB_GROUPS, expand_task_names, get_mteb_task, run_mteb
 from syncse_ray.eval.results import average_record, write_results
 from syncse_ray.eval.sts import STS_TEST_TASKS, StsData, read_sick, read_sts_test, read_stsb, spearman_cosine

@@ -38,12 +38,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from syncse_ray.config import ConfigError, RayConfig, ServeConfig
 from syncse_ray.config.loader import apply_overrides
+from syncse_ray.config.serve import RequestLimits
 from syncse_ray.models import BUNDLED_PREFIX
 from syncse_ray.serve.encoding import check_dimensions, embeddings_response, truncate_dimensions
 from syncse_ray.serve.index import VectorIndex, read_corpus
 from syncse_ray.serve.protocol import (
     ApiError,
-    Limits,
     check_model,
     error_body,
     parse_embeddings_request,
@@ -144,7 +144,7 @@ class EmbeddingsAPI:
     """HTTP front: auth, body limit, validation, chunking to the embedder, response encoding, FAISS search."""
 
     async def __init__(self, embedder: DeploymentHandle, *, model_id: str, served_names: list[str],
-                       limits: Limits, max_batch_size: int, api_key: str | None, index_dir: str | None,
+                       limits: RequestLimits, max_batch_size: int, api_key: str | None, index_dir: str | None,
                        corpus: str | None, corpus_fields: tuple[str, str]):
         self.embedder = embedder
         self.model_id = model_id
@@ -286,8 +286,7 @@ def build_app(config: ServeConfig | None = None, /, *, api_key: str | None = Non
         batch_wait_timeout_s=cfg.batch_wait_timeout_s,
         torch_threads=None if on_gpu else max(1, round(cfg.num_cpus_per_replica)),
     )
-    limits = Limits(max_inputs_per_request=cfg.max_inputs_per_request, max_input_chars=cfg.max_input_chars,
-                    max_body_bytes=cfg.max_body_bytes, max_top_k=cfg.max_top_k)
+    limits = RequestLimits.model_validate(cfg.model_dump(include=set(RequestLimits.model_fields)))
     return EmbeddingsAPI.options(
         ray_actor_options={"num_cpus": cfg.num_cpus_ingress}, max_ongoing_requests=256,
     ).bind(

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from syncse_ray.cli_common import SetOption, console, fail, load_or_exit
 from syncse_ray.config import ConfigError, ServeConfig
+from syncse_ray.config.loader import format_validation_error
 
 index_app = typer.Typer(help="FAISS corpus indexes for /v1/search.", no_args_is_help=True)
 
@@ -49,7 +50,7 @@ def serve_command(
     try:
         settings = ServeConfig.model_validate({**cfg.serve.model_dump(), **updates})
     except ValidationError as exc:
-        raise fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'serve'}: {e['msg']}" for e in exc.errors())) from None
+        raise fail(format_validation_error(exc, "command line", "serve")) from None
     if not settings.model:
         raise fail("no model: pass MODEL or set serve.model in the config")
 

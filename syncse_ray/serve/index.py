@@ -1,7 +1,7 @@
 """The FAISS corpus index behind /v1/search: read a corpus, embed it, save it, load it, search it.
 
 A corpus is a text file (one entry a line; ids are line numbers), JSONL (objects with a text field and an
-optional id field) or Parquet (a text column and an optional id column). Ids are returned as strings.
+optional id field), Parquet or CSV (a text column and an optional id column). Ids are returned as strings.
 
 A saved index is a folder: `index.faiss` (an exact inner-product index over unit vectors, i.e. cosine),
 `docs.parquet` (id, text in index order) and `meta.json` (model, dimension, size). It is written to a temporary
@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from syncse_ray.io import InputFileError, read_columns
 
 if TYPE_CHECKING:
     import faiss
@@ -45,48 +47,26 @@ class Hit:
 
 
 def read_corpus(path: str | Path, *, text_field: str = "text", id_field: str = "id") -> tuple[list[str], list[str]]:
-    """(ids, texts) from a .txt, .jsonl/.json or .parquet file. Blank lines and blank texts are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"corpus file not found: {path}")
-    suffix = path.suffix.lower()
+    """(ids, texts) from a text, JSONL, Parquet or CSV file (`syncse_ray.io`); ids default to the row number.
+    Blank texts are skipped."""
+    try:
+        columns = read_columns(Path(path), [text_field], optional=[id_field])
+    except InputFileError as exc:
+        raise CorpusError(str(exc).replace("input file not found", "corpus file not found")) from None
+    texts = columns.get(text_field, [])
+    raw_ids = columns.get(id_field) or [None] * len(texts)
     ids: list[str] = []
-    texts: list[str] = []
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        if text_field not in table.column_names:
-            raise CorpusError(f"{path}: no column {text_field!r} (columns: {', '.join(table.column_names)})")
-        column_texts = table.column(text_field).to_pylist()
-        column_ids = (table.column(id_field).to_pylist() if id_field in table.column_names
-                      else list(range(len(column_texts))))
-        rows = zip(column_ids, column_texts)
-    elif suffix in (".jsonl", ".json"):
-        rows = []
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise CorpusError(f"{path}:{n + 1}: not valid JSON ({exc})") from None
-                if not isinstance(record, dict) or text_field not in record:
-                    raise CorpusError(f"{path}:{n + 1}: expected an object with a {text_field!r} field")
-                rows.append((record.get(id_field, n), record[text_field]))
-    else:
-        with path.open(encoding="utf-8") as f:
-            rows = [(n, line.rstrip("\n")) for n, line in enumerate(f)]
-    for doc_id, text in rows:
+    kept: list[str] = []
+    for n, (doc_id, text) in enumerate(zip(raw_ids, texts)):
+        doc_id = n if doc_id is None else doc_id
         if not isinstance(text, str):
             raise CorpusError(f"{path}: entry {doc_id!r} has a non-string {text_field!r}: {text!r}")
         if text.strip():
             ids.append(str(doc_id))
-            texts.append(text)
-    if not texts:
+            kept.append(text)
+    if not kept:
         raise CorpusError(f"{path}: the corpus has no non-empty entries")
-    return ids, texts
+    return ids, kept
 
 
 class VectorIndex:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from syncse_ray.config.serve import RequestLimits
 
 
 class ApiError(Exception):
@@ -30,14 +31,7 @@ def error_body(message: str, *, type: str, code: str | None = None, param: str |
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for; anything beyond is a 4xx, never a 5xx."""
-
-    max_inputs_per_request: int = 512
-    max_input_chars: int = 20_000
-    max_body_bytes: int = 4_000_000
-    max_top_k: int = 100
+Limits = RequestLimits  # the request limits of `syncse_ray.config.ServeConfig`
 
 
 class _Request(BaseModel):
@@ -114,28 +108,26 @@ def _check_texts(texts: list[str], param: str, limits: Limits) -> None:
                            param=param) from None
 
 
-def parse_embeddings_request(payload: Any, limits: Limits) -> EmbeddingsRequest:
-    """Validate a decoded JSON body as an embeddings request within `limits` (ApiError 400 if not)."""
+def _validate(model: type[_Request], payload: Any) -> Any:
     if not isinstance(payload, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_request")
     try:
-        request = EmbeddingsRequest.model_validate(payload)
+        return model.model_validate(payload)
     except ValidationError as err:
         message, param = _validation_message(err)
         raise ApiError(400, message, code="invalid_value", param=param) from None
+
+
+def parse_embeddings_request(payload: Any, limits: Limits) -> EmbeddingsRequest:
+    """Validate a decoded JSON body as an embeddings request within `limits` (ApiError 400 if not)."""
+    request = _validate(EmbeddingsRequest, payload)
     _check_texts(request.texts, "input", limits)
     return request
 
 
 def parse_search_request(payload: Any, limits: Limits) -> SearchRequest:
     """Validate a decoded JSON body as a search request within `limits` (ApiError 400 if not)."""
-    if not isinstance(payload, dict):
-        raise ApiError(400, "the request body must be a JSON object", code="invalid_request")
-    try:
-        request = SearchRequest.model_validate(payload)
-    except ValidationError as err:
-        message, param = _validation_message(err)
-        raise ApiError(400, message, code="invalid_value", param=param) from None
+    request = _validate(SearchRequest, payload)
     if (request.query is None) == (request.queries is None):
         raise ApiError(400, "give exactly one of 'query' (a string) or 'queries' (a list of strings)",
                        code="invalid_request", param="query")

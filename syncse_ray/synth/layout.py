@@ -1,4 +1,4 @@
-"""Where the synth stage writes, the Parquet schemas, and atomic writes.
+"""Where the synth stage writes and the Parquet schemas (written atomically by `syncse_ray.io`).
 
     <output_dir>/data/part-NNNNN.parquet      kept triplets (sent0, sent1, hard_neg + provenance)
     <output_dir>/dropped/part-NNNNN.parquet   dropped rows with their reason
@@ -14,13 +14,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 ANNOTATE, SENTENCES = "annotate", "sentences"
 _STR, _INT, _STRS, _F = pa.string(), pa.int64(), pa.list_(pa.string()), pa.float64()
@@ -138,23 +136,3 @@ class Layout:
     @property
     def stats(self) -> Path:
         return self.root / "stats.json"
-
-
-def _temp_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def write_table_atomic(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    """All of `rows` as one Parquet file at `path`, or nothing: written aside, then renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(rows, schema=schema)
-    tmp = _temp_for(path)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_for(path)
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)

@@ -20,28 +20,18 @@ import pyarrow.parquet as pq
 
 from syncse_ray import stage_marker
 from syncse_ray.config import Config
+from syncse_ray.config.base import output_settings
+from syncse_ray.io import write_json_atomic, write_table_atomic
 from syncse_ray.ray_env import init_ray
 from syncse_ray.synth import filters
 from syncse_ray.synth.decontaminate import DecontaminationError, EvalOverlapIndex
 from syncse_ray.synth.inputs import SynthInputError, iter_input_sentences
 from syncse_ray.synth.judge import EmbeddingJudge, uses_embedding
-from syncse_ray.synth.layout import (
-    ANNOTATE,
-    STAGED_INPUT_SCHEMA,
-    Layout,
-    PhaseLayout,
-    write_json_atomic,
-    write_table_atomic,
-)
+from syncse_ray.synth.layout import ANNOTATE, STAGED_INPUT_SCHEMA, Layout, PhaseLayout
 from syncse_ray.synth.prompts import check_pack, load_prompt_pack
 from syncse_ray.synth.stages import BuildRequests, FinishChunk, Generator, PhaseSpec
 
 STAGE = "synth"
-# Engine and judge settings that change speed or placement but not what is generated: a run may resume with others.
-_RESOURCE_KEYS = ("num_engines", "num_gpus_per_engine", "num_cpus_per_engine", "gpu_memory_utilization",
-                  "kv_cache_memory_bytes", "max_num_seqs")
-_JUDGE_RESOURCE_KEYS = ("batch_size", "num_actors", "num_gpus_per_actor", "num_cpus_per_actor")
-
 ProgressFn = Callable[[str, int, int], None]  # (phase, chunks done, chunks total)
 
 
@@ -64,35 +54,17 @@ class SynthResult:
 
 
 def synth_settings(cfg: Config) -> dict[str, Any]:
-    """What determines the stage's output (its fingerprint): the synth section minus engine resources, the run
-    seed and the model reference."""
-    synth = cfg.synth.model_dump(mode="json")
-    synth.pop("output_dir")
-    synth["engine"] = {k: v for k, v in synth["engine"].items() if k not in _RESOURCE_KEYS}
-    synth["judge"] = {k: v for k, v in synth["judge"].items() if k not in _JUDGE_RESOURCE_KEYS}
-    return {"synth": synth, "seed": cfg.seed}
+    """What determines the stage's output (its fingerprint): the synth section without its resource fields
+    (`config.base.resource`) and the run seed."""
+    return {"synth": output_settings(cfg.synth), "seed": cfg.seed}
 
 
 def _claim_output_dir(layout: Layout, settings: dict[str, Any]) -> bool:
     """True if the folder already holds this config's finished output. Raises if another config wrote it."""
-    fp = stage_marker.fingerprint(settings)
-    marker = stage_marker.read_marker(layout.root)
-    if marker is not None:
-        if marker.get("fingerprint") == fp:
-            return True
-        raise SynthError(f"{layout.root} holds a finished synth output of a different config "
-                         f"(fingerprint {marker.get('fingerprint')}, this config {fp}); "
-                         f"set synth.output_dir to another folder or remove it")
-    if layout.run_file.is_file():
-        owner = json.loads(layout.run_file.read_text()).get("fingerprint")
-        if owner != fp:
-            raise SynthError(f"{layout.root} holds an unfinished synth run of a different config "
-                             f"(fingerprint {owner}, this config {fp}); resume it with its own config, "
-                             f"or set synth.output_dir to another folder")
-    elif layout.root.is_dir() and any(layout.root.iterdir()):
-        raise SynthError(f"{layout.root} exists and is not a synth output folder; choose another synth.output_dir")
-    write_json_atomic(layout.run_file, {"fingerprint": fp, "settings": settings})
-    return False
+    try:
+        return stage_marker.claim(layout.root, "synth", settings, layout.run_file.name, "synth.output_dir")
+    except stage_marker.ClaimError as exc:
+        raise SynthError(str(exc)) from None
 
 
 def _release_output_dir(layout: Layout) -> None:
@@ -137,7 +109,8 @@ def _stage_rows(phase: PhaseLayout, rows: Iterable[dict[str, Any]], chunk_size: 
 
 
 def _partial_rows(cfg: Config) -> Iterator[dict[str, Any]]:
-    for i, text in enumerate(iter_input_sentences(cfg.synth.input, cfg.synth.text_column, cfg.synth.limit)):
+    synth = cfg.synth
+    for i, text in enumerate(iter_input_sentences(synth.input, synth.text_column, synth.limit, synth.input_format)):
         yield {"id": f"p{i:09d}", "text": text}
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from syncse_ray.config.synth import JudgeConfig
 from syncse_ray.synth.filters import POSITIVE_EQUALS_NEGATIVE, normalize
 
 POSITIVE_UNRELATED = "positive_unrelated"
@@ -43,21 +44,6 @@ class Candidate:
     reason: str | None = None
     sim: float | None = None
     llm: float | None = None
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    min_positive: float = 0.45
-    max_positive: float = 0.97
-    min_negative: float = 0.07
-    margin: float = 0.2
-    relative_margin: float = 0.95
-    llm_min_entailment: float = 0.5
-    llm_min_contradiction: float = 0.5
-
-    @classmethod
-    def from_config(cls, judge) -> Thresholds:
-        return cls(**{k: getattr(judge, k) for k in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -90,7 +76,7 @@ def _best(pool: list[Candidate], failed: list[str]) -> tuple[Candidate | None, s
     return max(pool, key=lambda c: (c.sim if c.sim is not None else c.llm, -c.index)), None
 
 
-def select_positive(positives: list[Candidate], t: Thresholds) -> tuple[Candidate | None, str | None]:
+def select_positive(positives: list[Candidate], t: JudgeConfig) -> tuple[Candidate | None, str | None]:
     pool = [c for c in positives if c.reason is None]
     if not pool:
         return None, _most_common_reason(positives)
@@ -102,7 +88,7 @@ def select_positive(positives: list[Candidate], t: Thresholds) -> tuple[Candidat
 
 
 def select_negative(negatives: list[Candidate], positive: Candidate,
-                    t: Thresholds) -> tuple[Candidate | None, str | None]:
+                    t: JudgeConfig) -> tuple[Candidate | None, str | None]:
     pool = [c for c in negatives if c.reason is None]
     if not pool:
         return None, _most_common_reason(negatives) if negatives else NEGATIVE_UNRELATED
@@ -117,7 +103,7 @@ def select_negative(negatives: list[Candidate], positive: Candidate,
     return _best(pool, failed)
 
 
-def select_triplet(positives: list[Candidate], negatives: list[Candidate], t: Thresholds) -> Selection:
+def select_triplet(positives: list[Candidate], negatives: list[Candidate], t: JudgeConfig) -> Selection:
     """The best positive and the hardest valid negative for one anchor, or the reason there is none."""
     positive, reason = select_positive(positives, t)
     if positive is None:

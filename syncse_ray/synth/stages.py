@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from syncse_ray.config.synth import SamplingConfig, SynthConfig
+from syncse_ray.io import write_json_atomic, write_table_atomic
 from syncse_ray.synth import filters
 from syncse_ray.synth.decontaminate import EvalOverlapIndex
 from syncse_ray.synth.judge import (
@@ -30,13 +31,7 @@ from syncse_ray.synth.judge import (
     uses_llm,
     yes_probability,
 )
-from syncse_ray.synth.layout import (
-    ANNOTATE,
-    CANDIDATE_SCHEMA,
-    PhaseLayout,
-    write_json_atomic,
-    write_table_atomic,
-)
+from syncse_ray.synth.layout import ANNOTATE, CANDIDATE_SCHEMA, PhaseLayout
 from syncse_ray.synth.parsing import clean_generation, split_sentence_list
 from syncse_ray.synth.prompts import (
     HARD_NEGATIVE,
@@ -48,7 +43,7 @@ from syncse_ray.synth.prompts import (
     order_for_prefix_cache,
     sentence_request,
 )
-from syncse_ray.synth.selection import Candidate, Thresholds, select_triplet
+from syncse_ray.synth.selection import Candidate, select_triplet
 
 
 @dataclass(frozen=True)
@@ -253,7 +248,7 @@ def _candidate_rows(row_id: str, entry: dict, chosen: set[tuple[str, int]]) -> l
 
 def _finish_annotation(spec: PhaseSpec, chunk: int, requests: list[Request], entries: list[dict]):
     cfg = spec.cfg
-    mode, thresholds = cfg.mode, Thresholds.from_config(cfg.judge)
+    mode, thresholds = cfg.mode, cfg.judge
     by_row = {e["row"]: e for e in entries}
     reqs = {(req.row, req.kind): req for req in requests}
     kept, dropped, candidates = [], [], []

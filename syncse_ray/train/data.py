@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json", ".txt": "text"}
+from syncse_ray.io import FORMAT_SUFFIXES, InputFileError, column_names, file_format, read_columns
 
 
 class TrainDataError(ValueError):
@@ -34,19 +34,20 @@ def data_files(path: Path) -> tuple[str, list[Path]]:
     """The format and files to read at `path` (a file, or a directory of files of one format)."""
     path = Path(path)
     if path.is_file():
-        if path.suffix not in SUFFIXES:
-            raise TrainDataError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(SUFFIXES)}")
-        return SUFFIXES[path.suffix], [path]
+        try:
+            return file_format(path), [path]
+        except InputFileError as exc:
+            raise TrainDataError(str(exc)) from None
     if not path.is_dir():
         raise TrainDataError(f"training data {path} does not exist (train.data; default <run_dir>/synth/data)")
     labels = sorted(path.glob("labels.*"))
     if labels:
         return "snli", labels
-    for suffix, fmt in SUFFIXES.items():
-        files = sorted(p for p in path.glob(f"*{suffix}") if p.is_file())
+    for fmt, suffixes in FORMAT_SUFFIXES.items():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix and p.suffix.lower() in suffixes)
         if files:
             return fmt, files
-    raise TrainDataError(f"training data directory {path} holds no {'/'.join(sorted(SUFFIXES))} files "
+    raise TrainDataError(f"training data directory {path} holds no parquet/csv/jsonl/txt files "
                          f"(nor an SNLI split: s1.<split>, s2.<split>, labels.<split>)")
 
 
@@ -86,21 +87,19 @@ def snli_triplets(labels_file: Path) -> pa.Table:
                      "hard_neg": [contradicted[p] for p in premises]})
 
 
-def _read_file(path: Path, fmt: str) -> pa.Table:
-    import pyarrow.csv
-    import pyarrow.json
-    import pyarrow.parquet
-
+def _read_file(path: Path, fmt: str, objective: str) -> pa.Table:
+    """The training columns of one file (`syncse_ray.io` reads it), renamed to sent0, sent1[, hard_neg]."""
     if fmt == "snli":
-        return snli_triplets(path)
-    if fmt == "text":
-        return pa.table({"text": pa.array(path.read_text(encoding="utf-8").splitlines(), pa.string())})
-    reader = {"parquet": pyarrow.parquet.read_table, "csv": pyarrow.csv.read_csv,
-              "json": pyarrow.json.read_json}[fmt]
+        table = snli_triplets(path)
+        mapping = training_columns(table.column_names, objective, str(path))
+        return table.select(list(mapping)).rename_columns(list(mapping.values()))
     try:
-        return reader(str(path))
-    except (pa.ArrowInvalid, OSError) as exc:
+        mapping = training_columns(column_names(path, fmt), objective, str(path))
+        columns = read_columns(path, list(mapping), fmt)
+    except InputFileError as exc:
         raise TrainDataError(f"cannot read training data {path}: {exc}") from None
+    return pa.table({new: pa.array([None if v is None else str(v) for v in columns[old]], pa.string())
+                     for old, new in mapping.items()})
 
 
 def read_training_table(path: Path, objective: str, seed: int) -> pa.Table:
@@ -108,12 +107,7 @@ def read_training_table(path: Path, objective: str, seed: int) -> pa.Table:
     with a missing or blank sentence, and shuffle the rows with `seed`. Raises TrainDataError naming missing
     columns (per file) or saying that no rows are left."""
     fmt, files = data_files(path)
-    tables, mapping = [], {}
-    for file in files:
-        table = _read_file(file, fmt)
-        mapping = training_columns(table.column_names, objective, str(file))
-        table = table.select(list(mapping)).rename_columns(list(mapping.values()))
-        tables.append(table.cast(pa.schema([(name, pa.string()) for name in table.column_names])))
+    tables = [_read_file(file, fmt, objective) for file in files]
     if len({tuple(t.column_names) for t in tables}) > 1:
         raise TrainDataError(f"{path}: the files do not all have the same columns "
                              f"({sorted({tuple(t.column_names) for t in tables})})")
@@ -125,7 +119,7 @@ def read_training_table(path: Path, objective: str, seed: int) -> pa.Table:
     table = table.filter(pa.array(keep))
     if table.num_rows == 0:
         raise TrainDataError(f"training data {path} holds no rows with non-empty "
-                             f"{', '.join(mapping.values())} (read {len(keep)} rows from {len(files)} file(s))")
+                             f"{', '.join(table.column_names)} (read {len(keep)} rows from {len(files)} file(s))")
     return table.take(np.random.default_rng(seed).permutation(table.num_rows))
 
 
@@ -140,20 +134,3 @@ def tokenize_views(texts: list[list[str]], tokenizer, max_seq_length: int) -> di
     """Tokenize k views of N sentences into one [k·N, T] batch, T = the longest (≤ max_seq_length)."""
     flat = [str(s) for view in texts for s in view]
     return dict(tokenizer(flat, padding=True, truncation=True, max_length=max_seq_length, return_tensors="pt"))
-
-
-def mask_tokens(input_ids: torch.Tensor, tokenizer, probability: float = 0.15,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking for the MLM auxiliary loss: choose `probability` of the non-special tokens; of those 80%
-    become [MASK], 10% a random token, 10% stay. Returns (masked ids, labels with -100 where not chosen)."""
-    labels = input_ids.clone()
-    special = torch.tensor([tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
-                            for ids in input_ids.tolist()], dtype=torch.bool)
-    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & ~special
-    labels[~chosen] = -100
-    masked = input_ids.clone()
-    to_mask = chosen & (torch.rand(input_ids.shape, generator=generator) < 0.8)
-    masked[to_mask] = tokenizer.mask_token_id
-    to_random = chosen & ~to_mask & (torch.rand(input_ids.shape, generator=generator) < 0.5)
-    masked[to_random] = torch.randint(len(tokenizer), input_ids.shape, generator=generator)[to_random]
-    return masked, labels

@@ -1,82 +1,67 @@
 """The two data-parallel backends behind one small interface: DeepSpeed (ZeRO 0–3) and plain DDP.
 
-Both use AdamW (torch's, so nothing is JIT-compiled) and a linear schedule: the learning rate rises linearly
-from 0 to `lr` over `warmup_steps` optimizer steps, then falls linearly to 0 at `total_steps`:
+Both use AdamW (torch's, so nothing is JIT-compiled) and transformers' linear schedule
+(`get_linear_schedule_with_warmup`): the learning rate rises linearly from 0 to `lr` over `warmup_steps`
+optimizer steps, then falls linearly to 0 at `total_steps`:
 
     lr(s) = lr · s / warmup                          for s < warmup
     lr(s) = lr · (total − s) / (total − warmup)      afterwards
 
 A *micro-batch* is one forward/backward of `batch_size` rows per worker; an optimizer *step* comes every
 `gradient_accumulation_steps` micro-batches (gradients averaged over them and over workers, then clipped to
-global norm `gradient_clipping` when > 0).
+global norm `max_grad_norm` when > 0). Settings are the `TrainConfig` as configured.
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR
+
+from syncse_ray.config import TrainConfig
 
 
-@dataclass
-class OptimSettings:
-    lr: float
-    weight_decay: float
-    warmup_steps: int
-    total_steps: int
-    gradient_accumulation_steps: int
-    gradient_clipping: float
-    precision: str  # fp32, bf16, fp16
-    micro_batch_size: int
-    zero_stage: int = 2
-    bucket_size: int | None = None  # DeepSpeed reduce/allgather bucket elements; None: DeepSpeed's 5e8
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
 
 
-def linear_schedule(warmup_steps: int, total_steps: int):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return factor
-
-
-def adamw(model: torch.nn.Module, s: OptimSettings) -> torch.optim.AdamW:
+def adamw(model: torch.nn.Module, t: TrainConfig) -> torch.optim.AdamW:
     """AdamW; no weight decay on biases and LayerNorm weights (the transformers Trainer convention)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.999), eps=1e-8)
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
 
 
 class DeepSpeedEngine:
     """deepspeed.initialize around the model; DeepSpeed does accumulation, clipping, precision and ZeRO."""
 
-    def __init__(self, model: torch.nn.Module, s: OptimSettings):
+    def __init__(self, model: torch.nn.Module, t: TrainConfig, warmup_steps: int, total_steps: int,
+                 bucket_size: int | None):
         import deepspeed
 
+        self.zero_stage = t.deepspeed.zero_stage
         config = {
-            "train_micro_batch_size_per_gpu": s.micro_batch_size,
-            "gradient_accumulation_steps": s.gradient_accumulation_steps,
-            "gradient_clipping": s.gradient_clipping,
-            "zero_optimization": {"stage": s.zero_stage, **({} if s.bucket_size is None else {
-                "reduce_bucket_size": s.bucket_size, "allgather_bucket_size": s.bucket_size})},
-            "bf16": {"enabled": s.precision == "bf16"},
-            "fp16": {"enabled": s.precision == "fp16"},
+            "train_micro_batch_size_per_gpu": t.batch_size,
+            "gradient_accumulation_steps": t.gradient_accumulation_steps,
+            "gradient_clipping": t.max_grad_norm,
+            "zero_optimization": {"stage": self.zero_stage, **({} if bucket_size is None else {
+                "reduce_bucket_size": bucket_size, "allgather_bucket_size": bucket_size})},
+            "bf16": {"enabled": t.precision == "bf16"},
+            "fp16": {"enabled": t.precision == "fp16"},
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
         self.engine, _, _, _ = deepspeed.initialize(
-            model=model, optimizer=adamw(model, s), config=config,
-            lr_scheduler=lambda opt: LambdaLR(opt, linear_schedule(s.warmup_steps, s.total_steps)),
+            model=model, optimizer=adamw(model, t), config=config,
+            lr_scheduler=lambda opt: linear_schedule(opt, warmup_steps, total_steps),
         )
-        self.zero_stage = s.zero_stage
 
     @property
     def module(self) -> torch.nn.Module:
@@ -114,18 +99,19 @@ class DeepSpeedEngine:
 class DDPEngine:
     """torch DistributedDataParallel (via ray.train.torch.prepare_model), AdamW, autocast for bf16/fp16."""
 
-    def __init__(self, model: torch.nn.Module, s: OptimSettings):
+    def __init__(self, model: torch.nn.Module, t: TrainConfig, warmup_steps: int, total_steps: int,
+                 bucket_size: int | None = None):
         import ray.train.torch
 
         self.ddp = ray.train.torch.prepare_model(model)
-        self.optimizer = adamw(self.module, s)
-        self.scheduler = LambdaLR(self.optimizer, linear_schedule(s.warmup_steps, s.total_steps))
-        self.s = s
+        self.optimizer = adamw(self.module, t)
+        self.scheduler = linear_schedule(self.optimizer, warmup_steps, total_steps)
+        self.accumulation, self.max_grad_norm = t.gradient_accumulation_steps, t.max_grad_norm
         self.micro = 0
         device = next(self.module.parameters()).device
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(s.precision)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
         self.autocast = (torch.autocast(device.type, dtype=dtype) if dtype else nullcontext())
-        self.scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
 
     @property
     def module(self) -> torch.nn.Module:
@@ -136,13 +122,13 @@ class DDPEngine:
             return self.ddp(**batch)
 
     def backward_and_step(self, loss: torch.Tensor) -> bool:
-        self.scaler.scale(loss / self.s.gradient_accumulation_steps).backward()
+        self.scaler.scale(loss / self.accumulation).backward()
         self.micro += 1
-        if self.micro % self.s.gradient_accumulation_steps:
+        if self.micro % self.accumulation:
             return False
-        if self.s.gradient_clipping > 0:
+        if self.max_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.s.gradient_clipping)
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -169,5 +155,7 @@ class DDPEngine:
         return self.module.state_dict() if torch.distributed.get_rank() == 0 else None
 
 
-def build_engine(backend: str, model: torch.nn.Module, s: OptimSettings):
-    return DeepSpeedEngine(model, s) if backend == "deepspeed" else DDPEngine(model, s)
+def build_engine(model: torch.nn.Module, t: TrainConfig, *, warmup_steps: int, total_steps: int,
+                 bucket_size: int | None = None):
+    engine = DeepSpeedEngine if t.backend == "deepspeed" else DDPEngine
+    return engine(model, t, warmup_steps, total_steps, bucket_size)

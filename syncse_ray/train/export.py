@@ -1,7 +1,7 @@
 """Export a trained SimCSEModel as a sentence-transformers folder. No Ray.
 
-    Transformer (the backbone, output_hidden_states for avg_first_last)
-      → [WeightedLayerPooling(layer_start=1, weights 1 on layer 1 and the last layer, 0 between)]   avg_first_last
+    Transformer (the backbone, output_hidden_states for avg_top2 / avg_first_last)
+      → [WeightedLayerPooling(weights 1 on the pooler's two layers, 0 between)]       avg_top2, avg_first_last
       → Pooling (cls | mean | lasttoken)                               (pooler avg: mean, last: lasttoken)
       → [Dense(d, d, Tanh) = the trained MLP]                                                       pooler cls
 
@@ -23,12 +23,23 @@ from pathlib import Path
 
 import torch
 
-from syncse_ray.pooling import POOLING_MODES, prepare_tokenizer
+from syncse_ray.pooling import LAYER_PAIRS, POOLING_MODES, needs_hidden_states, prepare_tokenizer
 from syncse_ray.train.model import SimCSEModel
 
+INFERENCE_MAX_LENGTH = 512
 
-def export_sentence_transformer(model: SimCSEModel, tokenizer, out_dir: Path, max_seq_length: int,
+
+def inference_max_length(tokenizer, config) -> int:
+    """How long an input the exported model reads: the backbone's limit, at most 512 tokens. Training's
+    max_seq_length (SimCSE: 32) shapes training batches only; SentEval and SimCSE's evaluation do not truncate
+    a sentence to it, and neither should `syncse eval` or `syncse serve`."""
+    limits = (INFERENCE_MAX_LENGTH, getattr(config, "max_position_embeddings", None), tokenizer.model_max_length)
+    return min(n for n in limits if isinstance(n, int) and n > 0)
+
+
+def export_sentence_transformer(model: SimCSEModel, tokenizer, out_dir: Path, max_seq_length: int | None = None,
                                 metadata: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+    """`max_seq_length`: the folder's input limit (default `inference_max_length`)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import (
         Dense,
@@ -41,10 +52,11 @@ def export_sentence_transformer(model: SimCSEModel, tokenizer, out_dir: Path, ma
     backbone = model.backbone
     hidden = backbone.config.hidden_size
     tokenizer = prepare_tokenizer(tokenizer, model.pooler)
+    max_seq_length = max_seq_length or inference_max_length(tokenizer, backbone.config)
     if dtype is not None:
         backbone = backbone.to(dtype)
     with tempfile.TemporaryDirectory() as tmp:
-        if model.pooler == "avg_first_last":
+        if needs_hidden_states(model.pooler):
             backbone.config.output_hidden_states = True
         backbone.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -53,11 +65,14 @@ def export_sentence_transformer(model: SimCSEModel, tokenizer, out_dir: Path, ma
         modules: list[torch.nn.Module] = [Transformer(
             tmp, max_seq_length=max_seq_length, module_output_name="token_embeddings",
             modality_config={"text": {"method": "forward", "method_output_name": "last_hidden_state"}})]
-        if model.pooler == "avg_first_last":
+        if needs_hidden_states(model.pooler):
             layers = backbone.config.num_hidden_layers
-            weights = torch.zeros(layers)
-            weights[0] = weights[-1] = 1.0  # hidden_states[1] and hidden_states[-1]
-            modules.append(WeightedLayerPooling(hidden, num_hidden_layers=layers, layer_start=1,
+            picked = [i % (layers + 1) for i in LAYER_PAIRS[model.pooler]]  # indices into hidden_states
+            start = min(picked)
+            weights = torch.zeros(layers + 1 - start)
+            for i in picked:
+                weights[i - start] = 1.0
+            modules.append(WeightedLayerPooling(hidden, num_hidden_layers=layers, layer_start=start,
                                                 layer_weights=torch.nn.Parameter(weights, requires_grad=False)))
         modules.append(Pooling(hidden, pooling_mode=POOLING_MODES.get(model.pooler, "cls" if
                                                                      model.pooler.startswith("cls") else "mean")))

@@ -20,38 +20,24 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from syncse_ray.config import TrainConfig
+
 CHECKPOINT_STATE = "train_state.json"
 CHECKPOINT_WEIGHTS = "encoder.pt"
 
 
 @dataclass
 class LoopSpec:
-    """Everything one worker needs, resolved by the driver (paths are local to every node)."""
+    """What one worker needs: the train section as configured, plus what the driver resolved (paths are local
+    to every node)."""
 
+    train: TrainConfig
     model_path: str
-    objective: str
-    pooler: str
-    temperature: float
-    hard_negative_weight: float
-    mlm_weight: float
-    max_seq_length: int
-    batch_size: int
-    gradient_accumulation_steps: int
-    lr: float
-    weight_decay: float
+    seed: int
     warmup_steps: int
     total_steps: int
     steps_per_epoch: int
-    precision: str
-    backend: str
-    zero_stage: int
-    max_grad_norm: float
-    use_gpu: bool
-    eval_steps: int
-    log_every: int
-    seed: int
     dev: dict = field(default_factory=dict)
-    fault_at_step: int | None = None
     fault_marker: str | None = None
 
 
@@ -70,16 +56,17 @@ def _all_mean(value: float) -> float:
 
 def train_loop_per_worker(config: dict) -> dict:
     spec = LoopSpec(**config)
-    if not spec.use_gpu:
+    t = spec.train
+    if not t.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed is imported
     import ray.train
     import ray.train.torch
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
     from syncse_ray.pooling import prepare_tokenizer
-    from syncse_ray.train.data import mask_tokens, tokenize_views, views
+    from syncse_ray.train.data import tokenize_views, views
     from syncse_ray.train.dev import dev_scores
-    from syncse_ray.train.engines import OptimSettings, build_engine
+    from syncse_ray.train.engines import build_engine
     from syncse_ray.train.losses import SimCSELoss
     from syncse_ray.train.model import SimCSEModel
 
@@ -87,23 +74,22 @@ def train_loop_per_worker(config: dict) -> dict:
     device = ray.train.torch.get_device()
 
     # Model: the same MLP initialisation on every worker, then per-worker randomness (dropout, masking).
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(spec.model_path), spec.pooler)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(spec.model_path), t.pooler)
     torch.manual_seed(spec.seed)
-    model = SimCSEModel.from_pretrained(spec.model_path, spec.pooler, mlm=spec.mlm_weight > 0).to(device)
+    model = SimCSEModel.from_pretrained(spec.model_path, t.pooler, mlm=t.mlm_weight > 0).to(device)
     model.train()
     torch.manual_seed(spec.seed + 1 + rank)
-    mask_rng = torch.Generator().manual_seed(spec.seed + 1 + rank)
-    engine = build_engine(spec.backend, model, OptimSettings(
-        lr=spec.lr, weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps, total_steps=spec.total_steps,
-        gradient_accumulation_steps=spec.gradient_accumulation_steps, gradient_clipping=spec.max_grad_norm,
-        precision=spec.precision, micro_batch_size=spec.batch_size, zero_stage=spec.zero_stage,
-        # CPU: DeepSpeed's 5e8-element gradient buckets alone hold 1-2 GB per worker (bf16, two buffers with
-        # overlap); 5e7 keeps a 2-worker SmolLM2 run inside a laptop's memory.
-        bucket_size=None if spec.use_gpu else 50_000_000))
-    loss_fn = SimCSELoss(spec.temperature, spec.hard_negative_weight)
+    # BERT masking for the auxiliary MLM loss: 15% of the non-special tokens; of those 80% [MASK], 10% random.
+    masker = (DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=spec.seed + 1 + rank)
+              if t.mlm_weight > 0 else None)
+    # CPU: DeepSpeed's 5e8-element gradient buckets alone hold 1-2 GB per worker (bf16, two buffers with
+    # overlap); 5e7 keeps a 2-worker SmolLM2 run inside a laptop's memory.
+    engine = build_engine(model, t, warmup_steps=spec.warmup_steps, total_steps=spec.total_steps,
+                          bucket_size=None if t.use_gpu else 50_000_000)
+    loss_fn = SimCSELoss(t.temperature, t.hard_negative_weight)
     if rank == 0:
         print(f"[train] {world} worker(s), {torch.get_num_threads()} torch threads each, precision "
-              f"{spec.precision}, parameters {next(engine.module.parameters()).dtype}", flush=True)
+              f"{t.precision}, parameters {next(engine.module.parameters()).dtype}", flush=True)
 
     # Resume: the engine state and the step (= data position) from the latest checkpoint, if any.
     step, history = 0, []
@@ -128,7 +114,7 @@ def train_loop_per_worker(config: dict) -> dict:
                              checkpoint_dir_name=f"checkpoint_step_{step:07d}")
 
     def evaluate() -> dict:
-        scores = dev_scores(engine.module, tokenizer, spec.dev, spec.max_seq_length)
+        scores = dev_scores(engine.module, tokenizer, spec.dev, t.max_seq_length)
         record = {"step": step, **scores}
         history.append(record)
         if rank == 0:
@@ -138,15 +124,15 @@ def train_loop_per_worker(config: dict) -> dict:
 
     start_step = step
     shard = ray.train.get_dataset_shard("train")
-    accum = spec.gradient_accumulation_steps
+    accum = t.gradient_accumulation_steps
     # samples/s counts wall time between micro-batches (data, tokenization, compute), not dev evaluation.
     window_loss, window_steps, window_time = 0.0, 0, 0.0
     last_tick = time.perf_counter()
     while step < spec.total_steps:
         epoch, steps_done_in_epoch = divmod(step, spec.steps_per_epoch)
         micro_per_epoch = spec.steps_per_epoch * accum
-        batches = shard.iter_batches(batch_size=spec.batch_size, drop_last=True, batch_format="numpy",
-                                     local_shuffle_buffer_size=max(spec.batch_size * 4, 1024),
+        batches = shard.iter_batches(batch_size=t.batch_size, drop_last=True, batch_format="numpy",
+                                     local_shuffle_buffer_size=max(t.batch_size * 4, 1024),
                                      local_shuffle_seed=spec.seed + epoch)
         for micro, rows in enumerate(batches):
             if micro < steps_done_in_epoch * accum:
@@ -155,15 +141,15 @@ def train_loop_per_worker(config: dict) -> dict:
             if micro >= micro_per_epoch or step >= spec.total_steps:
                 break
             inputs = {k: v.to(device) for k, v in
-                      tokenize_views(views(rows, spec.objective), tokenizer, spec.max_seq_length).items()}
-            if spec.mlm_weight > 0:
-                masked, labels = mask_tokens(inputs["input_ids"].cpu(), tokenizer, generator=mask_rng)
-                inputs.update(mlm_input_ids=masked.to(device), mlm_labels=labels.to(device))
+                      tokenize_views(views(rows, t.objective), tokenizer, t.max_seq_length).items()}
+            if masker is not None:
+                mlm = masker([{"input_ids": ids} for ids in inputs["input_ids"].tolist()])
+                inputs.update(mlm_input_ids=mlm["input_ids"].to(device), mlm_labels=mlm["labels"].to(device))
             vectors, mlm_loss = engine(**inputs)
             k_views = vectors.view(-1, len(rows["sent0"]), vectors.shape[-1])  # [k, N, d]
             loss = loss_fn(*k_views)
             if mlm_loss is not None:
-                loss = loss + spec.mlm_weight * mlm_loss
+                loss = loss + t.mlm_weight * mlm_loss
             mean_loss = _all_mean(loss.item())
             if not math.isfinite(mean_loss):
                 # Stop on every worker together, without a checkpoint: the last good one stays the latest.
@@ -181,21 +167,21 @@ def train_loop_per_worker(config: dict) -> dict:
             step += 1
             window_steps += 1
 
-            if step % spec.log_every == 0 or step == spec.total_steps:
+            if step % t.log_every == 0 or step == spec.total_steps:
                 record = {"step": step, "epoch": round(step / spec.steps_per_epoch, 4),
                           "loss": window_loss / window_steps, "lr": engine.lr(),
-                          "samples_per_s": window_steps * accum * spec.batch_size * world / window_time}
+                          "samples_per_s": window_steps * accum * t.batch_size * world / window_time}
                 history.append(record)
                 if rank == 0:
                     print(f"[train] step {step}/{spec.total_steps} loss {record['loss']:.4f} "
                           f"lr {record['lr']:.2e} {record['samples_per_s']:.1f} samples/s", flush=True)
                 window_loss, window_steps, window_time = 0.0, 0, 0.0
 
-            if step % spec.eval_steps == 0 or step == spec.total_steps:
+            if step % t.eval_steps == 0 or step == spec.total_steps:
                 save_and_report(evaluate())
                 last_tick = time.perf_counter()
 
-            if step == spec.fault_at_step and rank == 0 and not Path(spec.fault_marker).exists():
+            if step == t.fault_at_step and rank == 0 and not Path(spec.fault_marker).exists():
                 Path(spec.fault_marker).write_text(str(step))
                 raise RuntimeError(f"injected fault at step {step} (train.fault_at_step)")
         if step < min((epoch + 1) * spec.steps_per_epoch, spec.total_steps):

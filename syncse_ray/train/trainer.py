@@ -55,9 +55,8 @@ def run_train(cfg: Config) -> TrainResult:
     out = cfg.stage_dir("train").resolve()
     seed = cfg.seed if tcfg.seed is None else tcfg.seed
     data_path = Path(tcfg.data) if tcfg.data is not None else cfg.run_dir / "synth" / "data"
-    # What determines the trained model; restart policy and test hooks may change between relaunches.
-    settings = tcfg.model_copy(update={"data": data_path.resolve(), "seed": seed, "fault_at_step": None,
-                                       "max_failures": 0, "cpus_per_worker": 1.0})
+    # What determines the trained model (its `resource` fields may change between relaunches).
+    settings = tcfg.model_copy(update={"data": data_path.resolve(), "seed": seed})
     if stage_marker.is_done(out, settings):
         return _from_marker(stage_marker.read_marker(out))
     model_path = _check_model(tcfg.model, cfg.cache_dir)
@@ -65,17 +64,10 @@ def run_train(cfg: Config) -> TrainResult:
     plan = _plan_steps(table.num_rows, tcfg)
     dev = _dev_sets(cfg.data_dir, tcfg.dev_max_pairs)
     _claim_output_dir(out, settings)
-    spec = LoopSpec(
-        model_path=str(model_path), objective=tcfg.objective, pooler=tcfg.pooler, temperature=tcfg.temperature,
-        hard_negative_weight=tcfg.hard_negative_weight, mlm_weight=tcfg.mlm_weight,
-        max_seq_length=tcfg.max_seq_length, batch_size=tcfg.batch_size,
-        gradient_accumulation_steps=tcfg.gradient_accumulation_steps, lr=tcfg.lr,
-        weight_decay=tcfg.weight_decay, warmup_steps=round(tcfg.warmup_ratio * plan["total_steps"]),
-        total_steps=plan["total_steps"], steps_per_epoch=plan["steps_per_epoch"], precision=tcfg.precision,
-        backend=tcfg.backend, zero_stage=tcfg.deepspeed.zero_stage, max_grad_norm=tcfg.max_grad_norm,
-        use_gpu=tcfg.use_gpu, eval_steps=tcfg.eval_steps, log_every=tcfg.log_every, seed=seed, dev=dev,
-        fault_at_step=tcfg.fault_at_step, fault_marker=str(out / FAULT_MARKER))
-    result = _fit(spec, table, tcfg, cfg.ray, out)
+    spec = LoopSpec(train=tcfg, model_path=str(model_path), seed=seed,
+                    warmup_steps=round(tcfg.warmup_ratio * plan["total_steps"]), total_steps=plan["total_steps"],
+                    steps_per_epoch=plan["steps_per_epoch"], dev=dev, fault_marker=str(out / FAULT_MARKER))
+    result = _fit(spec, table, cfg.ray, out)
 
     stopped = (result.return_value or {}).get("stopped")
     if stopped:
@@ -87,8 +79,8 @@ def run_train(cfg: Config) -> TrainResult:
     history = _read_history(result.checkpoint)
     metrics_path = out / "metrics.jsonl"
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-    best_dir = _export(best_ckpt, spec, tcfg, out / "best", best_metrics)
-    final_dir = _export(result.checkpoint, spec, tcfg, out / "final", final_metrics)
+    best_dir = _export(best_ckpt, spec, out / "best", best_metrics)
+    final_dir = _export(result.checkpoint, spec, out / "final", final_metrics)
     summary = TrainResult(best_dir=best_dir, final_dir=final_dir, best_score=best_metrics["dev_score"],
                           best_step=best_metrics["step"], steps=final_metrics["step"], metrics_path=metrics_path,
                           output_dir=out, final_scores={k: v for k, v in final_metrics.items() if k != "step"},
@@ -104,17 +96,10 @@ def _from_marker(marker: dict) -> TrainResult:
 
 def _claim_output_dir(out: Path, settings: TrainConfig) -> None:
     """Refuse a folder that another config finished, or is half-way through training."""
-    fingerprint = stage_marker.fingerprint(settings)
-    marker = stage_marker.read_marker(out)
-    claim = out / "run_config.json"
-    previous = (marker or {}).get("fingerprint") or (
-        json.loads(claim.read_text()).get("fingerprint") if claim.is_file() else None)
-    if previous and previous != fingerprint:
-        raise TrainError(f"{out} holds a training run of a different config (fingerprint {previous}, this one "
-                         f"{fingerprint}); set train.output_dir to another folder or remove it")
-    out.mkdir(parents=True, exist_ok=True)
-    claim.write_text(json.dumps({"fingerprint": fingerprint, "settings": settings.model_dump(mode="json")},
-                                indent=2))
+    try:
+        stage_marker.claim(out, "training", settings, "run_config.json", "train.output_dir")
+    except stage_marker.ClaimError as exc:
+        raise TrainError(str(exc)) from None
 
 
 def _check_model(reference: str, cache_dir: Path) -> Path:
@@ -153,7 +138,7 @@ def _dev_sets(data_dir: Path, max_pairs: int | None) -> dict:
     return {name: (s1, s2, [float(g) for g in gold]) for name, (s1, s2, gold) in dev.items()}
 
 
-def _fit(spec: LoopSpec, table, tcfg: TrainConfig, ray_cfg, out: Path):
+def _fit(spec: LoopSpec, table, ray_cfg, out: Path):
     """Run the loop on a Ray Train worker group; the shuffled rows go to the workers as a Ray Dataset
     (Ray Train splits it into equal shards, one per worker)."""
     import ray.data
@@ -164,9 +149,10 @@ def _fit(spec: LoopSpec, table, tcfg: TrainConfig, ray_cfg, out: Path):
     from syncse_ray.ray_env import init_ray
 
     init_ray(ray_cfg)
+    tcfg = spec.train
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=asdict(spec),
+        train_loop_config=vars(spec),
         scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
                                      resources_per_worker={"CPU": tcfg.cpus_per_worker,
                                                            **({"GPU": 1} if tcfg.use_gpu else {})}),
@@ -191,18 +177,19 @@ def _read_history(checkpoint) -> list[dict]:
         return json.loads((Path(directory) / CHECKPOINT_STATE).read_text())["history"]
 
 
-def _export(checkpoint, spec: LoopSpec, tcfg: TrainConfig, out_dir: Path, metrics: dict) -> Path:
+def _export(checkpoint, spec: LoopSpec, out_dir: Path, metrics: dict) -> Path:
     import torch
     from transformers import AutoTokenizer
 
     from syncse_ray.train.export import export_sentence_transformer
 
-    model = load_checkpoint_model(checkpoint, spec.model_path, spec.pooler, spec.mlm_weight > 0)
+    t = spec.train
+    model = load_checkpoint_model(checkpoint, spec.model_path, t.pooler, t.mlm_weight > 0)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
-    meta = {"base_model": tcfg.model, "checkpoint": str(checkpoint.path), **metrics}
-    dtype = torch.bfloat16 if spec.precision == "bf16" else None  # the weights as trained (bf16: lossless)
+    meta = {"base_model": t.model, "checkpoint": str(checkpoint.path), **metrics}
+    dtype = torch.bfloat16 if t.precision == "bf16" else None  # the weights as trained (bf16: lossless)
     with torch.no_grad():
-        return export_sentence_transformer(model, tokenizer, out_dir, spec.max_seq_length, meta, dtype=dtype)
+        return export_sentence_transformer(model, tokenizer, out_dir, metadata=meta, dtype=dtype)
 
 
 def load_checkpoint_model(checkpoint, model_path: str, pooler: str, mlm: bool):

@@ -5,25 +5,17 @@
     encoder = load_encoder("http://localhost:8000/v1")           # OpenAI-compatible embeddings endpoint
     vectors = encoder.encode(["a sentence", "another"])          # float32 [n, d]
 
-Poolers for plain transformers models (SimCSE's names; ``m`` is the attention mask, ``h_l`` layer l's states,
-``h_0`` the embedding layer):
+Poolers for plain transformers models are `syncse_ray.pooling`'s (the one implementation training uses); ``cls``
+is the model's own MLP pooler (``pooler_output``). The weights load in the checkpoint's own dtype (bf16 for the
+bundled SmolLM2).
 
-- ``cls``: the [CLS] state through the model's own MLP pooler (``pooler_output``);
-- ``cls_before_pooler``: ``h_L[:, 0]``;
-- ``avg``: ``sum_t m_t h_L,t / sum_t m_t``;
-- ``last``: ``h_L`` at the last position with ``m_t = 1`` (decoder backbones; the tokenizer appends EOS);
-- ``avg_top2``: the masked mean of ``(h_L + h_{L-1}) / 2``;
-- ``avg_first_last``: the masked mean of ``(h_0 + h_L) / 2``.
-
-``avg`` and ``last`` are sentence-transformers' ``Pooling`` module with the tokenizer set up by
-``syncse_ray.pooling.prepare_tokenizer`` (pad token, EOS for ``last``): the code training uses and the module an
-exported folder holds. The weights load in the checkpoint's own dtype (bf16 for the bundled SmolLM2).
-
-A folder with ``modules.json`` is a sentence-transformers model and uses its own pooling unless a pooler is given.
+A folder with ``modules.json`` is a sentence-transformers model and uses its own pooling unless a pooler is given;
+a folder ``syncse train`` exported always pools as it was trained.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,9 +25,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from syncse_ray.models import ModelError, resolve_model
-from syncse_ray.pooling import POOLING_MODES, pool_tokens, prepare_tokenizer, st_pooling
+from syncse_ray.pooling import POOLERS, needs_hidden_states, pool, prepare_tokenizer
 
-POOLERS = ("cls", "cls_before_pooler", "avg", "last", "avg_top2", "avg_first_last")
 DEFAULT_BATCH_SIZE = 64
 
 
@@ -56,6 +47,19 @@ def _batches(items: Sequence[str], size: int, desc: str, show: bool):
         yield start, items[start:start + size]
 
 
+def encode_by_length(sentences: Sequence[str], encode_batch, *, batch_size: int, dim: int, desc: str = "encode",
+                     show_progress: bool = False) -> np.ndarray:
+    """``encode_batch(list[str]) -> float32 [b, d]`` over length-sorted batches (they pad less), rows put back
+    in input order: the one encode loop of the plain transformers encoder and of the training model."""
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    ordered = [sentences[i] for i in order]
+    chunks = [encode_batch(batch) for _, batch in _batches(ordered, batch_size, desc, show_progress)]
+    pooled = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    result = np.empty_like(pooled)
+    result[order] = pooled
+    return result
+
+
 class SentenceTransformerEncoder:
     """A sentence-transformers model folder (our exports, the bundled MiniLM, hub ST models)."""
 
@@ -64,8 +68,17 @@ class SentenceTransformerEncoder:
 
         self.name, self.batch_size = name, batch_size
         self.model = SentenceTransformer(str(path), device=device)
+        self.model.eval()
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.max_seq_length)
 
     def encode(self, sentences: Sequence[str], *, show_progress: bool = True) -> np.ndarray:
         out = self.model.encode(list(sentences), batch_size=self.batch_size, show_progress_bar=show_progress,
@@ -78,7 +91,6 @@ class TransformersEncoder:
 
     def __init__(self, name: str, path: Path, pooler: str, *, batch_size: int, max_seq_length: int | None,
                  device: str):
-        import torch
         from transformers import AutoModel, AutoTokenizer
 
         if pooler not in POOLERS:
@@ -87,46 +99,23 @@ class TransformersEncoder:
         self.max_length = max_seq_length or 512
         self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path), pooler)
         self.model = AutoModel.from_pretrained(path, dtype="auto").to(device).eval()
-        self.pooling = st_pooling(self.model.config.hidden_size, pooler) if pooler in POOLING_MODES else None
+        if pooler == "cls" and getattr(self.model, "pooler", None) is None:
+            raise ModelError(f"{name} has no MLP pooler (pooler_output); use --pooler cls_before_pooler or avg")
 
-    def _pool(self, out, mask):
+    def _encode_batch(self, batch: list[str]) -> np.ndarray:
         import torch
 
-        m = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
-
-        def masked_mean(h):
-            return (h * m).sum(1) / m.sum(1).clamp(min=1)
-
-        if self.pooler == "cls":
-            if getattr(out, "pooler_output", None) is None:
-                raise ModelError(f"{self.name} has no MLP pooler (pooler_output); use --pooler cls_before_pooler "
-                                 f"or avg")
-            return out.pooler_output
-        if self.pooler == "cls_before_pooler":
-            return out.last_hidden_state[:, 0]
-        if self.pooling is not None:
-            return pool_tokens(self.pooling, out.last_hidden_state, mask)
-        hs = out.hidden_states
-        pair = (hs[-1], hs[-2]) if self.pooler == "avg_top2" else (hs[0], hs[-1])
-        return masked_mean(torch.stack(pair).mean(0))
+        enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            out = self.model(**enc, output_hidden_states=needs_hidden_states(self.pooler))
+            vectors = out.pooler_output if self.pooler == "cls" else pool(self.pooler, out, enc["attention_mask"])
+        return vectors.float().cpu().numpy()
 
     def encode(self, sentences: Sequence[str], *, show_progress: bool = True) -> np.ndarray:
-        import torch
-
-        # Length-sorted batches pad less; rows are put back in input order at the end.
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-        ordered = [sentences[i] for i in order]
-        chunks = []
-        with torch.inference_mode():
-            for _, batch in _batches(ordered, self.batch_size, f"encode {self.name}", show_progress):
-                enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
-                                     return_tensors="pt").to(self.device)
-                out = self.model(**enc, output_hidden_states=self.pooler.startswith("avg_"))
-                chunks.append(self._pool(out, enc["attention_mask"]).float().cpu().numpy())
-        pooled = np.concatenate(chunks) if chunks else np.zeros((0, self.model.config.hidden_size), np.float32)
-        result = np.empty_like(pooled)
-        result[order] = pooled
-        return result
+        return encode_by_length(sentences, self._encode_batch, batch_size=self.batch_size,
+                                dim=self.model.config.hidden_size, desc=f"encode {self.name}",
+                                show_progress=show_progress)
 
 
 class EndpointEncoder:
@@ -217,6 +206,13 @@ def load_encoder(reference: str, *, pooler: str | None = None, batch_size: int =
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     path = resolve_model(reference, cache_dir)
+    trained = path / "syncse_train.json"
+    if pooler is not None and trained.is_file():
+        trained_pooler = json.loads(trained.read_text()).get("pooler")
+        if pooler != trained_pooler:
+            raise ModelError(f"{reference} was trained with pooler {trained_pooler!r}; its folder pools that way "
+                             f"(leave out --pooler, or pass {trained_pooler!r})")
+        pooler = None  # the exported folder's modules are that pooler
     try:
         if (path / "modules.json").is_file() and pooler is None:
             return SentenceTransformerEncoder(reference, path, batch_size=batch_size,
