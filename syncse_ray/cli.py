@@ -8,18 +8,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from syncse_ray.cli_common import ConfigPath, SetOption, console, fail, load_or_exit
+from syncse_ray.cli_common import App, ConfigPath, SetOption, console, load_or_exit
 from syncse_ray.config import dump_config
-from syncse_ray.models import BUNDLED, ModelError, bundled_status, prepare_bundled
+from syncse_ray.models import BUNDLED, bundled_status, prepare_bundled
 
-app = typer.Typer(
+app = App(
     name="syncse",
     help="SynCSE on Ray: synthesize contrastive data with an LLM, train, evaluate and serve sentence encoders.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="Bundled offline models and model references.", no_args_is_help=True)
-config_app = typer.Typer(help="Inspect configs.", no_args_is_help=True)
+models_app = App(help="Bundled offline models and model references.", no_args_is_help=True)
+config_app = App(help="Inspect configs.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 
@@ -52,10 +52,7 @@ def models_prepare(
     """Make bundled models usable offline (SmolLM2: GGUF -> bf16 folder, once)."""
     for name in names or list(BUNDLED):
         name = name.removeprefix("bundled:")
-        try:
-            path = prepare_bundled(name, cache_dir, force=force)
-        except ModelError as exc:
-            raise fail(str(exc)) from None
+        path = prepare_bundled(name, cache_dir, force=force)
         console.print(f"[green]ready[/] bundled:{name} -> {path}")
 
 
@@ -80,16 +77,13 @@ app.add_typer(index_app, name="index")
 def pipeline_command(config: ConfigPath, set_: SetOption = None) -> None:
     """Synthesize -> train -> evaluate -> report (stages whose output matches the config are skipped)."""
     cfg = load_or_exit(config, set_)
-    from syncse_ray.pipeline import PipelineError, run_pipeline
+    from syncse_ray.pipeline import run_pipeline
 
     def show(name: str, info: dict) -> None:
         verb = "[yellow]skipped[/] (output matches the config)" if info["status"] == "skipped" else "[green]done[/]"
         console.print(f"{name}: {verb} in {info['seconds']:.0f} s")
 
-    try:
-        result = run_pipeline(cfg, on_stage=show)
-    except PipelineError as exc:
-        raise fail(str(exc)) from None
+    result = run_pipeline(cfg, on_stage=show)
     console.print(f"[green]report[/] {result.report}")
 
 

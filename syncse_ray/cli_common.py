@@ -5,13 +5,15 @@ Kept apart from cli.py so stage commands can import it while cli.py imports them
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from syncse_ray.config import Config, ConfigError, load_config
+from syncse_ray.config import Config, load_config
+from syncse_ray.errors import SyncseError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -29,8 +31,26 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def load_or_exit(config: Path | None, overrides: list[str] | None) -> Config:
-    """Load a config for a command; a bad file or override exits with the message, no traceback."""
-    try:
-        return load_config(config, overrides or [])
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
+    """Load a config for a command (a bad file or override is a `ConfigError`: one line, exit 2)."""
+    return load_config(config, overrides or [])
+
+
+class App(typer.Typer):
+    """`typer.Typer` whose commands end on an expected error (`SyncseError`) with its message as one line and its
+    exit code; anything else keeps its traceback."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn):
+            @functools.wraps(fn)
+            def run(*a, **kw):
+                try:
+                    return fn(*a, **kw)
+                except SyncseError as exc:
+                    raise fail(str(exc), exc.exit_code) from None
+
+            register(run)
+            return fn
+
+        return decorator

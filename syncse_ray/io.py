@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from syncse_ray.errors import SyncseError
 
 FORMATS = ("auto", "text", "jsonl", "parquet", "csv")
 FORMAT_SUFFIXES = {"parquet": (".parquet", ".pq"), "csv": (".csv", ".tsv"), "jsonl": (".jsonl", ".json", ".ndjson"),
@@ -20,7 +25,7 @@ FORMAT_SUFFIXES = {"parquet": (".parquet", ".pq"), "csv": (".csv", ".tsv"), "jso
 BATCH_ROWS = 8192
 
 
-class InputFileError(ValueError):
+class InputFileError(SyncseError, ValueError):
     """An input file that cannot be used; the message says which and why."""
 
 
@@ -156,14 +161,18 @@ def _arrow_batches(path: Path, fmt: str, columns: Sequence[str],
         raise InputFileError(f"input {path} could not be read as {kind}: {exc}") from None
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """`text` at `path`, or nothing: written aside, then renamed into place."""
+def _atomic(path: Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    write(tmp)
     os.replace(tmp, path)
     return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """`text` at `path`, or nothing: written aside, then renamed into place."""
+    return _atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:
@@ -175,12 +184,25 @@ def write_table_atomic(path: Path, rows: list[dict[str, Any]], schema) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-    os.replace(tmp, path)
-    return path
+    return _atomic(path, lambda tmp: pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp))
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """A temporary sibling folder to fill; when the block ends without error it replaces `final` (so a
+    half-written folder never stands where a finished one is expected), otherwise it is removed."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], text_columns: int = 1) -> list[str]:

@@ -10,7 +10,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from syncse_ray.config import Config, ConfigError, load_config
+from syncse_ray.config import Config, load_config
+from syncse_ray.errors import SyncseError
 from syncse_ray.ray_env import init_ray
 
 
@@ -57,9 +58,9 @@ def job_main(stage: str, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
+        init_ray(cfg.ray)
+        STAGES[stage](cfg)
+    except SyncseError as exc:  # expected: one line and its exit code; anything else keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    init_ray(cfg.ray)
-    STAGES[stage](cfg)
+        return exc.exit_code
     return 0

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from syncse_ray.config.root import default_cache_dir
+from syncse_ray.errors import SyncseError
 
 BUNDLED_PREFIX = "bundled:"
 
 
-class ModelError(RuntimeError):
+class ModelError(SyncseError, RuntimeError):
     """A model reference that cannot be turned into a loadable folder; the message says what to do."""
 
 

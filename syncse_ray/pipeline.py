@@ -23,6 +23,7 @@ from typing import Any
 from syncse_ray import stage_marker
 from syncse_ray.config import Config, dump_config
 from syncse_ray.config.base import output_settings
+from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic
 from syncse_ray.ray_env import stop_local_ray
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 RECORD_FILE = "pipeline.json"
 
 
-class PipelineError(RuntimeError):
+class PipelineError(SyncseError, RuntimeError):
     """A pipeline that cannot run as configured; the message says what to change."""
 
 

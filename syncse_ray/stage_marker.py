@@ -15,12 +15,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from syncse_ray.config.base import output_settings
+from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic
 
 MARKER = "stage.json"
 
 
-class ClaimError(RuntimeError):
+class ClaimError(SyncseError, RuntimeError):
     """An output folder that belongs to another config (or to nothing this project wrote)."""
 
 

@@ -13,7 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _deployments(app) -> dict[str, object]:
-    """Deployment name -> Deployment, as Serve itself builds the application before deploying it."""
+    """Deployment name -> Deployment, as Serve itself builds the application before deploying it. (Ray has no
+    public call that lists an Application's deployments without a running cluster; `serve build` cannot pass
+    builder arguments.)"""
     from ray.serve._private.build_app import build_app as serve_build_app
 
     return {d.name: d for d in serve_build_app(app, name="syncse").deployments}

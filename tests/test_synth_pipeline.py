@@ -18,6 +18,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from syncse_ray.config import load_config
+from syncse_ray.stage_marker import ClaimError
 from syncse_ray.synth import SynthError, run_synth
 from syncse_ray.synth.inputs import SynthInputError
 from syncse_ray.synth.layout import TRIPLET_DROPPED_SCHEMA, TRIPLET_SCHEMA
@@ -101,9 +102,9 @@ def test_partial_on_real_sentences(tmp_path, data_dir, cache_dir, ray_local):
     # Same config again: finished, nothing rerun. Another config: refused, nothing touched.
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     assert run_synth(cfg).skipped
-    with pytest.raises(SynthError, match="different config"):
+    with pytest.raises(ClaimError, match="different config"):
         run_synth(_partial_config(tmp_path, input_path, cache_dir=cache_dir, seed=1))
-    with pytest.raises(SynthError, match="different config"):
+    with pytest.raises(ClaimError, match="different config"):
         run_synth(_partial_config(tmp_path, tmp_path / "missing.txt", cache_dir=cache_dir))
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
 

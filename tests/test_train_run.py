@@ -99,10 +99,11 @@ def test_relaunching_a_finished_run_resumes_at_its_last_step(trained):
 
 
 def test_a_different_config_cannot_reuse_the_output_folder(trained):
-    from syncse_ray.train import TrainError, run_train
+    from syncse_ray.stage_marker import ClaimError
+    from syncse_ray.train import run_train
 
     cfg, _ = trained
-    with pytest.raises(TrainError, match="holds .* training (run|output) of a different config"):
+    with pytest.raises(ClaimError, match="holds a finished training output of a different config"):
         run_train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 1e-5})}))
 
 

@@ -7,11 +7,12 @@ import yaml
 from pydantic import ValidationError
 
 from syncse_ray.config.root import Config
+from syncse_ray.errors import SyncseError
 
 PLACEHOLDERS = ("{data_dir}", "{run_dir}")
 
 
-class ConfigError(ValueError):
+class ConfigError(SyncseError, ValueError):
     """A config file or override that cannot be used; the message names the file, key or value."""
 
 

@@ -52,22 +52,15 @@ def eval_command(
     out_dir = out or cfg.stage_dir("eval")
 
     from syncse_ray.eval import render_table, run_eval
-    from syncse_ray.eval.mteb_tasks import MtebTaskError
-    from syncse_ray.eval.runner import EvalError
-    from syncse_ray.eval.sts import DataError
-    from syncse_ray.models import ModelError
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("syncse_ray.eval")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    try:
-        results = run_eval(ev.model, ev.tasks, cfg.data_dir, out_dir, pooler=ev.pooler, batch_size=ev.batch_size,
-                           max_seq_length=ev.max_seq_length, served_model=ev.served_model,
-                           mteb_source=ev.mteb_source, kfold=ev.kfold, cache_dir=cfg.cache_dir)
-    except (DataError, ModelError, EvalError, MtebTaskError) as exc:
-        raise fail(str(exc)) from None
+    results = run_eval(ev.model, ev.tasks, cfg.data_dir, out_dir, pooler=ev.pooler, batch_size=ev.batch_size,
+                       max_seq_length=ev.max_seq_length, served_model=ev.served_model,
+                       mteb_source=ev.mteb_source, kfold=ev.kfold, cache_dir=cfg.cache_dir)
     typer.echo(render_table(results))
     console.print(f"[green]wrote[/] {out_dir / 'results.json'} and {out_dir / 'results.md'} "
                   f"({results['seconds']:.0f} s)")

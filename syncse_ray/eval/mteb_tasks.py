@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from syncse_ray.encoders import Encoder
+from syncse_ray.errors import SyncseError
 from syncse_ray.eval.sts import StsData, read_sick, read_sts_year, read_stsb
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ MTEB_GROUPS: dict[str, tuple[str, ...]] = {
 DATA_SOURCES = ("auto", "hub", "local")
 
 
-class MtebTaskError(ValueError):
+class MtebTaskError(SyncseError, ValueError):
     """A task name mteb does not know, or a task that cannot get its data; the message says what to do."""
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from syncse_ray.encoders import DEFAULT_BATCH_SIZE, CachedEncoder, Encoder, load_encoder
+from syncse_ray.errors import SyncseError
 from syncse_ray.eval.mteb_tasks import MTEB_GROUPS, expand_task_names, get_mteb_task, run_mteb
 from syncse_ray.eval.results import average_record, write_results
 from syncse_ray.eval.sts import STS_TEST_TASKS, StsData, read_sick, read_sts_test, read_stsb, spearman_cosine
@@ -39,7 +40,7 @@ from syncse_ray.eval.transfer import (
 log = logging.getLogger("syncse_ray.eval")
 
 
-class EvalError(ValueError):
+class EvalError(SyncseError, ValueError):
     """A task spec that names nothing known; the message lists what is."""
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from syncse_ray.errors import SyncseError
+
 Pairs = tuple[list[str], list[str], np.ndarray]
 
 # The subsets SentEval reads for each year (senteval/sts.py); STS13's SMT input is not distributed.
@@ -49,7 +51,7 @@ LAYOUT_HINT = (
 )
 
 
-class DataError(FileNotFoundError):
+class DataError(SyncseError, FileNotFoundError):
     """An evaluation file is missing or malformed; the message names the file and the expected layout."""
 
 

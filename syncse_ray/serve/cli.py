@@ -9,11 +9,11 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from syncse_ray.cli_common import SetOption, console, fail, load_or_exit
-from syncse_ray.config import ConfigError, ServeConfig
+from syncse_ray.cli_common import App, SetOption, console, fail, load_or_exit
+from syncse_ray.config import ServeConfig
 from syncse_ray.config.loader import format_validation_error
 
-index_app = typer.Typer(help="FAISS corpus indexes for /v1/search.", no_args_is_help=True)
+index_app = App(help="FAISS corpus indexes for /v1/search.", no_args_is_help=True)
 
 
 def serve_command(
@@ -60,10 +60,7 @@ def serve_command(
         console.print(f"[green]serving[/] {settings.model} at {base}/v1 (embeddings, search, models); "
                       f"health at {base}/healthz. Ctrl-C stops.")
 
-    try:
-        serve_forever(settings, cfg.ray, on_ready=announce)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
+    serve_forever(settings, cfg.ray, on_ready=announce)
 
 
 @index_app.command("build")
@@ -77,14 +74,10 @@ def index_build(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Embed a corpus and save a FAISS index that `syncse serve --index DIR` loads."""
-    from syncse_ray.models import ModelError
-    from syncse_ray.serve.index import CorpusError, build_index
+    from syncse_ray.serve.index import build_index
 
     start = time.monotonic()
-    try:
-        index = build_index(corpus, model, out, device=device, batch_size=batch_size,
-                            text_field=text_field, id_field=id_field)
-    except (CorpusError, ModelError) as exc:
-        raise fail(str(exc)) from None
+    index = build_index(corpus, model, out, device=device, batch_size=batch_size, text_field=text_field,
+                        id_field=id_field)
     console.print(f"[green]indexed[/] {len(index)} entries ({index.dimension}-d) from {corpus} -> {out} "
                   f"({time.monotonic() - start:.1f} s)")

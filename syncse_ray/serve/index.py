@@ -14,16 +14,14 @@ folder and renamed into place, so a half-written index never exists.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from syncse_ray.io import InputFileError, read_columns
+from syncse_ray.errors import SyncseError
+from syncse_ray.io import InputFileError, atomic_dir, read_columns
 
 if TYPE_CHECKING:
     import faiss
@@ -35,7 +33,7 @@ DOCS_FILE = "docs.parquet"
 META_FILE = "meta.json"
 
 
-class CorpusError(ValueError):
+class CorpusError(SyncseError, ValueError):
     """A corpus or saved index that cannot be used; the message says why."""
 
 
@@ -112,22 +110,12 @@ class VectorIndex:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        out_dir = Path(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_dir(Path(out_dir)) as tmp:
             faiss.write_index(self.index, str(tmp / INDEX_FILE))
             pq.write_table(pa.table({"id": self.ids, "text": self.texts}), tmp / DOCS_FILE)
             meta = {"model": self.model, "dimension": self.dimension, "size": len(self), "metric": "cosine"}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            os.rename(tmp, out_dir)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return out_dir
+        return Path(out_dir)
 
     @classmethod
     def load(cls, index_dir: str | Path) -> VectorIndex:

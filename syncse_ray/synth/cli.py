@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from syncse_ray.cli_common import ConfigPath, SetOption, console, fail, load_or_exit
+from syncse_ray.cli_common import ConfigPath, SetOption, console, load_or_exit
 
 _PHASE_LABELS = {"sentences": "writing sentences (chunks)", "annotate": "positives + hard negatives (chunks)"}
 
@@ -41,10 +41,7 @@ def synth_command(config: ConfigPath, set_: SetOption = None) -> None:
     """Synthesize (sent0, sent1, hard_neg) triplets with an LLM: SynCSE-partial or SynCSE-scratch.
     Re-running the same command resumes an interrupted run."""
     cfg = load_or_exit(config, set_)
-    from syncse_ray.models import ModelError
-    from syncse_ray.synth.inputs import SynthInputError
-    from syncse_ray.synth.pipeline import SynthError, run_synth
-    from syncse_ray.synth.prompts import PromptError
+    from syncse_ray.synth.pipeline import run_synth
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
@@ -55,8 +52,5 @@ def synth_command(config: ConfigPath, set_: SetOption = None) -> None:
                 tasks[phase] = bar.add_task(_PHASE_LABELS.get(phase, phase), total=total)
             bar.update(tasks[phase], completed=done, total=total)
 
-        try:
-            result = run_synth(cfg, progress=progress)
-        except (SynthError, SynthInputError, PromptError, ModelError) as exc:
-            raise fail(str(exc)) from None
+        result = run_synth(cfg, progress=progress)
     console.print(summary_table(result))

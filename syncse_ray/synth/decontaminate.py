@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from syncse_ray.errors import SyncseError
 from syncse_ray.synth.filters import NgramIndex, text_hash
 
 
-class DecontaminationError(FileNotFoundError):
+class DecontaminationError(SyncseError, FileNotFoundError):
     """Decontamination is on but no evaluation set was found in the data dir."""
 
 

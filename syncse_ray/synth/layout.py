@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ SENTENCE_DROPPED_SCHEMA = pa.schema([
 ])
 
 
-@dataclass(frozen=True)
+@dataclass
 class PhaseLayout:
     """The folders of one phase (scratch sentence writing, or annotation)."""
 
@@ -62,18 +62,13 @@ class PhaseLayout:
     kept_dir: Path
     dropped_dir: Path
     work_dir: Path
+    inputs_dir: Path = field(init=False)
+    done_dir: Path = field(init=False)
+    staged_marker: Path = field(init=False)
 
-    @property
-    def inputs_dir(self) -> Path:
-        return self.work_dir / "inputs"
-
-    @property
-    def done_dir(self) -> Path:
-        return self.work_dir / "done"
-
-    @property
-    def staged_marker(self) -> Path:
-        return self.inputs_dir / "_staged.json"
+    def __post_init__(self):
+        self.inputs_dir, self.done_dir = self.work_dir / "inputs", self.work_dir / "done"
+        self.staged_marker = self.inputs_dir / "_staged.json"
 
     def input_chunk(self, chunk: int) -> Path:
         return self.inputs_dir / f"chunk-{chunk:05d}.parquet"
@@ -112,27 +107,12 @@ class PhaseLayout:
                     tmp.unlink(missing_ok=True)
 
 
-@dataclass(frozen=True)
 class Layout:
-    root: Path
+    """The synth output folder `root` (module docstring)."""
 
-    @property
-    def annotate(self) -> PhaseLayout:
-        return PhaseLayout(ANNOTATE, self.root / "data", self.root / "dropped", self.root / "work" / ANNOTATE)
-
-    @property
-    def sentences(self) -> PhaseLayout:
-        return PhaseLayout(SENTENCES, self.root / "scratch" / "sentences", self.root / "scratch" / "dropped",
-                           self.root / "work" / SENTENCES)
-
-    @property
-    def run_file(self) -> Path:
-        return self.root / "run.json"
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "manifest.json"
-
-    @property
-    def stats(self) -> Path:
-        return self.root / "stats.json"
+    def __init__(self, root: Path):
+        self.root = root = Path(root)
+        self.annotate = PhaseLayout(ANNOTATE, root / "data", root / "dropped", root / "work" / ANNOTATE)
+        self.sentences = PhaseLayout(SENTENCES, root / "scratch" / "sentences", root / "scratch" / "dropped",
+                                     root / "work" / SENTENCES)
+        self.run_file, self.manifest, self.stats = (root / n for n in ("run.json", "manifest.json", "stats.json"))

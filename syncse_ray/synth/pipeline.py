@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from syncse_ray import stage_marker
 from syncse_ray.config import Config
 from syncse_ray.config.base import output_settings
+from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic, write_table_atomic
 from syncse_ray.ray_env import init_ray
 from syncse_ray.synth import filters
@@ -35,7 +36,7 @@ STAGE = "synth"
 ProgressFn = Callable[[str, int, int], None]  # (phase, chunks done, chunks total)
 
 
-class SynthError(RuntimeError):
+class SynthError(SyncseError, RuntimeError):
     """The synth stage cannot run as configured; the message says why and what to do."""
 
 
@@ -57,14 +58,6 @@ def synth_settings(cfg: Config) -> dict[str, Any]:
     """What determines the stage's output (its fingerprint): the synth section without its resource fields
     (`config.base.resource`) and the run seed."""
     return {"synth": output_settings(cfg.synth), "seed": cfg.seed}
-
-
-def _claim_output_dir(layout: Layout, settings: dict[str, Any]) -> bool:
-    """True if the folder already holds this config's finished output. Raises if another config wrote it."""
-    try:
-        return stage_marker.claim(layout.root, "synth", settings, layout.run_file.name, "synth.output_dir")
-    except stage_marker.ClaimError as exc:
-        raise SynthError(str(exc)) from None
 
 
 def _release_output_dir(layout: Layout) -> None:
@@ -269,7 +262,7 @@ def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
     check_pack(pack, synth.num_exemplars, synth.scratch.topics_per_request, synth.scratch.genres)
     if synth.mode == "partial" and synth.input is None:
         raise SynthError("synth.mode is partial but synth.input is not set (a text/JSONL/Parquet/CSV file)")
-    if _claim_output_dir(layout, settings):
+    if stage_marker.claim(layout.root, "synth", settings, layout.run_file.name, "synth.output_dir"):
         return _result(layout, json.loads(layout.manifest.read_text()), json.loads(layout.stats.read_text()), True)
 
     started = time.time()

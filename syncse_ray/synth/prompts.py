@@ -14,6 +14,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from syncse_ray.errors import SyncseError
 from syncse_ray.synth.filters import normalize
 
 POSITIVE, HARD_NEGATIVE, SENTENCES = "positive", "hard_negative", "sentences"
@@ -25,7 +26,7 @@ _ROW_BITS = 40  # rows per run below 2**40: seeds stay injective in (row, kind) 
 CANDIDATE_BITS = 5
 
 
-class PromptError(ValueError):
+class PromptError(SyncseError, ValueError):
     """Prompt data that cannot be used; the message names the file and the problem."""
 
 

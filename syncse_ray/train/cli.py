@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncse_ray.cli_common import ConfigPath, SetOption, console, fail, load_or_exit
+from syncse_ray.cli_common import ConfigPath, SetOption, console, load_or_exit
 
 
 def train_command(config: ConfigPath, set_: SetOption = None) -> None:
@@ -10,13 +10,9 @@ def train_command(config: ConfigPath, set_: SetOption = None) -> None:
     run of the same config from its latest checkpoint."""
     cfg = load_or_exit(config, set_)
 
-    from syncse_ray.train import TrainError, run_train
-    from syncse_ray.train.data import TrainDataError
+    from syncse_ray.train import run_train
 
-    try:
-        result = run_train(cfg)
-    except (TrainError, TrainDataError) as exc:
-        raise fail(str(exc)) from None
+    result = run_train(cfg)
     console.print(f"[green]trained[/] {result.steps} steps; best dev score {result.best_score:.2f} "
                   f"(step {result.best_step}, mean of STS-B dev and SICK-R dev)")
     console.print(f"best:    {result.best_dir}\nfinal:   {result.final_dir}\nmetrics: {result.metrics_path}")

@@ -23,10 +23,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from syncse_ray.errors import SyncseError
 from syncse_ray.io import FORMAT_SUFFIXES, InputFileError, column_names, file_format, read_columns
 
 
-class TrainDataError(ValueError):
+class TrainDataError(SyncseError, ValueError):
     """Training data that cannot be used; the message names the path and the missing columns."""
 
 

@@ -17,12 +17,12 @@ and the weights in `dtype` (default: as the model holds them; bf16 for a bf16-tr
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
+from syncse_ray.io import atomic_dir
 from syncse_ray.pooling import LAYER_PAIRS, POOLING_MODES, needs_hidden_states, prepare_tokenizer
 from syncse_ray.train.model import SimCSEModel
 
@@ -81,9 +81,8 @@ def export_sentence_transformer(model: SimCSEModel, tokenizer, out_dir: Path, ma
             modules.append(Dense(hidden, hidden, activation_function=torch.nn.Tanh(),
                                  init_weight=linear.weight.detach().clone().float(),
                                  init_bias=linear.bias.detach().clone().float()))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        SentenceTransformer(modules=modules, device="cpu").save(str(out_dir))
-    (out_dir / "syncse_train.json").write_text(json.dumps({"pooler": model.pooler, **(metadata or {})},
-                                                          indent=2))
+        with atomic_dir(out_dir) as folder:
+            SentenceTransformer(modules=modules, device="cpu").save(str(folder))
+            (folder / "syncse_train.json").write_text(json.dumps({"pooler": model.pooler, **(metadata or {})},
+                                                                 indent=2))
     return out_dir

@@ -51,10 +51,6 @@ class SimCSEModel(nn.Module):
     def backbone(self) -> nn.Module:
         return self.lm.base_model
 
-    @property
-    def has_mlm_head(self) -> bool:
-        return self.lm is not self.lm.base_model
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, mlm_input_ids: torch.Tensor | None = None,
                 mlm_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from syncse_ray import stage_marker
 from syncse_ray.config import Config, TrainConfig
+from syncse_ray.errors import SyncseRunError
 from syncse_ray.train.data import TrainDataError, read_training_table
 from syncse_ray.train.loop import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoopSpec, train_loop_per_worker
 
@@ -31,7 +32,7 @@ RAY_RUN_NAME = "ray_train"
 FAULT_MARKER = "fault_injected"
 
 
-class TrainError(RuntimeError):
+class TrainError(SyncseRunError, RuntimeError):
     """Training could not run or did not finish; the message says why and what is kept."""
 
 
@@ -63,7 +64,7 @@ def run_train(cfg: Config) -> TrainResult:
     table = read_training_table(data_path, tcfg.objective, seed)
     plan = _plan_steps(table.num_rows, tcfg)
     dev = _dev_sets(cfg.data_dir, tcfg.dev_max_pairs)
-    _claim_output_dir(out, settings)
+    stage_marker.claim(out, "training", settings, "run_config.json", "train.output_dir")
     spec = LoopSpec(train=tcfg, model_path=str(model_path), seed=seed,
                     warmup_steps=round(tcfg.warmup_ratio * plan["total_steps"]), total_steps=plan["total_steps"],
                     steps_per_epoch=plan["steps_per_epoch"], dev=dev, fault_marker=str(out / FAULT_MARKER))
@@ -92,14 +93,6 @@ def run_train(cfg: Config) -> TrainResult:
 def _from_marker(marker: dict) -> TrainResult:
     recorded = marker["result"]
     return TrainResult(**{k: (Path(v) if k.endswith(("_dir", "_path")) else v) for k, v in recorded.items()})
-
-
-def _claim_output_dir(out: Path, settings: TrainConfig) -> None:
-    """Refuse a folder that another config finished, or is half-way through training."""
-    try:
-        stage_marker.claim(out, "training", settings, "run_config.json", "train.output_dir")
-    except stage_marker.ClaimError as exc:
-        raise TrainError(str(exc)) from None
 
 
 def _check_model(reference: str, cache_dir: Path) -> Path:
