@@ -55,33 +55,52 @@ def claim(output_dir: Path, stage: str, settings: BaseModel | dict[str, Any], cl
     (`claim_file` records who is writing), or when it holds something else; `setting` names the config key
     that moves the output elsewhere."""
     output_dir = Path(output_dir)
-    fp = fingerprint(settings)
+    fp, data = fingerprint(settings), _json(settings)
     marker = read_marker(output_dir)
     if marker is not None:
         if marker.get("fingerprint") == fp:
             return True
-        raise ClaimError(f"{output_dir} holds a finished {stage} output of a different config (fingerprint "
-                         f"{marker.get('fingerprint')}, this config {fp}); set {setting} to another folder or "
+        raise ClaimError(f"{output_dir} holds a finished {stage} output of a different config "
+                         f"({_differences(marker.get('settings'), data)}); set {setting} to another folder or "
                          f"remove it")
     owner_file = output_dir / claim_file
     if owner_file.is_file():
-        owner = json.loads(owner_file.read_text()).get("fingerprint")
-        if owner != fp:
-            raise ClaimError(f"{output_dir} holds an unfinished {stage} run of a different config (fingerprint "
-                             f"{owner}, this config {fp}); resume it with its own config, or set {setting} to "
-                             f"another folder")
+        owner = json.loads(owner_file.read_text())
+        if owner.get("fingerprint") != fp:
+            raise ClaimError(f"{output_dir} holds an unfinished {stage} run of a different config "
+                             f"({_differences(owner.get('settings'), data)}); resume it with its own config, or "
+                             f"set {setting} to another folder")
     elif output_dir.is_dir() and any(output_dir.iterdir()):
         raise ClaimError(f"{output_dir} exists and is not a {stage} output folder; choose another {setting}")
-    data = output_settings(settings) if isinstance(settings, BaseModel) else settings
     write_json_atomic(owner_file, {"fingerprint": fp, "settings": data})
     return False
+
+
+def _json(settings: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    data = output_settings(settings) if isinstance(settings, BaseModel) else settings
+    return json.loads(json.dumps(data, default=str))
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+
+
+def _differences(stored: dict[str, Any] | None, current: dict[str, Any], most: int = 4) -> str:
+    """'key: stored -> current' for the settings that differ (the first `most`)."""
+    if not isinstance(stored, dict):
+        return "its settings were not recorded"
+    old, new = _flat(stored), _flat(current)
+    keys = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    shown = ", ".join(f"{k.rstrip('.')}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:most])
+    return f"it differs in {shown}" + (f" and {len(keys) - most} more" if len(keys) > most else "")
 
 
 def mark_done(output_dir: Path, stage: str, settings: BaseModel | dict[str, Any], **extra: Any) -> Path:
     """Write the marker atomically (temp file + rename) once the stage's outputs are complete."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    data = settings.model_dump(mode="json") if isinstance(settings, BaseModel) else settings
     payload = {"stage": stage, "fingerprint": fingerprint(settings), "finished_at": time.time(),
-               "settings": data, **extra}
+               "settings": _json(settings), **extra}
     return write_json_atomic(output_dir / MARKER, payload)

@@ -123,3 +123,21 @@ def test_token_counts_truncate_to_max_tokens(minilm_path):
     assert counts.per_input == [4, 16]  # [CLS] hello world [SEP]; the long input is cut to 16
     assert counts.lengths[1] > 300
     assert counts.truncated == 1 and counts.total == 20
+
+
+def test_openapi_documents_the_request_bodies_the_handlers_read():
+    import jsonschema
+
+    from syncse_ray.serve.app import api
+
+    paths = api.openapi()["paths"]
+    for path, good, bad in (("/v1/embeddings", {"input": ["a", "b"], "model": "m"}, {"input": [1, 2]}),
+                            ("/v1/search", {"query": "q", "top_k": 3}, {"query": "q", "top_k": "3"})):
+        post = paths[path]["post"]
+        schema = post["requestBody"]["content"]["application/json"]["schema"]
+        jsonschema.validate(good, schema)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+        assert "error" in post["responses"]["4XX"]["content"]["application/json"]["schema"]["properties"]
+    assert "input" in paths["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+        "required"]

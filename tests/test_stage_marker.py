@@ -38,7 +38,8 @@ def test_claim_takes_a_folder_for_one_config(tmp_path):
     out = tmp_path / "train"
     assert claim(out, "training", a, "run_config.json", "train.output_dir") is False
     assert claim(out, "training", a, "run_config.json", "train.output_dir") is False  # resume: same config
-    with pytest.raises(ClaimError, match="unfinished training run of a different config.*train.output_dir"):
+    with pytest.raises(ClaimError, match=r"unfinished training run of a different config \(it differs in lr: "
+                                         r"1e-05 -> 2e-05\).*train.output_dir"):
         claim(out, "training", b, "run_config.json", "train.output_dir")
     mark_done(out, "train", a)
     assert claim(out, "training", a, "run_config.json", "train.output_dir") is True

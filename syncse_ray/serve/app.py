@@ -44,8 +44,11 @@ from syncse_ray.serve.encoding import check_dimensions, embeddings_response, tru
 from syncse_ray.serve.index import VectorIndex, read_corpus
 from syncse_ray.serve.protocol import (
     ApiError,
+    EmbeddingsRequest,
+    SearchRequest,
     check_model,
     error_body,
+    openapi_body,
     parse_embeddings_request,
     parse_json,
     parse_search_request,
@@ -195,7 +198,7 @@ class EmbeddingsAPI:
         return parse_json(bytes(body))
 
 
-    @api.post("/v1/embeddings")
+    @api.post("/v1/embeddings", openapi_extra=openapi_body(EmbeddingsRequest))
     async def embeddings(self, request: Request) -> JSONResponse:
         self._authorize(request)
         req = parse_embeddings_request(await self._read_json(request), self.limits)
@@ -207,7 +210,7 @@ class EmbeddingsAPI:
                                    prompt_tokens=counts.total)
         return JSONResponse(body, headers={TRUNCATED_HEADER: str(counts.truncated)})
 
-    @api.post("/v1/search")
+    @api.post("/v1/search", openapi_extra=openapi_body(SearchRequest))
     async def search(self, request: Request) -> JSONResponse:
         self._authorize(request)
         req = parse_search_request(await self._read_json(request), self.limits)

@@ -65,6 +65,17 @@ class SearchRequest(_Request):
         return [self.query] if self.query is not None else list(self.queries or [])
 
 
+def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI of a route whose handler reads its body itself (streamed under a size limit, OpenAI-style
+    errors): the JSON body `model` validates, and the error shape of every 4xx."""
+    error = {"type": "object", "properties": {"error": {"type": "object", "properties": {
+        k: {"type": "string"} for k in ("message", "type", "param", "code")}}}}
+    return {"requestBody": {"required": True, "content": {"application/json": {
+                "schema": model.model_json_schema(mode="validation")}}},
+            "responses": {"4XX": {"description": "an OpenAI error object",
+                                  "content": {"application/json": {"schema": error}}}}}
+
+
 def parse_json(body: bytes) -> Any:
     """Decode a request body; malformed JSON is a 400."""
     if not body:
