@@ -19,8 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-# Small enough for CI on 2 cores; the rest is configs/quickstart.yaml as shipped.
-OVERRIDES = ["synth.limit=32", "synth.chunk_size=16", "train.batch_size=4", "train.max_steps=6",
+# Small enough for CI on 2 cores (96 SNLI lines: 32 distinct premises); the rest is configs/quickstart.yaml as shipped.
+OVERRIDES = ["synth.limit=96", "synth.chunk_size=48", "train.batch_size=4", "train.max_steps=6",
              "train.eval_steps=2", "train.dev_max_pairs=200", "eval.tasks=[sts:STSBenchmark,sts:SICKRelatedness]"]
 
 
@@ -107,6 +107,7 @@ def test_quickstart_job_fails_resumes_and_reruns_without_work(ray_head, tmp_path
     results = json.loads((run_dir / "eval" / "results.json").read_text())
     scores = {r["task"]: r["score"] for r in results["records"]}
     assert 0 < scores["STSBenchmark"] <= 100 and 0 < scores["SICKRelatedness"] <= 100
+    assert (run_dir / "eval" / "base" / "results.json").is_file()  # eval.compare_base: the encoder before training
     report = (run_dir / "report.md").read_text()
     for section in ("## Data (synthesis)", "## Training", "## Evaluation", "## Wall time per stage"):
         assert section in report
