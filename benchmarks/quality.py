@@ -16,7 +16,7 @@ Each arm is scored with `syncse_ray.eval.run_eval` on the seven STS tasks (SentE
 
     SYNCSE_DATA_DIR=../shared/data .venv/bin/python benchmarks/quality.py [--n 1000] [--out runs/quality]
     ... --synth-data DIR          # arm 3 on any triplet folder (parquet: sent0, sent1, hard_neg) instead
-    ... --sweep gold --sweep-lr 5e-5,1e-4,2e-4 --sweep-steps 31,62   # recipe sweep on one arm (dev scores only)
+    ... --sweep gold --sweep-lr 5e-5,1e-4,2e-4,4e-4,8e-4 --sweep-steps 16   # recipe sweep on one arm (dev scores)
 
 Everything is cached in --out: the premises and gold triplets, the synthesis (run_synth skips a finished folder
 with the same config), each arm's training (run_train skips a finished config) and evaluation, so a rerun with
@@ -192,7 +192,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="optimizer steps, every arm (default: one epoch of the N gold "
                                                    "triplets, N // batch size)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=4e-4,
+                        help="chosen by the sweep in docs/quality.md (gold arm, dev scores, 1 epoch of 512)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for training (the Ray Train worker's CPUs) and evaluation; on a shared "
@@ -205,8 +206,8 @@ def main() -> None:
     parser.add_argument("--synth-only", action="store_true", help="only write the inputs and synthesize arm 3's "
                                                                  "data (cached), e.g. beside a --sweep")
     parser.add_argument("--sweep", choices=["unsup", "synth", "gold"], help="only sweep lr × steps on this arm")
-    parser.add_argument("--sweep-lr", default="5e-5,1e-4,2e-4")
-    parser.add_argument("--sweep-steps", default="31,62")
+    parser.add_argument("--sweep-lr", default="5e-5,1e-4,2e-4,4e-4,8e-4")
+    parser.add_argument("--sweep-steps", default="16")
     parser.add_argument("--out", type=Path, default=Path("runs/quality"))
     parser.add_argument("--data-dir", type=Path)
     args = parser.parse_args()
