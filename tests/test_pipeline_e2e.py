@@ -74,9 +74,16 @@ def _submit(address: str, env: dict, run_dir: Path, extra: list[str]) -> tuple[i
            "python", "jobs/pipeline.py", "--config", "configs/quickstart.yaml"]
     for item in overrides:
         cmd += ["--set", item]
-    # `ray job submit` follows the job's logs and exits non-zero when the job fails.
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500, cwd=REPO)
-    return proc.returncode, proc.stdout + proc.stderr
+    # `ray job submit` follows the job's logs and exits non-zero when the job fails. The head's job agent starts
+    # after its dashboard answers; on a loaded machine a first submission can be refused with "No available
+    # agent" (nothing ran): submit again, as Ray's message says.
+    for _ in range(30):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500, cwd=REPO)
+        log = proc.stdout + proc.stderr
+        if "No available agent to submit job" not in log:
+            break
+        time.sleep(5)
+    return proc.returncode, log
 
 
 @pytest.mark.slow
