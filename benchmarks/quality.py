@@ -16,6 +16,8 @@ Each arm is scored with `syncse_ray.eval.run_eval` on the seven STS tasks (SentE
 
     SYNCSE_DATA_DIR=../shared/data .venv/bin/python benchmarks/quality.py [--n 1000] [--out runs/quality]
     ... --synth-data DIR          # arm 3 on any triplet folder (parquet: sent0, sent1, hard_neg) instead
+    ... --rounds 3 [--round-init base|previous --round-judge trained|synth --round-mine replace|off]
+                                  # arm 3 as a 3-round pipeline run: one row per round
     ... --sweep gold --sweep-lr 5e-5,1e-4,2e-4,4e-4,8e-4 --sweep-steps 16   # recipe sweep on one arm (dev scores)
 
 Everything is cached in --out: the premises and gold triplets, the synthesis (run_synth skips a finished folder
@@ -115,6 +117,42 @@ def train_arm(args, arm: str, data: Path, out: Path, lr: float, steps: int) -> d
             "final_loss": next((r["loss"] for r in reversed(log) if "loss" in r), None)}
 
 
+def run_rounds_arm(args, premises: Path, out: Path) -> list[dict]:
+    """Arm 3 through `syncse pipeline` with pipeline.rounds = args.rounds on the same synthesis (out/synth, shared
+    with arm 3) and the same recipe per round; every round trained and evaluated (min_delta None)."""
+    from syncse_ray.config import load_config
+    from syncse_ray.pipeline import run_pipeline
+
+    recipe = (f"r{args.rounds}-{args.round_judge}-{args.round_mine}-{args.round_init}-s{args.steps}-"
+              f"b{args.batch_size}-lr{args.lr:g}-{args.pooler}-{args.precision}-seed{args.seed}")
+    folder = out / "rounds" / f"{recipe}-{_tag(args.encoder)}"
+    cfg = load_config(None, [
+        f"run_dir={folder}", f"data_dir={args.data_dir}", "ray.num_cpus=8", f"seed={args.seed}",
+        "synth.mode=partial", f"synth.input={premises}", f"synth.limit={args.n}", f"synth.output_dir={out / 'synth'}",
+        f"train.model={args.encoder}", f"train.pooler={args.pooler}", f"train.precision={args.precision}",
+        f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}", f"train.lr={args.lr}",
+        f"train.seed={args.seed}", f"train.eval_steps={args.steps}", "train.log_every=5", "train.num_workers=1",
+        f"train.cpus_per_worker={args.threads}", f"eval.tasks={json.dumps(args.tasks)}",
+        f"eval.batch_size={args.eval_batch_size}", "eval.compare_base=false",
+        f"pipeline.rounds={args.rounds}", f"pipeline.next_round.judge={args.round_judge}",
+        f"pipeline.next_round.mine={args.round_mine}", f"pipeline.next_round.init={args.round_init}",
+        "pipeline.next_round.min_delta=null", f"pipeline.next_round.num_cpus_per_actor={args.threads}"])
+    started = time.time()
+    run_pipeline(cfg)
+    rounds = json.loads((folder / "pipeline.json").read_text())["rounds"]
+    print(f"[quality] rounds arm: {time.time() - started:.0f} s", flush=True)
+    return rounds
+
+
+def render_rounds(rounds: list[dict]) -> str:
+    lines = ["| round | kept triplets | same triplet as round 1 | mined negatives | steps | dev score | STS avg |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rounds:
+        lines.append(f"| {r['round']} | {r['kept']} | {r['same_as_round_1']} | {r.get('mined', '–')} | "
+                     f"{r['steps']} | {_f(r.get('dev_score'))} | {_f(r.get('sts_avg'))} |")
+    return "\n".join(lines)
+
+
 def evaluate(args, model: str, out_dir: Path, pooler: str | None) -> dict:
     """SentEval-"all" STS of `model`, cached in out_dir (same model folder, same training marker)."""
     from syncse_ray import stage_marker
@@ -205,6 +243,11 @@ def main() -> None:
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ",".join(ARMS))
     parser.add_argument("--synth-only", action="store_true", help="only write the inputs and synthesize arm 3's "
                                                                  "data (cached), e.g. beside a --sweep")
+    parser.add_argument("--rounds", type=int, help="only run arm 3 through the pipeline with this many rounds "
+                                                    "(pipeline.rounds; issue 12) and print the per-round table")
+    parser.add_argument("--round-judge", default="trained", choices=["trained", "synth"])
+    parser.add_argument("--round-mine", default="replace", choices=["off", "replace"])
+    parser.add_argument("--round-init", default="base", choices=["base", "previous"])
     parser.add_argument("--sweep", choices=["unsup", "synth", "gold"], help="only sweep lr × steps on this arm")
     parser.add_argument("--sweep-lr", default="5e-5,1e-4,2e-4,4e-4,8e-4")
     parser.add_argument("--sweep-steps", default="16")
@@ -245,6 +288,13 @@ def main() -> None:
     if args.synth_only:
         synth_data()
         print(f"[quality] synthesis: {synth_info}", flush=True)
+        return
+    if args.rounds:
+        rounds = run_rounds_arm(args, premises, out)
+        table = render_rounds(rounds)
+        (out / f"rounds-{args.rounds}-{args.round_judge}-{args.round_mine}-{args.round_init}.md").write_text(
+            table + "\n")
+        print(f"\n{table}\n(load {os.getloadavg()})")
         return
     if args.sweep:
         run_sweep(args, args.sweep, synth_data() if args.sweep == "synth" else data[args.sweep], out)

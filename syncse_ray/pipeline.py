@@ -8,6 +8,8 @@ synthesis resumes its unfinished chunks, training resumes from its latest checkp
     <run_dir>/pipeline.json    per stage: ran or skipped, wall time
     <run_dir>/synth/ train/ eval/ [index/]
     <run_dir>/report.md        + report_*.png
+
+With `pipeline.rounds > 1` the stages run once per round in <run_dir>/round_<r>/ (syncse_ray.rounds).
 """
 
 from __future__ import annotations
@@ -198,8 +200,29 @@ def _read_record(run_dir: Path) -> dict[str, Any]:
     return {"stages": {}}
 
 
-def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
+def write_record(run_dir: Path, record: dict[str, Any]) -> None:
     write_json_atomic(run_dir / RECORD_FILE, record)
+
+
+def run_stage(key: str, runner: Callable[[Config], dict[str, Any]], cfg: Config, record: dict[str, Any],
+              result: PipelineResult, on_stage: Callable[[str, dict[str, Any]], None] | None) -> dict[str, Any]:
+    """Run one stage (`runner`), record it under `key` in pipeline.json and `result`; returns its entry."""
+    if key.rsplit("/", 1)[-1] == "eval":
+        stop_local_ray()  # evaluation runs in this process, without Ray
+    started = time.time()
+    info = runner(cfg)
+    seconds = time.time() - started
+    previous = record["stages"].get(key, {})
+    status = "skipped" if info.pop("skipped") else "ran"
+    entry = {"status": status, "seconds": seconds, **info,
+             # the wall time of the run that produced the output, for the report
+             "work_seconds": previous.get("work_seconds", seconds) if status == "skipped" else seconds}
+    record["stages"][key] = entry
+    result.stages[key] = entry
+    write_record(Path(cfg.run_dir), record)
+    if on_stage:
+        on_stage(key, entry)
+    return entry
 
 
 def run_pipeline(cfg: Config, *, on_stage: Callable[[str, dict[str, Any]], None] | None = None) -> PipelineResult:
@@ -214,22 +237,15 @@ def run_pipeline(cfg: Config, *, on_stage: Callable[[str, dict[str, Any]], None]
     (run_dir / "config.yaml").write_text(dump_config(cfg))
     record = _read_record(run_dir)
     result = PipelineResult(run_dir=run_dir)
-    for name in stages:
-        if name == "eval":
-            stop_local_ray()  # evaluation runs in this process, without Ray
-        started = time.time()
-        info = STAGE_RUNNERS[name](cfg)
-        seconds = time.time() - started
-        previous = record["stages"].get(name, {})
-        status = "skipped" if info.pop("skipped") else "ran"
-        entry = {"status": status, "seconds": seconds, **info,
-                 # the wall time of the run that produced the output, for the report
-                 "work_seconds": previous.get("work_seconds", seconds) if status == "skipped" else seconds}
-        record["stages"][name] = entry
-        result.stages[name] = entry
-        _write_record(run_dir, record)
-        if on_stage:
-            on_stage(name, entry)
+    if cfg.pipeline.rounds > 1:
+        from syncse_ray.rounds import run_rounds
+
+        cfg = run_rounds(cfg, record, result, on_stage)  # the best round's config: its model is the run's
+        if "index" in stages:
+            run_stage("index", STAGE_RUNNERS["index"], cfg, record, result, on_stage)
+    else:
+        for name in stages:
+            run_stage(name, STAGE_RUNNERS[name], cfg, record, result, on_stage)
     result.report = write_report(cfg, record)
     if cfg.pipeline.serve:
         from syncse_ray.serve.app import serve_forever

@@ -127,7 +127,8 @@ def _synth_section(synth_dir: Path, run_dir: Path) -> list[str]:
     return out
 
 
-def _plot(path: Path, series: dict[str, tuple[list[float], list[float]]], ylabel: str, title: str) -> None:
+def _plot(path: Path, series: dict[str, tuple[list[float], list[float]]], ylabel: str, title: str,
+          xlabel: str = "step") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,7 +137,7 @@ def _plot(path: Path, series: dict[str, tuple[list[float], list[float]]], ylabel
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=label)
-    ax.set_xlabel("step")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -176,18 +177,19 @@ def _train_section(train_dir: Path, run_dir: Path) -> list[str]:
     return out
 
 
-def _eval_section(eval_dir: Path) -> list[str]:
-    """The trained model's table; with eval.compare_base, the encoder before training in the row above it and the
-    gain per task."""
+def _eval_section(eval_dir: Path, base_dir: Path | None = None) -> list[str]:
+    """The trained model's table; with eval.compare_base, the encoder before training (`base_dir`, default
+    <eval_dir>/base) in the row above it and the gain per task."""
     from syncse_ray.eval import render_table
     from syncse_ray.eval.results import load_results
 
     if not (eval_dir / "results.json").is_file():
         return []
     trained = load_results(eval_dir / "results.json")
-    if not (eval_dir / "base" / "results.json").is_file():
+    base_dir = base_dir or eval_dir / "base"
+    if not (base_dir / "results.json").is_file():
         return ["## Evaluation", "", render_table(trained), ""]
-    base = load_results(eval_dir / "base" / "results.json")
+    base = load_results(base_dir / "results.json")
     base = {**base, "model": f"before training: {base['model']}"}
     trained = {**trained, "model": f"after training: {Path(trained['model']).name}"}
     scores = [{(r["protocol"], r["task"]): r["score"] for r in run["records"]} for run in (base, trained)]
@@ -195,6 +197,34 @@ def _eval_section(eval_dir: Path) -> list[str]:
              for key in scores[1] if key in scores[0] for task in [key[1]]]
     return ["## Evaluation", "", "Before and after training (same encoder, same pooler):", "",
             render_table([base, trained]), "", f"Gain from training: {', '.join(gains)}.", ""]
+
+
+def _rounds_section(record: dict[str, Any], run_dir: Path) -> list[str]:
+    """pipeline.rounds > 1: one row per round and STS avg against round (report_rounds.png)."""
+    rounds = record.get("rounds")
+    if not rounds:
+        return []
+
+    def num(value: Any, fmt: str = "{:.2f}") -> str:
+        return "–" if value is None else fmt.format(value)
+
+    rows = [[r["round"], r.get("status", "–"), r.get("kept", "–"),
+             num(r["same_as_round_1"] / r["kept"] if r.get("kept") else None, "{:.0%}"),
+             r.get("mined", "–") if r["round"] > 1 else "–", r.get("tokens", "–"), r.get("steps", "–"),
+             num(r.get("dev_score")), num(r.get("sts_avg"))] for r in rounds]
+    out = ["## Rounds", "",
+           ("Round 1 synthesizes and its judge selects; each later round re-judges round 1's candidates with the "
+           "encoder the round before trained and mines hard negatives for rows whose LLM negatives all fail. "
+           f"The run's model is round {record.get('best_round', '?')}'s (best dev score)."), "",
+           *_table(["round", "status", "kept triplets", "same triplet as round 1", "mined negatives",
+                    "LLM output tokens", "training steps", "dev score", "STS avg"], rows)]
+    scored = [r for r in rounds if r.get("sts_avg") is not None]
+    if len(scored) > 1:
+        _plot(run_dir / "report_rounds.png", {"STS avg": ([r["round"] for r in scored],
+                                                          [r["sts_avg"] for r in scored])},
+              "Spearman ×100", "STS avg by round", xlabel="round")
+        out += ["![STS avg by round](report_rounds.png)", ""]
+    return out
 
 
 def _timing_section(record: dict[str, Any]) -> list[str]:
@@ -218,7 +248,8 @@ def write_report(cfg: Config, record: dict[str, Any] | None = None) -> Path:
     lines += _timing_section(record)
     lines += _synth_section(cfg.stage_dir("synth"), run_dir)
     lines += _train_section(cfg.stage_dir("train"), run_dir)
-    lines += _eval_section(cfg.stage_dir("eval"))
+    lines += _rounds_section(record, run_dir)
+    lines += _eval_section(cfg.stage_dir("eval"), Path(record["base_eval"]) if record.get("base_eval") else None)
     path = run_dir / REPORT_FILE
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path

@@ -6,6 +6,7 @@ Markers: `slow` on every test that starts Ray, a vLLM engine, a server or a trai
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -24,6 +25,29 @@ def _free_port() -> int:
 def free_port():
     """A function returning a free loopback TCP port (for servers, Ray heads, torch.distributed)."""
     return _free_port
+
+
+def _kill_tree(proc) -> None:
+    """SIGKILL a driver `subprocess.Popen` and every process it started (its local Ray cluster, engines,
+    workers), by pid."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def kill_tree():
+    """A function that SIGKILLs a subprocess and everything it started."""
+    return _kill_tree
 
 
 @pytest.fixture(scope="session")

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.dataset as pads
 import pytest
 
@@ -167,21 +165,7 @@ def test_scratch_writes_sentences_then_triplets(tmp_path, cache_dir, ray_local):
     assert manifest["phases"]["sentences"]["kept"] == len(sentences)
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver and every process it started (its local Ray cluster and engine), by pid."""
-    try:
-        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(timeout=60)
-
-
-def test_resume_after_driver_kill_is_exactly_once(tmp_path, cache_dir):
+def test_resume_after_driver_kill_is_exactly_once(tmp_path, cache_dir, kill_tree):
     run_dir = tmp_path / "run"
     data_dir = Path(os.environ.get("SYNCSE_DATA_DIR") or REPO.parent / "shared" / "data")
     syncse = Path(sys.executable).with_name("syncse")
@@ -198,7 +182,7 @@ def test_resume_after_driver_kill_is_exactly_once(tmp_path, cache_dir):
             assert first.poll() is None, "the run ended before it could be killed"
             time.sleep(0.2)
     finally:
-        _kill_tree(first)
+        kill_tree(first)
     finished_before = len(list(done_dir.glob("chunk-*.json")))
     assert 2 <= finished_before < 6, "the kill did not land part-way"
     assert not (run_dir / "synth" / "stage.json").exists()

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from syncse_ray.config.base import Section
 from syncse_ray.config.eval import EvalConfig
@@ -39,6 +39,26 @@ class Config(Section):
     eval: EvalConfig = EvalConfig()
     serve: ServeConfig = ServeConfig()
     pipeline: PipelineConfig = PipelineConfig()
+
+    @model_validator(mode="after")
+    def _rounds_fit(self):
+        if self.pipeline.rounds == 1:
+            return self
+        for section in ("train", "eval"):
+            if getattr(self, section).output_dir is not None:
+                raise ValueError(f"{section}.output_dir cannot be set with pipeline.rounds > 1: each round writes "
+                                 f"into <run_dir>/round_<r>/{section}")
+        if "synth" not in self.pipeline.stages or "train" not in self.pipeline.stages:
+            raise ValueError("pipeline.rounds > 1 needs synth and train in pipeline.stages: later rounds judge "
+                             "round 1's synthesized candidates and train on them")
+        if self.train.data is not None:
+            raise ValueError("train.data cannot be set with pipeline.rounds > 1: each round trains on its own "
+                             "selection")
+        if "embedding" not in self.synth.judge.method:
+            raise ValueError("pipeline.rounds > 1 needs an embedding judge in round 1 (synth.judge.method "
+                             "embedding or embedding+llm): its scores carry the thresholds over to the trained "
+                             "encoder")
+        return self
 
     def stage_dir(self, stage: str) -> Path:
         """Where a stage writes unless its section names an output_dir."""

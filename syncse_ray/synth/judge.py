@@ -67,8 +67,9 @@ def score_embeddings(encoder, entries: list[dict[str, Any]]) -> None:
         c["sim"] = float(s)
 
 
-class EmbeddingJudge:
-    """Ray Data actor: one encoder per actor; scores a chunk's candidates (the `candidates` JSON column)."""
+class TextEncoder:
+    """Ray Data actor: one encoder per actor (judge_cfg: model, pooler, batch size, GPUs); `vec` for each
+    `text` of a batch."""
 
     def __init__(self, judge_cfg, cache_dir: str | None):
         import torch
@@ -78,6 +79,14 @@ class EmbeddingJudge:
         device = "cuda" if judge_cfg.num_gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
         self.encoder = load_encoder(judge_cfg.model, pooler=judge_cfg.pooler, batch_size=judge_cfg.batch_size,
                                     cache_dir=cache_dir, device=device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        vecs = self.encoder.encode(list(batch["text"]), show_progress=False)
+        return {"i": batch["i"], "vec": np.asarray(vecs, dtype=np.float32)}
+
+
+class EmbeddingJudge(TextEncoder):
+    """Ray Data actor: scores a chunk's candidates (the `candidates` JSON column)."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         out = {k: list(v) for k, v in batch.items()}

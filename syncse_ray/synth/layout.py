@@ -45,6 +45,15 @@ CANDIDATE_SCHEMA = pa.schema([
     ("id", _STR), ("kind", _STR), ("index", _INT), ("text", _STR), ("reason", _STR), ("sim", _F), ("llm", _F),
     ("selected", pa.bool_()),
 ])
+# Rounds 2..N (synth/next_round.py): the trained encoder's selection from round 1's candidates.
+ROUND_TRIPLET_SCHEMA = pa.schema([
+    ("id", _STR), ("sent0", _STR), ("sent1", _STR), ("hard_neg", _STR), ("round", _INT), ("judge", _STR),
+    ("pos_score", _F), ("neg_score", _F), ("negative_source", _STR), ("same_as_round_1", pa.bool_()),
+])
+ROUND_DROPPED_SCHEMA = pa.schema([
+    ("id", _STR), ("reason", _STR), ("sent0", _STR), ("sent1", _STR), ("round", _INT), ("judge", _STR),
+    ("pos_score", _F),
+])
 SENTENCE_SCHEMA = pa.schema([
     ("id", _STR), ("text", _STR), ("genre", _STR), ("topics", _STRS), ("instruction", _STR), ("seed", _INT),
     ("request", _INT), ("model", _STR),

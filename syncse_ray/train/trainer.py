@@ -55,7 +55,7 @@ def run_train(cfg: Config) -> TrainResult:
     tcfg = cfg.train
     out = cfg.stage_dir("train").resolve()
     seed = cfg.seed if tcfg.seed is None else tcfg.seed
-    data_path = Path(tcfg.data) if tcfg.data is not None else cfg.run_dir / "synth" / "data"
+    data_path = Path(tcfg.data) if tcfg.data is not None else cfg.stage_dir("synth") / "data"
     # What determines the trained model (its `resource` fields may change between relaunches).
     settings = tcfg.model_copy(update={"data": data_path.resolve(), "seed": seed})
     if stage_marker.is_done(out, settings):

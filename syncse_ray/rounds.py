@@ -1,0 +1,117 @@
+"""`pipeline.rounds: N > 1`: the encoder in the loop. Round 1 is the usual synth -> train -> eval; in round r > 1
+the encoder round r-1 trained judges round 1's candidates again and mines hard negatives
+(`syncse_ray.synth.next_round`), then training runs again (from `train.model`, or from round r-1's model with
+`pipeline.next_round.init: previous`) and the model is evaluated.
+
+    <run_dir>/round_1/synth/ train/ eval/ [eval/base/]     (synth: synth.output_dir when that is set)
+    <run_dir>/round_<r>/select/ train/ eval/               r > 1
+    <run_dir>/pipeline.json                                stages as "round_<r>/<stage>", and "rounds": one
+                                                           entry per round (the report's table)
+
+Every stage keeps its own marker, so a killed run resumes in the round and stage where it stopped and never
+redoes a finished one. After each training the dev score (STS-B dev + SICK-R trial, what training selects on)
+decides: a round that does not beat the best earlier round by more than `min_delta` is not evaluated and ends
+the run; the best round's model is the run's model (report, index, serve).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from syncse_ray import stage_marker
+from syncse_ray.config import Config
+from syncse_ray.synth.reselect import improved
+
+StageHook = Callable[[str, dict[str, Any]], None] | None
+
+
+def round_dir(cfg: Config, r: int) -> Path:
+    return Path(cfg.run_dir) / f"round_{r}"
+
+
+def round_config(cfg: Config, r: int, init_model: str | None = None) -> Config:
+    """The config of round r: the same settings with every stage writing into round_<r>/; round 1's synthesis
+    shared by all rounds; r > 1 trains on its own selection, from `init_model` when given."""
+    folder = round_dir(cfg, r)
+    synth_dir = cfg.synth.output_dir or round_dir(cfg, 1) / "synth"
+    train: dict[str, Any] = {"output_dir": folder / "train"}
+    if r > 1:
+        train["data"] = folder / "select" / "data"
+    if init_model:
+        train["model"] = init_model
+    return cfg.model_copy(update={
+        "synth": cfg.synth.model_copy(update={"output_dir": synth_dir}),
+        "train": cfg.train.model_copy(update=train),
+        "eval": cfg.eval.model_copy(update={"output_dir": folder / "eval", "compare_base": cfg.eval.compare_base
+                                            and r == 1}),
+        "pipeline": cfg.pipeline.model_copy(update={"rounds": 1}),
+    })
+
+
+def _tokens(cfg: Config) -> int | None:
+    """The LLM output tokens round 1's synthesis spent (later rounds spend none)."""
+    path = cfg.stage_dir("synth") / "manifest.json"
+    return json.loads(path.read_text()).get("output_tokens") if path.is_file() else None
+
+
+def _sts_avg(results_path: Path) -> float | None:
+    """The STS average of an evaluation (SentEval "avg"; the mean of the STS tasks run when it has no avg row)."""
+    from syncse_ray.eval.results import load_results
+
+    if not results_path.is_file():
+        return None
+    sts = {r["task"]: r["score"] for r in load_results(results_path)["records"] if r["protocol"] == "senteval-sts"}
+    if "avg" in sts:
+        return sts["avg"]
+    return sum(sts.values()) / len(sts) if sts else None
+
+
+def run_rounds(cfg: Config, record: dict[str, Any], result, on_stage: StageHook) -> Config:
+    """Run (or resume) every round; returns the best round's config (module docstring)."""
+    from syncse_ray.pipeline import STAGE_RUNNERS, run_stage, write_record
+    from syncse_ray.synth.next_round import run_select
+
+    nr = cfg.pipeline.next_round
+    rounds: list[dict[str, Any]] = []
+    record["rounds"] = rounds
+    best: tuple[float, Config] | None = None
+    previous: Config | None = None
+    for r in range(1, cfg.pipeline.rounds + 1):
+        init = str((previous.stage_dir("train") / "best").resolve()) if previous and nr.init == "previous" else None
+        rcfg = round_config(cfg, r, init)
+        row: dict[str, Any] = {"round": r}
+        if r == 1:
+            synth = run_stage("round_1/synth", STAGE_RUNNERS["synth"], rcfg, record, result, on_stage)
+            row.update(kept=synth["kept"], tokens=_tokens(rcfg), same_as_round_1=synth["kept"])
+        else:
+            judge_model = str((previous.stage_dir("train") / "best").resolve())
+            version = (stage_marker.read_marker(previous.stage_dir("train")) or {}).get("fingerprint")
+
+            def select(c: Config, r=r, judge_model=judge_model, version=version) -> dict[str, Any]:
+                out = run_select(c, r, judge_model, version, round_dir(c, r) / "select")
+                return {"skipped": out.skipped, **{k: out.stats[k] for k in ("kept", "dropped", "mined",
+                                                                              "same_as_round_1")}}
+
+            sel = run_stage(f"round_{r}/select", select, rcfg, record, result, on_stage)
+            row.update(kept=sel["kept"], mined=sel["mined"], same_as_round_1=sel["same_as_round_1"], tokens=0)
+        train = run_stage(f"round_{r}/train", STAGE_RUNNERS["train"], rcfg, record, result, on_stage)
+        row.update(steps=train["steps"], dev_score=train["best_dev_score"])
+        rounds.append(row)
+        if not improved([x["dev_score"] for x in rounds], nr.min_delta):
+            row["status"] = "stopped"  # no better than an earlier round: not evaluated, no further rounds
+            break
+        if "eval" in cfg.pipeline.stages:
+            run_stage(f"round_{r}/eval", STAGE_RUNNERS["eval"], rcfg, record, result, on_stage)
+            row["sts_avg"] = _sts_avg(rcfg.stage_dir("eval") / "results.json")
+        row["status"] = "kept"
+        if best is None or row["dev_score"] > best[0]:
+            best = (row["dev_score"], rcfg)
+        previous = rcfg
+    assert best is not None  # round 1 always counts as an improvement
+    record["best_round"] = next(x["round"] for x in rounds if x["dev_score"] == best[0])
+    record["base_eval"] = str(round_dir(cfg, 1) / "eval" / "base")
+    write_record(Path(cfg.run_dir), record)
+    return best[1]
