@@ -11,23 +11,42 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from syncse_ray.train.losses import SimCSELoss
+from syncse_ray.train.losses import GaussianDecay, GuideMask, MatryoshkaLoss, SimCSELoss
 
 
-def reference_loss(a, p, h, tau, w):
-    """−1/N Σ_i log(exp(s_ii) / (Σ_j exp(s_ij) + Σ_j exp(t_ij))), written out in float64 loops."""
+def _cos(x, y):
+    return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+
+
+def reference_loss(a, p, h, tau, w, guide=None, phi=None, ratio=None, sigma=None, scope="hard_negative"):
+    """−1/N Σ_i log(exp(s_ii) / (Σ_j exp(s_ij) + Σ_j exp(t_ij))), written out in float64 loops; with `guide`
+    (its vectors for a, p, h): candidates with guide cosine ρ > phi or > ratio · ρ(a_i, p_i) dropped, and
+    GCSE's decay s − s·exp(−(s − ρ/τ)²/2σ²) where s ≤ ρ/τ on the own hard negative (scope "all": every
+    negative)."""
     a, p = np.asarray(a, np.float64), np.asarray(p, np.float64)
     h = None if h is None else np.asarray(h, np.float64)
-
-    def cos(x, y):
-        return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
-
+    cands = [("p", j, p[j]) for j in range(len(p))] + ([("h", j, h[j]) for j in range(len(h))] if h is not None
+                                                        else [])
+    g = None if guide is None else [np.asarray(x, np.float64) for x in guide]
     total = 0.0
     for i in range(len(a)):
-        terms = [math.exp(cos(a[i], p[j]) / tau) for j in range(len(p))]
-        if h is not None:
-            terms += [math.exp(cos(a[i], h[j]) / tau + (w if i == j else 0.0)) for j in range(len(h))]
-        total -= math.log(math.exp(cos(a[i], p[i]) / tau) / sum(terms))
+        terms, label = [], None
+        for kind, j, c in cands:
+            logit = _cos(a[i], c) / tau + (w if kind == "h" and i == j else 0.0)
+            is_label = kind == "p" and j == i
+            if g is not None:
+                rho = _cos(g[0][i], (g[1] if kind == "p" else g[2])[j])
+                if not is_label and ((phi is not None and rho > phi) or
+                                     (ratio is not None and rho > ratio * _cos(g[0][i], g[1][i]))):
+                    continue
+                in_scope = not is_label and (scope == "all" or (kind == "h" and j == i))
+                s = _cos(a[i], c) / tau
+                if sigma is not None and in_scope and s <= rho / tau:
+                    logit -= s * math.exp(-((s - rho / tau) ** 2) / (2 * sigma ** 2))
+            terms.append(math.exp(logit))
+            if is_label:
+                label = math.exp(logit)
+        total -= math.log(label / sum(terms))
     return total / len(a)
 
 
@@ -38,6 +57,38 @@ def test_loss_matches_float64_formula(with_hard_negatives, weight):
     loss = SimCSELoss(temperature=0.05, hard_negative_weight=weight)(a, p, h if with_hard_negatives else None)
     expected = reference_loss(a, p, h if with_hard_negatives else None, 0.05, weight)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("phi,ratio,sigma,scope", [
+    (0.3, None, None, "hard_negative"), (None, 0.9, None, "hard_negative"), (0.5, 1.0, None, "hard_negative"),
+    (None, None, 2.0, "hard_negative"), (None, None, 5.0, "all"), (0.4, None, 3.0, "all"),
+])
+def test_false_negative_control_matches_float64_formula(phi, ratio, sigma, scope):
+    g = torch.Generator().manual_seed(5)
+    a, p, h = (torch.randn(6, 16, generator=g) for _ in range(3))
+    # a guide that roughly agrees with the model: the same vectors plus noise
+    guide = tuple(x + 0.8 * torch.randn(x.shape, generator=g) for x in (a, p, h))
+    loss_fn = SimCSELoss(0.05, 0.4, mask=GuideMask(phi, ratio) if phi is not None or ratio is not None else None,
+                         decay=GaussianDecay(sigma, scope) if sigma else None)
+    loss = loss_fn(a, p, h, reference=guide)
+    expected = reference_loss(a, p, h, 0.05, 0.4, guide=guide, phi=phi, ratio=ratio, sigma=sigma, scope=scope)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert loss.item() != pytest.approx(SimCSELoss(0.05, 0.4)(a, p, h).item(), rel=1e-3)  # it did act
+
+
+def test_matryoshka_is_the_weighted_sum_over_prefixes():
+    g = torch.Generator().manual_seed(9)
+    a, p, h = (torch.randn(5, 12, generator=g) for _ in range(3))
+    loss = MatryoshkaLoss(SimCSELoss(0.05), [12, 6, 3], [1.0, 0.5, 0.25])(a, p, h)
+    expected = sum(w * reference_loss(a[:, :d], p[:, :d], h[:, :d], 0.05, 0.0)
+                   for d, w in ((12, 1.0), (6, 0.5), (3, 0.25)))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_guide_mask_never_removes_the_positive():
+    a = torch.eye(3)
+    removed = GuideMask(threshold=-2.0).removed(a @ a.T, torch.arange(3))  # every candidate above threshold
+    assert not removed.diagonal().any() and removed.sum() == 6
 
 
 def test_hard_negative_weight_changes_the_loss():
@@ -56,13 +107,27 @@ def _batch(n_total: int, dim: int = 12):
     return encoder, x
 
 
-def _worker(rank: int, world: int, port: int, n_total: int, queue) -> None:
+def _loss(options: str) -> torch.nn.Module:
+    if options == "guide":
+        return SimCSELoss(0.05, 0.5, mask=GuideMask(0.6, 1.0), decay=GaussianDecay(4.0, "all"))
+    if options == "matryoshka":
+        return MatryoshkaLoss(SimCSELoss(0.05, 0.5, mask=GuideMask(0.6)), [12, 4], [1.0, 0.5])
+    return SimCSELoss(0.05, 0.5)
+
+
+def _guide(x):
+    g = torch.Generator().manual_seed(13)
+    return tuple(t + 0.5 * torch.randn(t.shape, generator=g) for t in x)
+
+
+def _worker(rank: int, world: int, port: int, n_total: int, queue, options: str = "plain") -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     encoder, x = _batch(n_total)
     n = n_total // world
     local = [t[rank * n:(rank + 1) * n] for t in x]
-    loss = SimCSELoss(0.05, 0.5)(*(encoder(t) for t in local))
+    guide = tuple(t[rank * n:(rank + 1) * n] for t in _guide(x))
+    loss = _loss(options)(*(encoder(t) for t in local), reference=guide if options != "plain" else None)
     loss.backward()
     # What DDP / DeepSpeed do: average the loss (for logging) and the gradients over workers.
     grads = [prm.grad.clone() for prm in encoder.parameters()]
@@ -77,16 +142,17 @@ def _worker(rank: int, world: int, port: int, n_total: int, queue) -> None:
     dist.destroy_process_group()
 
 
-def test_two_workers_equal_one_worker_with_the_global_batch(free_port):
+@pytest.mark.parametrize("options", ["plain", "guide", "matryoshka"])
+def test_two_workers_equal_one_worker_with_the_global_batch(free_port, options):
     n_total = 8
     encoder, x = _batch(n_total)
-    loss = SimCSELoss(0.05, 0.5)(*(encoder(t) for t in x))
+    loss = _loss(options)(*(encoder(t) for t in x), reference=_guide(x) if options != "plain" else None)
     loss.backward()
     expected_grads = [prm.grad.numpy() for prm in encoder.parameters()]
 
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    mp.start_processes(_worker, args=(2, free_port(), n_total, queue), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port(), n_total, queue, options), nprocs=2, start_method="spawn")
     dist_loss, dist_grads = queue.get()
 
     assert dist_loss == pytest.approx(loss.item(), rel=1e-5)

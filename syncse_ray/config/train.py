@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from syncse_ray.config.base import Section, resource
 from syncse_ray.pooling import Pooler
@@ -13,6 +13,36 @@ class DeepSpeedConfig(Section):
     # The optimizer is torch.optim.AdamW handed to DeepSpeed as a client optimizer, so DeepSpeed never
     # JIT-compiles its fused Adam (~90 s on CPU).
     zero_stage: Literal[0, 1, 2, 3] = 2
+
+
+class FalseNegativeConfig(Section):
+    """Negatives that are really positives (an LLM "hard negative" that paraphrases, a near-duplicate in the
+    batch), judged by a guide encoder that scores the batch at every step (syncse_ray/train/losses.py)."""
+
+    guide: str | None = Field(None, description="any encoder the project can load (bundled: name, folder, hub "
+                                                "name); None: off")
+    guide_pooler: str | None = None
+    mask_threshold: float | None = Field(None, ge=-1.0, le=1.0,
+                                         description="remove negatives whose guide cosine exceeds this "
+                                                     "(MultiCSR: 0.95)")
+    mask_ratio: float | None = Field(None, gt=0.0, description="remove negatives whose guide cosine exceeds the "
+                                                               "positive's times this (GISTEmbed: 1.0)")
+    decay_sigma: float | None = Field(None, gt=0.0, description="GCSE's Gaussian decay width, in logit units "
+                                                                "(cos / temperature)")
+    decay_scope: Literal["hard_negative", "all"] = "hard_negative"
+
+    @property
+    def enabled(self) -> bool:
+        return self.mask_threshold is not None or self.mask_ratio is not None or self.decay_sigma is not None
+
+    @model_validator(mode="after")
+    def _guided(self):
+        if self.enabled and self.guide is None:
+            raise ValueError("masking or decaying false negatives needs a guide encoder: set guide")
+        if self.guide is not None and not self.enabled:
+            raise ValueError(f"guide {self.guide!r} is set but nothing uses it: set mask_threshold, mask_ratio "
+                             "or decay_sigma")
+        return self
 
 
 class TrainConfig(Section):
@@ -25,6 +55,10 @@ class TrainConfig(Section):
     temperature: float = Field(0.05, gt=0.0)
     hard_negative_weight: float = Field(0.0, description="log weight on each anchor's own hard negative")
     mlm_weight: float = Field(0.0, ge=0.0, description="auxiliary MLM loss weight (official SynCSE script: 0.1)")
+    false_negatives: FalseNegativeConfig = FalseNegativeConfig()
+    matryoshka_dims: list[int] | None = Field(None, description="train every prefix of these sizes too (e.g. "
+                                                                "[768, 256, 64]: the full size first)")
+    matryoshka_weights: list[float] | None = Field(None, description="one per matryoshka_dims (default: all 1)")
     max_seq_length: int = Field(32, gt=0)
     batch_size: int = Field(64, gt=0, description="per worker, per micro-batch")
     gradient_accumulation_steps: int = Field(1, ge=1)
@@ -50,3 +84,20 @@ class TrainConfig(Section):
     seed: int | None = Field(None, description="default: the top-level seed")
     fault_at_step: int | None = resource(None, ge=1, description="testing recovery: rank 0 raises once after this "
                                                               "optimizer step (marker file in the output dir)")
+
+    @model_validator(mode="after")
+    def _compatible(self):
+        fn = self.false_negatives
+        if fn.decay_sigma is not None and fn.decay_scope == "hard_negative" and self.objective == "unsupervised":
+            raise ValueError("false_negatives.decay_scope hard_negative needs hard negatives, which unsupervised "
+                             "training does not have: use decay_scope all")
+        dims = self.matryoshka_dims
+        if dims is not None:
+            if not dims or any(d < 1 for d in dims) or len(set(dims)) != len(dims):
+                raise ValueError(f"matryoshka_dims must be distinct positive sizes, got {dims}")
+            if self.matryoshka_weights is not None and len(self.matryoshka_weights) != len(dims):
+                raise ValueError(f"matryoshka_weights has {len(self.matryoshka_weights)} values for "
+                                 f"{len(dims)} matryoshka_dims")
+        elif self.matryoshka_weights is not None:
+            raise ValueError("matryoshka_weights is set without matryoshka_dims")
+        return self

@@ -39,6 +39,7 @@ class LoopSpec:
     steps_per_epoch: int
     dev: dict = field(default_factory=dict)
     fault_marker: str | None = None
+    guide_path: str | None = None  # train.false_negatives.guide, resolved to a local folder
 
 
 def _rank() -> int:
@@ -67,7 +68,7 @@ def train_loop_per_worker(config: dict) -> dict:
     from syncse_ray.train.data import tokenize_views, views
     from syncse_ray.train.dev import dev_scores
     from syncse_ray.train.engines import build_engine
-    from syncse_ray.train.losses import SimCSELoss
+    from syncse_ray.train.losses import build_loss
     from syncse_ray.train.model import SimCSEModel
 
     rank, world = _rank(), ray.train.get_context().get_world_size()
@@ -86,7 +87,12 @@ def train_loop_per_worker(config: dict) -> dict:
     # overlap); 5e7 keeps a 2-worker SmolLM2 run inside a laptop's memory.
     engine = build_engine(model, t, warmup_steps=spec.warmup_steps, total_steps=spec.total_steps,
                           bucket_size=None if t.use_gpu else 50_000_000)
-    loss_fn = SimCSELoss(t.temperature, t.hard_negative_weight)
+    loss_fn = build_loss(t)
+    guide = None
+    if spec.guide_path:
+        from syncse_ray.encoders import load_encoder
+
+        guide = load_encoder(spec.guide_path, pooler=t.false_negatives.guide_pooler, device=str(device))
     if rank == 0:
         print(f"[train] {world} worker(s), {torch.get_num_threads()} torch threads each, precision "
               f"{t.precision}, parameters {next(engine.module.parameters()).dtype}", flush=True)
@@ -140,14 +146,17 @@ def train_loop_per_worker(config: dict) -> dict:
                 continue  # covered by the checkpoint we resumed from
             if micro >= micro_per_epoch or step >= spec.total_steps:
                 break
-            inputs = {k: v.to(device) for k, v in
-                      tokenize_views(views(rows, t.objective), tokenizer, t.max_seq_length).items()}
+            texts = views(rows, t.objective)
+            inputs = {k: v.to(device) for k, v in tokenize_views(texts, tokenizer, t.max_seq_length).items()}
+            # the guide's vectors for the same views: it judges which negatives are false (no gradient)
+            reference = None if guide is None else tuple(
+                torch.from_numpy(guide.encode(view, show_progress=False)).to(device) for view in texts)
             if masker is not None:
                 mlm = masker([{"input_ids": ids} for ids in inputs["input_ids"].tolist()])
                 inputs.update(mlm_input_ids=mlm["input_ids"].to(device), mlm_labels=mlm["labels"].to(device))
             vectors, mlm_loss = engine(**inputs)
             k_views = vectors.view(-1, len(rows["sent0"]), vectors.shape[-1])  # [k, N, d]
-            loss = loss_fn(*k_views)
+            loss = loss_fn(*k_views, reference=reference)
             if mlm_loss is not None:
                 loss = loss + t.mlm_weight * mlm_loss
             mean_loss = _all_mean(loss.item())

@@ -59,32 +59,134 @@ class SimCSELoss(nn.Module):
         temperature: τ; the paper uses 0.05.
         hard_negative_weight: w, a log weight added to each anchor's own hard negative logit (0: weight 1).
         gather: all-gather positives and hard negatives over torch.distributed workers (global negatives).
+        mask, decay: false-negative control from a guide's vectors (`GuideMask`, `GaussianDecay`).
     """
 
-    def __init__(self, temperature: float = 0.05, hard_negative_weight: float = 0.0, gather: bool = True):
+    def __init__(self, temperature: float = 0.05, hard_negative_weight: float = 0.0, gather: bool = True,
+                 mask: GuideMask | None = None, decay: GaussianDecay | None = None):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
         self.hard_negative_weight = hard_negative_weight
         self.gather = gather
+        self.mask, self.decay = mask, decay
 
-    def forward(self, anchors: torch.Tensor, positives: torch.Tensor,
-                hard_negatives: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def needs_reference(self) -> bool:
+        return self.mask is not None or self.decay is not None
+
+    def _gathered(self, tensor: torch.Tensor | None, grad: bool = True) -> torch.Tensor | None:
+        if tensor is None or not (self.gather and dist.is_available() and dist.is_initialized()):
+            return tensor
+        return all_gather_with_grad(tensor) if grad else all_gather_with_grad(tensor.detach()).detach()
+
+    def forward(self, anchors: torch.Tensor, positives: torch.Tensor, hard_negatives: torch.Tensor | None = None,
+                reference: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """`reference`: the guide's vectors for the same views (anchors, positives[, hard negatives]), needed by
+        `mask` and `decay`."""
         n = anchors.shape[0]
-        offset = 0
-        if self.gather and dist.is_available() and dist.is_initialized():
-            offset = dist.get_rank() * n
-            positives = all_gather_with_grad(positives)
-            if hard_negatives is not None:
-                hard_negatives = all_gather_with_grad(hard_negatives)
+        offset = dist.get_rank() * n if self.gather and dist.is_available() and dist.is_initialized() else 0
+        positives, hard_negatives = self._gathered(positives), self._gathered(hard_negatives)
         a = F.normalize(anchors.float(), dim=-1)
         candidates = positives if hard_negatives is None else torch.cat([positives, hard_negatives], dim=0)
         logits = a @ F.normalize(candidates.float(), dim=-1).T / self.temperature
         labels = torch.arange(offset, offset + n, device=anchors.device)
+        if self.needs_reference:
+            if reference is None:
+                raise ValueError("this loss masks or decays negatives by a guide: pass the guide's vectors")
+            ref_a, *ref_c = reference
+            ref_c = [self._gathered(r, grad=False) for r in ref_c]
+            rho = F.normalize(ref_a.float(), dim=-1) @ F.normalize(torch.cat(ref_c).float(), dim=-1).T
+            if self.decay is not None:  # on the cosine logits, before any hard-negative weight (as GCSE)
+                own = None if hard_negatives is None else positives.shape[0] + labels
+                logits = logits - self.decay.lowering(logits.detach(), rho / self.temperature, labels, own)
         if hard_negatives is not None and self.hard_negative_weight != 0.0:
             own_hard_negative = positives.shape[0] + labels  # column of anchor i's hard negative
             bonus = torch.zeros_like(logits)
             bonus[torch.arange(n, device=logits.device), own_hard_negative] = self.hard_negative_weight
             logits = logits + bonus
+        if self.mask is not None:
+            logits = logits.masked_fill(self.mask.removed(rho, labels), float("-inf"))
         return F.cross_entropy(logits, labels)
+
+
+class GuideMask(nn.Module):
+    """False-negative masking by a guide encoder (MultiCSR: φ ≈ 0.95; GISTEmbed: ratio 1): with ρ the guide's
+    cosine, candidate j ≠ label leaves anchor i's softmax when ρ_ij > threshold or ρ_ij > ratio · ρ_i,label."""
+
+    def __init__(self, threshold: float | None = 0.95, ratio: float | None = None):
+        super().__init__()
+        self.threshold, self.ratio = threshold, ratio
+
+    def removed(self, rho: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(rho.shape[0], device=rho.device)
+        out = torch.zeros_like(rho, dtype=torch.bool)
+        if self.threshold is not None:
+            out |= rho > self.threshold
+        if self.ratio is not None:
+            out |= rho > self.ratio * rho[rows, labels].unsqueeze(1)
+        out[rows, labels] = False
+        return out
+
+
+class GaussianDecay(nn.Module):
+    """GCSE's Gaussian-decayed logits. With s_ij = cos(h_i, c_j)/τ the model's logit and r_ij = ρ_ij/τ the
+    reference's, a negative the model does not score above the reference (s_ij ≤ r_ij) is lowered by
+
+        δ_ij = s_ij · exp(−(s_ij − r_ij)² / (2σ²))          (0 when s_ij > r_ij; detached)
+
+    so a negative the model and the reference agree on (likely a paraphrase: a false negative) nearly leaves
+    the softmax, while one the model already scores far below the reference keeps its weight. `scope`:
+    "hard_negative" (GCSE: each anchor's own hard negative) or "all" negatives. σ is in logit units (GCSE:
+    0.17 for BERT, 8.58 for RoBERTa, at τ = 0.05)."""
+
+    def __init__(self, sigma: float, scope: str = "hard_negative"):
+        super().__init__()
+        if sigma <= 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        self.sigma, self.scope = sigma, scope
+
+    def lowering(self, logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor,
+                 own_hard_negative: torch.Tensor | None) -> torch.Tensor:
+        """δ (the module docstring) for every logit in scope, 0 elsewhere; detached. `own_hard_negative`: the
+        column of each anchor's hard negative (None: there are none)."""
+        diff = logits - reference
+        delta = torch.where(diff > 0, torch.zeros_like(logits),
+                            logits * torch.exp(-diff.square() / (2 * self.sigma ** 2)))
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        scope = torch.zeros_like(logits, dtype=torch.bool)
+        if self.scope == "all":
+            scope[:] = True
+        elif own_hard_negative is not None:
+            scope[rows, own_hard_negative] = True
+        scope[rows, labels] = False
+        return torch.where(scope, delta, torch.zeros_like(delta)).detach()
+
+
+class MatryoshkaLoss(nn.Module):
+    """Σ_k w_k · L(h[:, :d_k]) over prefix dimensions d_k of every view (Matryoshka representation learning),
+    so a vector truncated to d_k and re-normalised is itself a trained embedding."""
+
+    def __init__(self, loss: nn.Module, dims: list[int], weights: list[float] | None = None):
+        super().__init__()
+        self.loss, self.dims = loss, list(dims)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.dims)
+
+    def forward(self, *views: torch.Tensor | None, reference=None) -> torch.Tensor:
+        total = 0.0
+        for d, w in zip(self.dims, self.weights):
+            total = total + w * self.loss(*(v[:, :d] if v is not None else None for v in views),
+                                          reference=reference)
+        return total
+
+
+def build_loss(t) -> nn.Module:
+    """The loss `train` (a TrainConfig) asks for: SimCSE, with guide masking / Gaussian decay, summed over
+    Matryoshka prefixes."""
+    fn = t.false_negatives
+    mask = (GuideMask(fn.mask_threshold, fn.mask_ratio)
+            if fn.mask_threshold is not None or fn.mask_ratio is not None else None)
+    decay = GaussianDecay(fn.decay_sigma, fn.decay_scope) if fn.decay_sigma is not None else None
+    loss = SimCSELoss(t.temperature, t.hard_negative_weight, mask=mask, decay=decay)
+    return MatryoshkaLoss(loss, t.matryoshka_dims, t.matryoshka_weights) if t.matryoshka_dims else loss

@@ -61,11 +61,16 @@ def run_train(cfg: Config) -> TrainResult:
     if stage_marker.is_done(out, settings):
         return _from_marker(stage_marker.read_marker(out))
     model_path = _check_model(tcfg.model, cfg.cache_dir)
+    _check_matryoshka(tcfg, model_path)
     table = read_training_table(data_path, tcfg.objective, seed)
     plan = _plan_steps(table.num_rows, tcfg)
     dev = _dev_sets(cfg.data_dir, tcfg.dev_max_pairs)
     stage_marker.claim(out, "training", settings, "run_config.json", "train.output_dir")
-    spec = LoopSpec(train=tcfg, model_path=str(model_path), seed=seed,
+    guide_path = None
+    if tcfg.false_negatives.guide is not None:
+        guide_path = str(_check_model(tcfg.false_negatives.guide, cfg.cache_dir, "train.false_negatives.guide",
+                                       "guide encoder"))
+    spec = LoopSpec(train=tcfg, model_path=str(model_path), seed=seed, guide_path=guide_path,
                     warmup_steps=round(tcfg.warmup_ratio * plan["total_steps"]), total_steps=plan["total_steps"],
                     steps_per_epoch=plan["steps_per_epoch"], dev=dev, fault_marker=str(out / FAULT_MARKER))
     result = _fit(spec, table, cfg.ray, out)
@@ -95,7 +100,7 @@ def _from_marker(marker: dict) -> TrainResult:
     return TrainResult(**{k: (Path(v) if k.endswith(("_dir", "_path")) else v) for k, v in recorded.items()})
 
 
-def _check_model(reference: str, cache_dir: Path) -> Path:
+def _check_model(reference: str, cache_dir: Path, setting: str = "train.model", what: str = "base model") -> Path:
     from transformers import AutoConfig, AutoTokenizer
 
     from syncse_ray.models import ModelError, resolve_model
@@ -105,8 +110,16 @@ def _check_model(reference: str, cache_dir: Path) -> Path:
         AutoConfig.from_pretrained(str(path))
         AutoTokenizer.from_pretrained(str(path))
     except (ModelError, OSError, ValueError) as exc:
-        raise TrainError(f"cannot load the base model train.model={reference!r}: {exc}") from None
+        raise TrainError(f"cannot load the {what} {setting}={reference!r}: {exc}") from None
     return path
+
+
+def _check_matryoshka(tcfg: TrainConfig, model_path: Path) -> None:
+    from transformers import AutoConfig
+
+    hidden = AutoConfig.from_pretrained(str(model_path)).hidden_size
+    if tcfg.matryoshka_dims and max(tcfg.matryoshka_dims) > hidden:
+        raise TrainError(f"train.matryoshka_dims {tcfg.matryoshka_dims} exceed the model's {hidden} dimensions")
 
 
 def _plan_steps(rows: int, tcfg: TrainConfig) -> dict[str, int]:
