@@ -62,6 +62,9 @@ class TrainConfig(Section):
     max_seq_length: int = Field(32, gt=0)
     batch_size: int = Field(64, gt=0, description="per worker, per micro-batch")
     gradient_accumulation_steps: int = Field(1, ge=1)
+    mini_batch_size: int | None = Field(None, ge=1, description="GradCache: encode the batch in mini-batches of "
+                                                                "this size (memory flat in batch_size; the same "
+                                                                "gradient); None: the whole batch at once")
     epochs: float = Field(1.0, gt=0.0)
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
     lr: float = Field(5e-5, gt=0.0)
@@ -85,8 +88,22 @@ class TrainConfig(Section):
     fault_at_step: int | None = resource(None, ge=1, description="testing recovery: rank 0 raises once after this "
                                                               "optimizer step (marker file in the output dir)")
 
+    @property
+    def micro_steps(self) -> int:
+        """Backward passes per optimizer step: accumulation, or GradCache's mini-batches."""
+        return self.gradient_accumulation_steps * (self.batch_size // (self.mini_batch_size or self.batch_size))
+
     @model_validator(mode="after")
     def _compatible(self):
+        if self.mini_batch_size is not None:
+            if self.batch_size % self.mini_batch_size:
+                raise ValueError(f"batch_size {self.batch_size} must be a multiple of mini_batch_size "
+                                 f"{self.mini_batch_size}")
+            if self.gradient_accumulation_steps != 1:
+                raise ValueError("mini_batch_size (GradCache) replaces gradient accumulation: set "
+                                 "gradient_accumulation_steps to 1 and raise batch_size instead")
+            if self.mlm_weight > 0:
+                raise ValueError("mini_batch_size (GradCache) does not support the auxiliary MLM loss (mlm_weight)")
         fn = self.false_negatives
         if fn.decay_sigma is not None and fn.decay_scope == "hard_negative" and self.objective == "unsupervised":
             raise ValueError("false_negatives.decay_scope hard_negative needs hard negatives, which unsupervised "

@@ -9,7 +9,9 @@ optimizer steps, then falls linearly to 0 at `total_steps`:
 
 A *micro-batch* is one forward/backward of `batch_size` rows per worker; an optimizer *step* comes every
 `gradient_accumulation_steps` micro-batches (gradients averaged over them and over workers, then clipped to
-global norm `max_grad_norm` when > 0). Settings are the `TrainConfig` as configured.
+global norm `max_grad_norm` when > 0). With GradCache (`mini_batch_size`) each of the batch's mini-batches is one
+backward pass of the engine (`TrainConfig.micro_steps` per step; see grad_cache.py). Settings are the
+`TrainConfig` as configured.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ class DeepSpeedEngine:
 
         self.zero_stage = t.deepspeed.zero_stage
         config = {
-            "train_micro_batch_size_per_gpu": t.batch_size,
-            "gradient_accumulation_steps": t.gradient_accumulation_steps,
+            "train_micro_batch_size_per_gpu": t.mini_batch_size or t.batch_size,
+            "gradient_accumulation_steps": t.micro_steps,
             "gradient_clipping": t.max_grad_norm,
             "zero_optimization": {"stage": self.zero_stage, **({} if bucket_size is None else {
                 "reduce_bucket_size": bucket_size, "allgather_bucket_size": bucket_size})},
@@ -97,18 +99,20 @@ class DeepSpeedEngine:
 
 
 class DDPEngine:
-    """torch DistributedDataParallel (via ray.train.torch.prepare_model), AdamW, autocast for bf16/fp16."""
+    """torch DistributedDataParallel (one process a device), AdamW, autocast for bf16/fp16."""
 
     def __init__(self, model: torch.nn.Module, t: TrainConfig, warmup_steps: int, total_steps: int,
                  bucket_size: int | None = None):
-        import ray.train.torch
+        from torch.nn.parallel import DistributedDataParallel
 
-        self.ddp = ray.train.torch.prepare_model(model)
+        device = next(model.parameters()).device
+        distributed = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+        self.ddp = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+                    if distributed else model)
         self.optimizer = adamw(self.module, t)
         self.scheduler = linear_schedule(self.optimizer, warmup_steps, total_steps)
-        self.accumulation, self.max_grad_norm = t.gradient_accumulation_steps, t.max_grad_norm
+        self.accumulation, self.max_grad_norm = t.micro_steps, t.max_grad_norm
         self.micro = 0
-        device = next(self.module.parameters()).device
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
         self.autocast = (torch.autocast(device.type, dtype=dtype) if dtype else nullcontext())
         self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")

@@ -88,6 +88,11 @@ def train_loop_per_worker(config: dict) -> dict:
     engine = build_engine(model, t, warmup_steps=spec.warmup_steps, total_steps=spec.total_steps,
                           bucket_size=None if t.use_gpu else 50_000_000)
     loss_fn = build_loss(t)
+    cache = None
+    if t.mini_batch_size:
+        from syncse_ray.train.grad_cache import GradCache
+
+        cache = GradCache(lambda inputs: engine(**inputs)[0], loss_fn)
     guide = None
     if spec.guide_path:
         from syncse_ray.encoders import load_encoder
@@ -128,6 +133,9 @@ def train_loop_per_worker(config: dict) -> dict:
                   " ".join(f"{k}={v:.2f}" for k, v in scores.items()), flush=True)
         return record
 
+    def tokenized(texts: list[list[str]]) -> dict[str, torch.Tensor]:
+        return {k: v.to(device) for k, v in tokenize_views(texts, tokenizer, t.max_seq_length).items()}
+
     start_step = step
     shard = ray.train.get_dataset_shard("train")
     accum = t.gradient_accumulation_steps
@@ -147,18 +155,23 @@ def train_loop_per_worker(config: dict) -> dict:
             if micro >= micro_per_epoch or step >= spec.total_steps:
                 break
             texts = views(rows, t.objective)
-            inputs = {k: v.to(device) for k, v in tokenize_views(texts, tokenizer, t.max_seq_length).items()}
             # the guide's vectors for the same views: it judges which negatives are false (no gradient)
             reference = None if guide is None else tuple(
                 torch.from_numpy(guide.encode(view, show_progress=False)).to(device) for view in texts)
-            if masker is not None:
-                mlm = masker([{"input_ids": ids} for ids in inputs["input_ids"].tolist()])
-                inputs.update(mlm_input_ids=mlm["input_ids"].to(device), mlm_labels=mlm["labels"].to(device))
-            vectors, mlm_loss = engine(**inputs)
-            k_views = vectors.view(-1, len(rows["sent0"]), vectors.shape[-1])  # [k, N, d]
-            loss = loss_fn(*k_views, reference=reference)
-            if mlm_loss is not None:
-                loss = loss + t.mlm_weight * mlm_loss
+            if cache is not None:  # GradCache: embed mini-batch by mini-batch, loss of the whole batch
+                m = t.mini_batch_size
+                loss = cache.loss([tokenized([view[i:i + m] for view in texts])
+                                   for i in range(0, len(texts[0]), m)], len(texts), reference)
+            else:
+                inputs = tokenized(texts)
+                if masker is not None:
+                    mlm = masker([{"input_ids": ids} for ids in inputs["input_ids"].tolist()])
+                    inputs.update(mlm_input_ids=mlm["input_ids"].to(device), mlm_labels=mlm["labels"].to(device))
+                vectors, mlm_loss = engine(**inputs)
+                k_views = vectors.view(-1, len(rows["sent0"]), vectors.shape[-1])  # [k, N, d]
+                loss = loss_fn(*k_views, reference=reference)
+                if mlm_loss is not None:
+                    loss = loss + t.mlm_weight * mlm_loss
             mean_loss = _all_mean(loss.item())
             if not math.isfinite(mean_loss):
                 # Stop on every worker together, without a checkpoint: the last good one stays the latest.
@@ -167,7 +180,7 @@ def train_loop_per_worker(config: dict) -> dict:
                 if rank == 0:
                     print(f"[train] {message}", flush=True)
                 return {"stopped": message, "step": step, "start_step": start_step}
-            stepped = engine.backward_and_step(loss)
+            stepped = cache.replay(engine.backward_and_step) if cache is not None else engine.backward_and_step(loss)
             window_loss += mean_loss / accum
             now = time.perf_counter()
             window_time, last_tick = window_time + now - last_tick, now
