@@ -135,16 +135,17 @@ def test_relaunching_a_killed_ddp_run_resumes_from_its_checkpoint(tmp_path, data
     assert [r["step"] for r in log if "dev_score" in r] == [2, 4]
 
 
-def test_guide_masking_gaussian_decay_and_matryoshka_train_for_real(tmp_path, data_dir, ray_local):
-    """2 DDP workers, MiniLM guiding MiniLM: masking (GISTEmbed ratio and a threshold), GCSE decay over every
-    negative and Matryoshka prefixes train, log finite losses and export a model of the full size."""
+def test_guide_masking_gaussian_decay_matryoshka_and_grad_cache_train_for_real(tmp_path, data_dir, ray_local):
+    """2 DDP workers with GradCache mini-batches of 4, MiniLM guiding MiniLM: masking (GISTEmbed ratio and a
+    threshold), GCSE decay over every negative and Matryoshka prefixes train, log finite losses and export a
+    model of the full size."""
     from sentence_transformers import SentenceTransformer
 
     from syncse_ray.train import run_train
 
     snli_triplets(data_dir, 64).to_parquet(tmp_path / "triplets.parquet")
     cfg = tiny_config(tmp_path, tmp_path / "triplets.parquet", data_dir, "train.num_workers=2",
-                      "train.backend=ddp", "train.max_steps=3", "train.eval_steps=3",
+                      "train.backend=ddp", "train.max_steps=3", "train.eval_steps=3", "train.mini_batch_size=4",
                       "train.false_negatives.guide=bundled:all-minilm-l6-v2",
                       "train.false_negatives.mask_ratio=1.0", "train.false_negatives.mask_threshold=0.9",
                       "train.false_negatives.decay_sigma=4.0", "train.false_negatives.decay_scope=all",
