@@ -135,10 +135,11 @@ def test_relaunching_a_killed_ddp_run_resumes_from_its_checkpoint(tmp_path, data
     assert [r["step"] for r in log if "dev_score" in r] == [2, 4]
 
 
-def test_guide_masking_gaussian_decay_matryoshka_and_grad_cache_train_for_real(tmp_path, data_dir, ray_local):
+def test_guide_masking_gaussian_decay_matryoshka_and_grad_cache_train_for_real(tmp_path, data_dir, ray_local,
+                                                                              free_port):
     """2 DDP workers with GradCache mini-batches of 4, MiniLM guiding MiniLM: masking (GISTEmbed ratio and a
     threshold), GCSE decay over every negative and Matryoshka prefixes train, log finite losses and export a
-    model of the full size."""
+    model of the full size; served with `dimensions`, it answers the offline vectors cut and re-normalised."""
     from sentence_transformers import SentenceTransformer
 
     from syncse_ray.train import run_train
@@ -153,4 +154,25 @@ def test_guide_masking_gaussian_decay_matryoshka_and_grad_cache_train_for_real(t
     result = run_train(cfg)
     losses = [json.loads(line)["loss"] for line in result.metrics_path.read_text().splitlines() if '"loss"' in line]
     assert result.steps == 3 and len(losses) == 3 and all(np.isfinite(losses))
-    assert SentenceTransformer(str(result.best_dir)).encode(["a test"]).shape == (1, 384)
+    texts = ["A man is playing a guitar.", "Two dogs run on the beach.", "short"]
+    offline = SentenceTransformer(str(result.best_dir)).encode(texts)
+    assert offline.shape == (3, 384)
+
+    import httpx
+    from ray import serve
+
+    from syncse_ray.serve.app import build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_app(model=str(result.best_dir), num_replicas=1, num_cpus_per_replica=0.5),
+                  name="matryoshka", route_prefix="/")
+        for dims in (128, 32):
+            body = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": texts, "dimensions": dims},
+                              timeout=60).json()
+            served = np.array([d["embedding"] for d in body["data"]])
+            cut = offline[:, :dims] / np.linalg.norm(offline[:, :dims], axis=1, keepdims=True)
+            np.testing.assert_allclose(served, cut, atol=1e-5)
+    finally:
+        serve.shutdown()
