@@ -18,6 +18,8 @@ Each arm is scored with `syncse_ray.eval.run_eval` on the seven STS tasks (SentE
     ... --synth-data DIR          # arm 3 on any triplet folder (parquet: sent0, sent1, hard_neg) instead
     ... --rounds 3 [--round-init base|previous --round-judge trained|synth --round-mine replace|off]
                                   # arm 3 as a 3-round pipeline run: one row per round
+    ... --arms synth --train-set train.false_negatives.guide=bundled:all-minilm-l6-v2 \\
+        --train-set train.false_negatives.mask_ratio=1.0      # arm 3 with a training option (issue 13)
     ... --sweep gold --sweep-lr 5e-5,1e-4,2e-4,4e-4,8e-4 --sweep-steps 16   # recipe sweep on one arm (dev scores)
 
 Everything is cached in --out: the premises and gold triplets, the synthesis (run_synth skips a finished folder
@@ -99,14 +101,15 @@ def train_arm(args, arm: str, data: Path, out: Path, lr: float, steps: int) -> d
     from syncse_ray.train import run_train
 
     recipe = f"s{steps}-b{args.batch_size}-lr{lr:g}-{args.pooler}-{args.precision}-seed{args.seed}"
-    folder = out / "runs" / f"{arm}-{recipe}-{_tag(f'{args.encoder} {data.resolve()}')}"
+    extra = f" {args.train_set}" if args.train_set else ""  # loss options: their own folder
+    folder = out / "runs" / f"{arm}-{recipe}-{_tag(f'{args.encoder} {data.resolve()}{extra}')}"
     cfg = load_config(None, [
         f"run_dir={folder}", f"data_dir={args.data_dir}", "ray.num_cpus=8",
         f"train.data={data}", f"train.model={args.encoder}", f"train.pooler={args.pooler}",
         f"train.precision={args.precision}", f"train.objective={'unsupervised' if arm == 'unsup' else 'supervised'}",
         f"train.batch_size={args.batch_size}", f"train.max_steps={steps}", f"train.lr={lr}",
         f"train.seed={args.seed}", f"train.eval_steps={steps}", "train.log_every=5", "train.num_workers=1",
-        f"train.cpus_per_worker={args.threads}", f"train.output_dir={folder / 'train'}"])
+        f"train.cpus_per_worker={args.threads}", f"train.output_dir={folder / 'train'}", *args.train_set])
     started = time.time()
     result = run_train(cfg)
     log = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
@@ -243,6 +246,9 @@ def main() -> None:
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ",".join(ARMS))
     parser.add_argument("--synth-only", action="store_true", help="only write the inputs and synthesize arm 3's "
                                                                  "data (cached), e.g. beside a --sweep")
+    parser.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting for every trained arm (e.g. train.false_negatives.guide=...); "
+                             "the runs get their own folders")
     parser.add_argument("--rounds", type=int, help="only run arm 3 through the pipeline with this many rounds "
                                                     "(pipeline.rounds; issue 12) and print the per-round table")
     parser.add_argument("--round-judge", default="trained", choices=["trained", "synth"])
@@ -323,17 +329,18 @@ def main() -> None:
     table = render(rows)
     report = {
         "finished": _now(), "seconds": time.time() - started,
-        "settings": {"n": n, "encoder": args.encoder, "pooler": args.pooler, "precision": args.precision,
+        "settings": {"n": n, "train_set": args.train_set, "encoder": args.encoder, "pooler": args.pooler, "precision": args.precision,
                      "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                      "threads": args.threads, "synth_data": str(data.get("synth")),
                      "data_dir": str(args.data_dir)},
         "synth": synth_info, "runs": runs, "sts": rows, "gap_recovery": recovery,
         "machine": {"cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "platform": platform.platform()},
     }
-    (out / "quality.json").write_text(json.dumps(report, indent=2, default=str))
+    name = f"quality-{_tag(' '.join(args.train_set))}" if args.train_set else "quality"
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
     text = (f"{table}\n\ngap recovery (3-2)/(4-2) = "
             f"{'–' if recovery is None else f'{100 * recovery:.1f}%'}\n")
-    (out / "quality.md").write_text(text)
+    (out / f"{name}.md").write_text(text)
     print()
     print(text)
 
