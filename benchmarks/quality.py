@@ -126,9 +126,16 @@ def run_rounds_arm(args, premises: Path, out: Path) -> list[dict]:
     from syncse_ray.config import load_config
     from syncse_ray.pipeline import run_pipeline
 
-    recipe = (f"r{args.rounds}-{args.round_judge}-{args.round_mine}-{args.round_init}-s{args.steps}-"
-              f"b{args.batch_size}-lr{args.lr:g}-{args.pooler}-{args.precision}-seed{args.seed}")
+    first = f"s{args.steps}-b{args.batch_size}-lr{args.lr:g}-{args.pooler}-{args.precision}-seed{args.seed}"
+    recipe = f"r{args.rounds}-{args.round_judge}-{args.round_mine}-{args.round_init}-{first}"
     folder = out / "rounds" / f"{recipe}-{_tag(args.encoder)}"
+    # Round 1 does not depend on the later rounds' settings: variants share it (a symlink; stage markers and
+    # model paths resolve through it, so a variant finds round 1 trained and evaluated)
+    shared = out / "rounds" / f"round_1-{first}-{_tag(args.encoder)}"
+    shared.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "round_1").exists():
+        (folder / "round_1").symlink_to(shared, target_is_directory=True)
     cfg = load_config(None, [
         f"run_dir={folder}", f"data_dir={args.data_dir}", "ray.num_cpus=8", f"seed={args.seed}",
         "synth.mode=partial", f"synth.input={premises}", f"synth.limit={args.n}", f"synth.output_dir={out / 'synth'}",
