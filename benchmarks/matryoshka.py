@@ -25,6 +25,7 @@ class Truncated:
 
     def __init__(self, encoder, dims: int):
         self.encoder, self.dims = encoder, dims
+        self.name = f"{encoder.name}[:{dims}]"
 
     def encode(self, sentences, *, show_progress: bool = False):
         return self.encoder.encode(sentences, show_progress=show_progress)[:, :self.dims]
