@@ -155,10 +155,12 @@ def run_rounds_arm(args, premises: Path, out: Path) -> list[dict]:
 
 
 def render_rounds(rounds: list[dict]) -> str:
-    lines = ["| round | kept triplets | same triplet as round 1 | mined negatives | steps | dev score | STS avg |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| round | kept triplets | same triplet as round 1 | round 1's judge agrees | mined negatives | steps | "
+             "dev score | STS avg |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rounds:
-        lines.append(f"| {r['round']} | {r['kept']} | {r['same_as_round_1']} | {r.get('mined', '–')} | "
+        agree = r.get("round_1_judge_agreement")
+        lines.append(f"| {r['round']} | {r['kept']} | {r['same_as_round_1']} | "
+                     f"{'–' if agree is None else f'{100 * agree:.1f}%'} | {r.get('mined', '–')} | "
                      f"{r['steps']} | {_f(r.get('dev_score'))} | {_f(r.get('sts_avg'))} |")
     return "\n".join(lines)
 

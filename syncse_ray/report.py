@@ -210,13 +210,15 @@ def _rounds_section(record: dict[str, Any], run_dir: Path) -> list[str]:
 
     rows = [[r["round"], r.get("status", "–"), r.get("kept", "–"),
              num(r["same_as_round_1"] / r["kept"] if r.get("kept") else None, "{:.0%}"),
+             num(r.get("round_1_judge_agreement"), "{:.0%}"),
              r.get("mined", "–") if r["round"] > 1 else "–", r.get("tokens", "–"), r.get("steps", "–"),
              num(r.get("dev_score")), num(r.get("sts_avg"))] for r in rounds]
     out = ["## Rounds", "",
            ("Round 1 synthesizes and its judge selects; each later round re-judges round 1's candidates with the "
            "encoder the round before trained and mines hard negatives for rows whose LLM negatives all fail. "
            f"The run's model is round {record.get('best_round', '?')}'s (best dev score)."), "",
-           *_table(["round", "status", "kept triplets", "same triplet as round 1", "mined negatives",
+           *_table(["round", "status", "kept triplets", "same triplet as round 1",
+                    "round 1's judge agrees (LLM negatives)", "mined negatives",
                     "LLM output tokens", "training steps", "dev score", "STS avg"], rows)]
     scored = [r for r in rounds if r.get("sts_avg") is not None]
     if len(scored) > 1:

@@ -85,18 +85,20 @@ def run_rounds(cfg: Config, record: dict[str, Any], result, on_stage: StageHook)
         row: dict[str, Any] = {"round": r}
         if r == 1:
             synth = run_stage("round_1/synth", STAGE_RUNNERS["synth"], rcfg, record, result, on_stage)
-            row.update(kept=synth["kept"], tokens=_tokens(rcfg), same_as_round_1=synth["kept"])
+            row.update(kept=synth["kept"], tokens=_tokens(rcfg), same_as_round_1=synth["kept"],
+                       round_1_judge_agreement=1.0)  # its judge selected with a margin: agreement by construction
         else:
             judge_model = str((previous.stage_dir("train") / "best").resolve())
             version = (stage_marker.read_marker(previous.stage_dir("train")) or {}).get("fingerprint")
 
             def select(c: Config, r=r, judge_model=judge_model, version=version) -> dict[str, Any]:
                 out = run_select(c, r, judge_model, version, round_dir(c, r) / "select")
-                return {"skipped": out.skipped, **{k: out.stats[k] for k in ("kept", "dropped", "mined",
-                                                                              "same_as_round_1")}}
+                return {"skipped": out.skipped, **{k: out.stats.get(k) for k in (
+                    "kept", "dropped", "mined", "same_as_round_1", "round_1_judge_agreement")}}
 
             sel = run_stage(f"round_{r}/select", select, rcfg, record, result, on_stage)
-            row.update(kept=sel["kept"], mined=sel["mined"], same_as_round_1=sel["same_as_round_1"], tokens=0)
+            row.update(kept=sel["kept"], mined=sel["mined"], same_as_round_1=sel["same_as_round_1"], tokens=0,
+                       round_1_judge_agreement=sel["round_1_judge_agreement"])
         train = run_stage(f"round_{r}/train", STAGE_RUNNERS["train"], rcfg, record, result, on_stage)
         row.update(steps=train["steps"], dev_score=train["best_dev_score"])
         rounds.append(row)

@@ -70,6 +70,8 @@ def test_rounds_resume_after_kills_and_stop_early(tmp_path, cache_dir, data_dir,
     kept = pq.read_table(r2 / "select" / "data").to_pylist()
     stats = json.loads((r2 / "select" / "stats.json").read_text())
     assert kept and stats["kept"] == len(kept) and stats["anchors"] == len(round_1_ids)
+    agreement = stats["round_1_judge_agreement"]
+    assert agreement is None or 0.0 <= agreement <= 1.0
     assert {r["id"] for r in kept} <= round_1_ids
     assert all(r["hard_neg"] != r["sent0"] and r["hard_neg"] != r["sent1"] for r in kept)
     assert all(r["neg_score"] < r["pos_score"] for r in kept)

@@ -103,11 +103,12 @@ def test_early_stop_needs_a_gain_over_the_best_earlier_round():
 
 
 def test_round_stats_count_kept_mined_and_agreement():
-    rows = [{"reason": None, "negative_source": "llm", "same_as_round_1": True},
-            {"reason": None, "negative_source": "mined", "same_as_round_1": False},
+    rows = [{"reason": None, "negative_source": "llm", "same_as_round_1": True, "round_1_judge_agrees": True},
+            {"reason": None, "negative_source": "llm", "same_as_round_1": False, "round_1_judge_agrees": False},
+            {"reason": None, "negative_source": "mined", "same_as_round_1": False, "round_1_judge_agrees": None},
             {"reason": INVERTED}]
-    assert round_stats(rows) == {"anchors": 3, "kept": 2, "dropped": 1, "reasons": {INVERTED: 1}, "mined": 1,
-                                 "same_as_round_1": 1}
+    assert round_stats(rows) == {"anchors": 4, "kept": 3, "dropped": 1, "reasons": {INVERTED: 1}, "mined": 1,
+                                 "same_as_round_1": 1, "round_1_judge_agreement": 0.5}
 
 
 def test_round_configs_write_into_round_folders(tmp_path):

@@ -49,6 +49,7 @@ CANDIDATE_SCHEMA = pa.schema([
 ROUND_TRIPLET_SCHEMA = pa.schema([
     ("id", _STR), ("sent0", _STR), ("sent1", _STR), ("hard_neg", _STR), ("round", _INT), ("judge", _STR),
     ("pos_score", _F), ("neg_score", _F), ("negative_source", _STR), ("same_as_round_1", pa.bool_()),
+    ("round_1_judge_agrees", pa.bool_()),
 ])
 ROUND_DROPPED_SCHEMA = pa.schema([
     ("id", _STR), ("reason", _STR), ("sent0", _STR), ("sent1", _STR), ("round", _INT), ("judge", _STR),

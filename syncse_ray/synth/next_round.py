@@ -136,8 +136,12 @@ def _result_row(r: dict[str, Any], pick: RoundPick, plan: dict[str, Any]) -> dic
     row = {"id": r["id"], "sent0": r["anchor"], "sent1": pos.text if pos else None, "round": plan["round"],
            "judge": plan["judge_name"], "pos_score": pos.sim if pos else None, "reason": s.reason}
     if s.reason is None:
+        # round 1's judge on this round's choice: does it too score the positive above the negative?
+        first = {(c["kind"], c["index"]): c["sim"] for c in r["candidates"]}
+        pos_1, neg_1 = first.get((POSITIVE, pos.index)), None if pick.mined else first.get((HARD_NEGATIVE, neg.index))
         row.update(hard_neg=neg.text, neg_score=neg.sim, negative_source="mined" if pick.mined else "llm",
-                   same_as_round_1=(pos.index, neg.index) == tuple(r["round_1"]) and not pick.mined)
+                   same_as_round_1=(pos.index, neg.index) == tuple(r["round_1"]) and not pick.mined,
+                   round_1_judge_agrees=None if pos_1 is None or neg_1 is None else pos_1 > neg_1)
     return row
 
 

@@ -107,9 +107,12 @@ def improved(dev_scores: list[float], min_delta: float | None) -> bool:
 
 def round_stats(rows: list[dict]) -> dict:
     """Counts for one round's selection from its result rows (`reason` None: kept; `negative_source`;
-    `same_as_round_1`: the kept row chose round 1's (positive, negative))."""
+    `same_as_round_1`: the kept row chose round 1's (positive, negative); `round_1_judge_agrees`: round 1's judge
+    scores its positive above its negative, None when it did not score both, as for a mined negative)."""
     kept = [r for r in rows if r["reason"] is None]
+    judged = [r["round_1_judge_agrees"] for r in kept if r.get("round_1_judge_agrees") is not None]
     return {"anchors": len(rows), "kept": len(kept), "dropped": len(rows) - len(kept),
             "reasons": dict(Counter(r["reason"] for r in rows if r["reason"])),
             "mined": sum(r.get("negative_source") == "mined" for r in kept),
-            "same_as_round_1": sum(bool(r.get("same_as_round_1")) for r in kept)}
+            "same_as_round_1": sum(bool(r.get("same_as_round_1")) for r in kept),
+            "round_1_judge_agreement": sum(judged) / len(judged) if judged else None}
