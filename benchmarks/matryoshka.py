@@ -7,6 +7,7 @@ prefixes --dims with weights 1. Each model, and the encoder before training, is 
 cut vector does not change it; the server's `dimensions` does the same cut).
 
     SYNCSE_DATA_DIR=../shared/data .venv/bin/python benchmarks/matryoshka.py [--n 1000] [--dims 384,128,64,32]
+    ... --encoder bundled:smollm2-135m-instruct --precision bf16 --lr 4e-4 --dims 576,128,64,32 --out DIR
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--encoder", default="bundled:all-minilm-l6-v2")
     parser.add_argument("--pooler", default="avg")
     parser.add_argument("--dims", default="384,128,64,32")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--tasks", default="sts")
@@ -61,6 +63,7 @@ def main() -> None:
         cfg = load_config(None, [
             f"run_dir={out / arm}", f"data_dir={data_dir}", "ray.num_cpus=8", f"train.data={gold}",
             f"train.model={args.encoder}", f"train.pooler={args.pooler}", f"train.batch_size={args.batch_size}",
+            f"train.precision={args.precision}",
             f"train.max_steps={steps}", f"train.eval_steps={steps}", f"train.lr={args.lr}", "train.num_workers=1",
             *extra])
         models[arm] = str(run_train(cfg).best_dir)
