@@ -35,7 +35,12 @@ def ray_head(tmp_path_factory, free_port):
     temp_dir = tmp_path_factory.mktemp("ray")
     start = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=8",
              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-             f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+             f"--temp-dir={temp_dir}", "--disable-usage-stats",
+             # Every port of its own: Ray's fixed defaults (agent 52365, client server 10001, ...) are taken when
+             # another Ray cluster runs on the machine, and a head whose job agent cannot bind takes no jobs.
+             *(f"--{name}={free_port()}" for name in (
+                 "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                 "metrics-export-port", "ray-client-server-port", "node-manager-port", "object-manager-port"))]
     # --block in a session of its own: teardown ends exactly this cluster's processes (`ray stop` would end every
     # Ray process on the machine, the test session's own local cluster included).
     log = (temp_dir / "ray_start.log").open("w")
