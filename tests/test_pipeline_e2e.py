@@ -92,6 +92,7 @@ def _submit(address: str, env: dict, run_dir: Path, extra: list[str]) -> tuple[i
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two pipeline runs of the quickstart through the job server: ~13 min on 2 quiet cores
 def test_quickstart_job_fails_resumes_and_reruns_without_work(ray_head, tmp_path, data_dir):
     address, env = ray_head
     run_dir = tmp_path / "quickstart"
