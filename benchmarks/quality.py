@@ -16,7 +16,7 @@ Each arm is scored with `syncse_ray.eval.run_eval` on the seven STS tasks (SentE
 
     SYNCSE_DATA_DIR=../shared/data .venv/bin/python benchmarks/quality.py [--n 1000] [--out runs/quality]
     ... --synth-data DIR          # arm 3 on any triplet folder (parquet: sent0, sent1, hard_neg) instead
-    ... --rounds 3 [--round-init base|previous --round-judge trained|synth --round-mine replace|off]
+    ... --rounds 3 [--round-init previous|base --round-judge trained|synth --round-mine replace|off]
                                   # arm 3 as a 3-round pipeline run: one row per round
     ... --arms synth --train-set train.false_negatives.guide=bundled:all-minilm-l6-v2 \\
         --train-set train.false_negatives.mask_ratio=1.0      # arm 3 with a training option (issue 13)
@@ -262,7 +262,7 @@ def main() -> None:
                                                     "(pipeline.rounds; issue 12) and print the per-round table")
     parser.add_argument("--round-judge", default="trained", choices=["trained", "synth"])
     parser.add_argument("--round-mine", default="replace", choices=["off", "replace"])
-    parser.add_argument("--round-init", default="base", choices=["base", "previous"])
+    parser.add_argument("--round-init", default="previous", choices=["base", "previous"])
     parser.add_argument("--sweep", choices=["unsup", "synth", "gold"], help="only sweep lr × steps on this arm")
     parser.add_argument("--sweep-lr", default="5e-5,1e-4,2e-4,4e-4,8e-4")
     parser.add_argument("--sweep-steps", default="16")

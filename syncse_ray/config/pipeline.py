@@ -19,7 +19,8 @@ class RoundConfig(Section):
                                "inside the judge's margins below its positive (TopK-PercPos)")
     top_k: int = Field(10, ge=1, description="neighbours searched per anchor when mining")
     init: Literal["base", "previous"] = Field(
-        "base", description="base: round r trains train.model again; previous: it continues from round r-1's model")
+        "previous", description="previous: round r continues from round r-1's model; base: it trains train.model "
+                                "again (docs/rounds.md: continuing scored higher)")
     min_delta: float | None = Field(
         0.0, description="stop when a round's dev score does not beat the best earlier round's by more than this "
                          "(None: run every round)")
