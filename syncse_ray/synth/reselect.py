@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -88,7 +88,7 @@ def select_round(anchor: str, positives: list[Candidate], negatives: list[Candid
     if mining is None or pick.positive is None or pick.negative is not None:
         return RoundPick(pick)
     pool = mined_candidates(mining.neighbours, [anchor, *(c.text for c in positives + negatives)])[:mining.top_k]
-    positive = Candidate(**{**pick.positive.__dict__, "sim": mining.positive_sims.get(pick.positive.index)})
+    positive = replace(pick.positive, sim=mining.positive_sims.get(pick.positive.index))
     if positive.sim is None:
         return RoundPick(pick)
     negative, _ = select_negative(pool, positive, mining.judge)
