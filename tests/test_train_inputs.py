@@ -172,3 +172,45 @@ def test_train_recipes_load_with_the_paper_hyperparameters():
     assert unsup.batch_size * unsup.num_workers == 64
     cpu = load_config(repo / "configs" / "train_snli_cpu.yaml")
     assert isinstance(cpu, Config) and str(cpu.train.data).endswith("seeds/snli") and not cpu.train.use_gpu
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["train.false_negatives.mask_ratio=1.0"], "needs a reference: set guide"),
+    (["train.false_negatives.guide=bundled:all-minilm-l6-v2"], "nothing uses it"),
+    (["train.false_negatives.reference=judge_scores"], "nothing uses it"),
+    (["train.false_negatives.reference=judge_scores", "train.false_negatives.mask_ratio=1.0",
+      "train.false_negatives.guide=bundled:all-minilm-l6-v2"], "unset guide"),
+    (["train.false_negatives.reference=judge_scores", "train.false_negatives.decay_sigma=4",
+      "train.false_negatives.decay_scope=all"], "use decay_scope hard_negative"),
+    (["train.false_negatives.reference=judge_scores", "train.false_negatives.mask_ratio=1.0",
+      "train.objective=unsupervised"], "unsupervised training does not have"),
+    (["train.false_negatives.guide=bundled:all-minilm-l6-v2", "train.false_negatives.decay_sigma=4",
+      "train.objective=unsupervised"], "use decay_scope all"),
+    (["train.batch_size=10", "train.mini_batch_size=4"], "multiple of mini_batch_size"),
+    (["train.mini_batch_size=4", "train.gradient_accumulation_steps=2"], "replaces gradient accumulation"),
+    (["train.mini_batch_size=4", "train.mlm_weight=0.1"], "does not support the auxiliary MLM loss"),
+    (["train.matryoshka_dims=[64,64]"], "distinct positive sizes"),
+    (["train.matryoshka_dims=[64,32]", "train.matryoshka_weights=[1]"], "1 values for 2 matryoshka_dims"),
+    (["train.matryoshka_weights=[1]"], "without matryoshka_dims"),
+])
+def test_incompatible_training_options_fail_at_load_with_the_reason(tmp_path, overrides, message):
+    from syncse_ray.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _cfg(tmp_path, *overrides)
+
+
+def test_judge_scores_are_read_with_the_triplets_and_required(tmp_path):
+    rows = pd.DataFrame({"sent0": ["a", "b", "c"], "sent1": ["a2", "b2", "c2"], "hard_neg": ["a3", "b3", "c3"],
+                         "pos_score": [0.9, None, 0.7], "neg_score": [0.4, 0.5, None]})
+    rows.to_parquet(tmp_path / "t.parquet")
+    table = read_training_table(tmp_path / "t.parquet", "supervised", 0, scores=True)
+    assert table.column_names == ["sent0", "sent1", "hard_neg", "pos_score", "neg_score"]
+    got = table.to_pandas().set_index("sent0")
+    assert got.loc["a", "pos_score"] == 0.9 and np.isnan(got.loc["b", "pos_score"]) and np.isnan(
+        got.loc["c", "neg_score"])  # a missing score is NaN (no reference), the row is kept
+    assert read_training_table(tmp_path / "t.parquet", "supervised", 0).column_names == ["sent0", "sent1",
+                                                                                         "hard_neg"]
+    rows.drop(columns="neg_score").to_parquet(tmp_path / "u.parquet")
+    with pytest.raises(TrainDataError, match="reference judge_scores needs .* pos_score and neg_score"):
+        read_training_table(tmp_path / "u.parquet", "supervised", 0, scores=True)

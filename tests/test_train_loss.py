@@ -11,18 +11,20 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from syncse_ray.train.losses import GaussianDecay, GuideMask, MatryoshkaLoss, SimCSELoss
+from syncse_ray.train.losses import GaussianDecay, GuideMask, JudgeScores, MatryoshkaLoss, SimCSELoss
 
 
 def _cos(x, y):
     return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
 
 
-def reference_loss(a, p, h, tau, w, guide=None, phi=None, ratio=None, sigma=None, scope="hard_negative"):
+def reference_loss(a, p, h, tau, w, guide=None, phi=None, ratio=None, sigma=None, scope="hard_negative",
+                   judge=None):
     """−1/N Σ_i log(exp(s_ii) / (Σ_j exp(s_ij) + Σ_j exp(t_ij))), written out in float64 loops; with `guide`
     (its vectors for a, p, h): candidates with guide cosine ρ > phi or > ratio · ρ(a_i, p_i) dropped, and
     GCSE's decay s − s·exp(−(s − ρ/τ)²/2σ²) where s ≤ ρ/τ on the own hard negative (scope "all": every
-    negative)."""
+    negative). With `judge` = (pos, neg) scores instead of a guide: ρ is known for (a_i, p_i) and (a_i, h_i)
+    alone, and only the own hard negative can be dropped or decayed."""
     a, p = np.asarray(a, np.float64), np.asarray(p, np.float64)
     h = None if h is None else np.asarray(h, np.float64)
     cands = [("p", j, p[j]) for j in range(len(p))] + ([("h", j, h[j]) for j in range(len(h))] if h is not None
@@ -34,6 +36,13 @@ def reference_loss(a, p, h, tau, w, guide=None, phi=None, ratio=None, sigma=None
         for kind, j, c in cands:
             logit = _cos(a[i], c) / tau + (w if kind == "h" and i == j else 0.0)
             is_label = kind == "p" and j == i
+            if judge is not None and kind == "h" and j == i and not math.isnan(judge[1][i]):
+                rho, rho_pos = float(judge[1][i]), float(judge[0][i])
+                if (phi is not None and rho > phi) or (ratio is not None and rho > ratio * rho_pos):
+                    continue
+                s = _cos(a[i], c) / tau
+                if sigma is not None and s <= rho / tau:
+                    logit -= s * math.exp(-((s - rho / tau) ** 2) / (2 * sigma ** 2))
             if g is not None:
                 rho = _cos(g[0][i], (g[1] if kind == "p" else g[2])[j])
                 if not is_label and ((phi is not None and rho > phi) or
@@ -76,6 +85,41 @@ def test_false_negative_control_matches_float64_formula(phi, ratio, sigma, scope
     assert loss.item() != pytest.approx(SimCSELoss(0.05, 0.4)(a, p, h).item(), rel=1e-3)  # it did act
 
 
+def _judge_scores(a, p, h, g):
+    """Judge cosines of each row's own pair: the model's own cosines plus noise, one row unscored (NaN)."""
+    pos = torch.nn.functional.cosine_similarity(a, p) + 0.1 * torch.randn(a.shape[0], generator=g)
+    neg = torch.nn.functional.cosine_similarity(a, h) + 0.1 * torch.randn(a.shape[0], generator=g)
+    pos[1], neg[1] = float("nan"), float("nan")
+    return pos, neg
+
+
+@pytest.mark.parametrize("phi,ratio,sigma", [(0.0, None, None), (None, 0.5, None), (None, None, 4.0),
+                                             (0.1, 1.0, 3.0)])
+def test_judge_scores_as_reference_match_float64_formula(phi, ratio, sigma):
+    g = torch.Generator().manual_seed(21)
+    a, p = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g)
+    h = 0.7 * a + 0.5 * torch.randn(6, 16, generator=g)  # hard negatives near their anchors: some get masked
+    pos, neg = _judge_scores(a, p, h, g)
+    loss_fn = SimCSELoss(0.05, 0.4, mask=GuideMask(phi, ratio) if phi is not None or ratio is not None else None,
+                         decay=GaussianDecay(sigma) if sigma else None)
+    loss = loss_fn(a, p, h, reference=JudgeScores(pos, neg))
+    expected = reference_loss(a, p, h, 0.05, 0.4, phi=phi, ratio=ratio, sigma=sigma,
+                              judge=(pos.double().numpy(), neg.double().numpy()))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert loss.item() != pytest.approx(SimCSELoss(0.05, 0.4)(a, p, h).item(), rel=1e-3)  # it did act
+
+
+def test_judge_scores_leave_in_batch_negatives_and_unscored_rows_alone():
+    labels = torch.arange(3)
+    rho = JudgeScores(torch.tensor([0.9, float("nan"), 0.5]), torch.tensor([0.95, 0.99, 0.2])).matrix(6, labels,
+                                                                                                   labels + 3)
+    removed = GuideMask(threshold=0.1).removed(rho, labels)
+    # only the own hard negatives above the threshold: rows 0 (0.95), 1 (0.99: its negative was scored), 2 (0.2)
+    assert removed.nonzero().tolist() == [[0, 3], [1, 4], [2, 5]]
+    assert not GuideMask(threshold=None, ratio=1.0).removed(rho, labels)[1].any()  # no positive score: no ratio
+    assert GuideMask(threshold=None, ratio=1.0).removed(rho, labels).nonzero().tolist() == [[0, 3]]
+
+
 def test_matryoshka_is_the_weighted_sum_over_prefixes():
     g = torch.Generator().manual_seed(9)
     a, p, h = (torch.randn(5, 12, generator=g) for _ in range(3))
@@ -112,6 +156,8 @@ def _loss(options: str) -> torch.nn.Module:
         return SimCSELoss(0.05, 0.5, mask=GuideMask(0.6, 1.0), decay=GaussianDecay(4.0, "all"))
     if options == "matryoshka":
         return MatryoshkaLoss(SimCSELoss(0.05, 0.5, mask=GuideMask(0.6)), [12, 4], [1.0, 0.5])
+    if options == "judge":
+        return SimCSELoss(0.05, 0.5, mask=GuideMask(0.2), decay=GaussianDecay(4.0))
     return SimCSELoss(0.05, 0.5)
 
 
@@ -120,14 +166,25 @@ def _guide(x):
     return tuple(t + 0.5 * torch.randn(t.shape, generator=g) for t in x)
 
 
+def _reference(options, x, rows=slice(None)):
+    """The loss's reference for rows `rows` of the batch: guide vectors, or judge scores of each row's pair."""
+    if options == "plain":
+        return None
+    if options == "judge":
+        g = torch.Generator().manual_seed(17)
+        pos, neg = torch.rand(x[0].shape[0], generator=g), torch.rand(x[0].shape[0], generator=g)
+        return JudgeScores(pos[rows], neg[rows])
+    return tuple(t[rows] for t in _guide(x))
+
+
 def _worker(rank: int, world: int, port: int, n_total: int, queue, options: str = "plain") -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     encoder, x = _batch(n_total)
     n = n_total // world
     local = [t[rank * n:(rank + 1) * n] for t in x]
-    guide = tuple(t[rank * n:(rank + 1) * n] for t in _guide(x))
-    loss = _loss(options)(*(encoder(t) for t in local), reference=guide if options != "plain" else None)
+    reference = _reference(options, x, slice(rank * n, (rank + 1) * n))
+    loss = _loss(options)(*(encoder(t) for t in local), reference=reference)
     loss.backward()
     # What DDP / DeepSpeed do: average the loss (for logging) and the gradients over workers.
     grads = [prm.grad.clone() for prm in encoder.parameters()]
@@ -142,11 +199,11 @@ def _worker(rank: int, world: int, port: int, n_total: int, queue, options: str 
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("options", ["plain", "guide", "matryoshka"])
+@pytest.mark.parametrize("options", ["plain", "guide", "matryoshka", "judge"])
 def test_two_workers_equal_one_worker_with_the_global_batch(free_port, options):
     n_total = 8
     encoder, x = _batch(n_total)
-    loss = _loss(options)(*(encoder(t) for t in x), reference=_guide(x) if options != "plain" else None)
+    loss = _loss(options)(*(encoder(t) for t in x), reference=_reference(options, x))
     loss.backward()
     expected_grads = [prm.grad.numpy() for prm in encoder.parameters()]
 

@@ -176,3 +176,21 @@ def test_guide_masking_gaussian_decay_matryoshka_and_grad_cache_train_for_real(t
             np.testing.assert_allclose(served, cut, atol=1e-5)
     finally:
         serve.shutdown()
+
+
+def test_judge_scores_as_the_false_negative_reference_train_for_real(tmp_path, data_dir, ray_local):
+    """2 DeepSpeed workers with the data's judge scores (no guide model): own hard negatives scored above the
+    threshold leave the softmax, the rest are decayed; finite losses, and a row without scores is trained on."""
+    from syncse_ray.train import run_train
+
+    rows = snli_triplets(data_dir, 64)
+    rows = rows.assign(pos_score=np.linspace(0.5, 0.9, len(rows)), neg_score=np.linspace(0.1, 0.95, len(rows)))
+    rows.loc[0, ["pos_score", "neg_score"]] = None
+    rows.to_parquet(tmp_path / "triplets.parquet")
+    cfg = tiny_config(tmp_path, tmp_path / "triplets.parquet", data_dir, "train.num_workers=2",
+                      "train.max_steps=2", "train.eval_steps=2", "train.mini_batch_size=8",
+                      "train.false_negatives.reference=judge_scores", "train.false_negatives.mask_ratio=1.0",
+                      "train.false_negatives.decay_sigma=4.0")
+    result = run_train(cfg)
+    losses = [json.loads(line)["loss"] for line in result.metrics_path.read_text().splitlines() if '"loss"' in line]
+    assert result.steps == 2 and len(losses) == 2 and all(np.isfinite(losses))

@@ -17,8 +17,14 @@ class DeepSpeedConfig(Section):
 
 class FalseNegativeConfig(Section):
     """Negatives that are really positives (an LLM "hard negative" that paraphrases, a near-duplicate in the
-    batch), judged by a guide encoder that scores the batch at every step (syncse_ray/train/losses.py)."""
+    batch), judged by a reference: a guide encoder that scores the batch at every step, or the synthesis judge's
+    scores carried in the data (syncse_ray/train/losses.py)."""
 
+    reference: Literal["guide", "judge_scores"] = Field(
+        "guide", description="guide: the `guide` encoder's cosines for every (anchor, candidate) of the batch; "
+                             "judge_scores: the data's pos_score / neg_score columns (the synthesis judge's "
+                             "cosines of each row's own positive and hard negative), so only each anchor's own "
+                             "hard negative can be masked or decayed, and no model runs")
     guide: str | None = Field(None, description="any encoder the project can load (bundled: name, folder, hub "
                                                 "name); None: off")
     guide_pooler: str | None = None
@@ -37,8 +43,20 @@ class FalseNegativeConfig(Section):
 
     @model_validator(mode="after")
     def _guided(self):
+        if self.reference == "judge_scores":
+            if self.guide is not None:
+                raise ValueError("reference judge_scores reads the data's pos_score/neg_score columns: unset guide")
+            if not self.enabled:
+                raise ValueError("reference judge_scores is set but nothing uses it: set mask_threshold, "
+                                 "mask_ratio or decay_sigma")
+            if self.decay_sigma is not None and self.decay_scope == "all":
+                raise ValueError("decay_scope all needs a reference for every in-batch negative; judge_scores "
+                                 "has one only for each row's own hard negative: use decay_scope hard_negative or "
+                                 "a guide encoder")
+            return self
         if self.enabled and self.guide is None:
-            raise ValueError("masking or decaying false negatives needs a guide encoder: set guide")
+            raise ValueError("masking or decaying false negatives needs a reference: set guide (an encoder) "
+                             "or reference: judge_scores")
         if self.guide is not None and not self.enabled:
             raise ValueError(f"guide {self.guide!r} is set but nothing uses it: set mask_threshold, mask_ratio "
                              "or decay_sigma")
@@ -108,6 +126,9 @@ class TrainConfig(Section):
         if fn.decay_sigma is not None and fn.decay_scope == "hard_negative" and self.objective == "unsupervised":
             raise ValueError("false_negatives.decay_scope hard_negative needs hard negatives, which unsupervised "
                              "training does not have: use decay_scope all")
+        if fn.reference == "judge_scores" and self.objective == "unsupervised":
+            raise ValueError("false_negatives.reference judge_scores scores each row's own hard negative, which "
+                             "unsupervised training does not have: use a guide encoder")
         dims = self.matryoshka_dims
         if dims is not None:
             if not dims or any(d < 1 for d in dims) or len(set(dims)) != len(dims):

@@ -10,7 +10,8 @@ Accepted inputs (a file, or a directory of them, e.g. the synthesis output `<run
                               gold triplets: (premise, its first entailment, its first contradiction) for
                               every premise that has both, over all splits in the folder
 
-Other columns (synthesis provenance) are ignored. A batch of N rows with k text columns is tokenized as one
+Other columns (synthesis provenance) are ignored, except the judge's `pos_score` / `neg_score` when training uses
+them as its false-negative reference (`train.false_negatives.reference: judge_scores`). A batch of N rows with k text columns is tokenized as one
 list of k·N sentences (column after column) with dynamic padding to the longest in the batch, so one forward
 pass encodes every view; unsupervised SimCSE feeds each sentence twice (k = 2, two dropout masks).
 """
@@ -88,39 +89,66 @@ def snli_triplets(labels_file: Path) -> pa.Table:
                      "hard_neg": [contradicted[p] for p in premises]})
 
 
-def _read_file(path: Path, fmt: str, objective: str) -> pa.Table:
-    """The training columns of one file (`syncse_ray.io` reads it), renamed to sent0, sent1[, hard_neg]."""
+SCORE_COLUMNS = ("pos_score", "neg_score")
+
+
+def _float_or_nan(v) -> float:
+    try:
+        return float("nan") if v is None else float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _read_file(path: Path, fmt: str, objective: str, scores: bool) -> pa.Table:
+    """The training columns of one file (`syncse_ray.io` reads it), renamed to sent0, sent1[, hard_neg], and with
+    `scores` the judge's pos_score / neg_score as float64 (NaN where missing)."""
     if fmt == "snli":
         table = snli_triplets(path)
         mapping = training_columns(table.column_names, objective, str(path))
+        available = table.column_names
+    else:
+        try:
+            available = column_names(path, fmt)
+        except InputFileError as exc:
+            raise TrainDataError(f"cannot read training data {path}: {exc}") from None
+        mapping = training_columns(available, objective, str(path))
+    missing = [c for c in SCORE_COLUMNS if scores and c not in available]
+    if missing or (scores and "hard_neg" not in mapping):
+        raise TrainDataError(f"{path}: train.false_negatives.reference judge_scores needs triplets with the "
+                             f"judge's pos_score and neg_score columns (synthesis with an embedding judge writes "
+                             f"them); found {sorted(available)}")
+    if fmt == "snli":
         return table.select(list(mapping)).rename_columns(list(mapping.values()))
     try:
-        mapping = training_columns(column_names(path, fmt), objective, str(path))
-        columns = read_columns(path, list(mapping), fmt)
+        columns = read_columns(path, list(mapping) + (list(SCORE_COLUMNS) if scores else []), fmt)
     except InputFileError as exc:
         raise TrainDataError(f"cannot read training data {path}: {exc}") from None
-    return pa.table({new: pa.array([None if v is None else str(v) for v in columns[old]], pa.string())
-                     for old, new in mapping.items()})
+    out = {new: pa.array([None if v is None else str(v) for v in columns[old]], pa.string())
+           for old, new in mapping.items()}
+    for name in SCORE_COLUMNS if scores else ():
+        out[name] = pa.array([_float_or_nan(v) for v in columns[name]], pa.float64())
+    return pa.table(out)
 
 
-def read_training_table(path: Path, objective: str, seed: int) -> pa.Table:
-    """Read every file at `path`, keep the training columns (renamed to sent0, sent1[, hard_neg]), drop rows
-    with a missing or blank sentence, and shuffle the rows with `seed`. Raises TrainDataError naming missing
-    columns (per file) or saying that no rows are left."""
+def read_training_table(path: Path, objective: str, seed: int, scores: bool = False) -> pa.Table:
+    """Read every file at `path`, keep the training columns (renamed to sent0, sent1[, hard_neg]; with `scores`
+    also pos_score, neg_score), drop rows with a missing or blank sentence, and shuffle the rows with `seed`.
+    Raises TrainDataError naming missing columns (per file) or saying that no rows are left."""
     fmt, files = data_files(path)
-    tables = [_read_file(file, fmt, objective) for file in files]
+    tables = [_read_file(file, fmt, objective, scores) for file in files]
     if len({tuple(t.column_names) for t in tables}) > 1:
         raise TrainDataError(f"{path}: the files do not all have the same columns "
                              f"({sorted({tuple(t.column_names) for t in tables})})")
     table = pa.concat_tables(tables)
     keep = np.ones(table.num_rows, dtype=bool)
-    for name in table.column_names:
+    for name in [c for c in table.column_names if c not in SCORE_COLUMNS]:
         column = table.column(name).to_pylist()
         keep &= np.array([isinstance(v, str) and bool(v.strip()) for v in column], dtype=bool)
     table = table.filter(pa.array(keep))
     if table.num_rows == 0:
+        texts = [c for c in table.column_names if c not in SCORE_COLUMNS]
         raise TrainDataError(f"training data {path} holds no rows with non-empty "
-                             f"{', '.join(table.column_names)} (read {len(keep)} rows from {len(files)} file(s))")
+                             f"{', '.join(texts)} (read {len(keep)} rows from {len(files)} file(s))")
     return table.take(np.random.default_rng(seed).permutation(table.num_rows))
 
 

@@ -68,7 +68,7 @@ def train_loop_per_worker(config: dict) -> dict:
     from syncse_ray.train.data import tokenize_views, views
     from syncse_ray.train.dev import dev_scores
     from syncse_ray.train.engines import build_engine
-    from syncse_ray.train.losses import build_loss
+    from syncse_ray.train.losses import JudgeScores, build_loss
     from syncse_ray.train.model import SimCSEModel
 
     rank, world = _rank(), ray.train.get_context().get_world_size()
@@ -155,9 +155,15 @@ def train_loop_per_worker(config: dict) -> dict:
             if micro >= micro_per_epoch or step >= spec.total_steps:
                 break
             texts = views(rows, t.objective)
-            # the guide's vectors for the same views: it judges which negatives are false (no gradient)
-            reference = None if guide is None else tuple(
-                torch.from_numpy(guide.encode(view, show_progress=False)).to(device) for view in texts)
+            # what judges which negatives are false (no gradient): the guide's vectors for the same views, or
+            # the synthesis judge's scores of each row's own pair
+            reference = None
+            if guide is not None:
+                reference = tuple(torch.from_numpy(guide.encode(view, show_progress=False)).to(device)
+                                  for view in texts)
+            elif t.false_negatives.reference == "judge_scores":
+                reference = JudgeScores(*(torch.as_tensor(rows[c], dtype=torch.float32, device=device)
+                                          for c in ("pos_score", "neg_score")))
             if cache is not None:  # GradCache: embed mini-batch by mini-batch, loss of the whole batch
                 m = t.mini_batch_size
                 loss = cache.loss([tokenized([view[i:i + m] for view in texts])

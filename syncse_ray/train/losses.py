@@ -20,6 +20,8 @@ gradient that every worker's loss puts on a gathered row back to the worker that
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -82,9 +84,9 @@ class SimCSELoss(nn.Module):
         return all_gather_with_grad(tensor) if grad else all_gather_with_grad(tensor.detach()).detach()
 
     def forward(self, anchors: torch.Tensor, positives: torch.Tensor, hard_negatives: torch.Tensor | None = None,
-                reference: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
-        """`reference`: the guide's vectors for the same views (anchors, positives[, hard negatives]), needed by
-        `mask` and `decay`."""
+                reference: tuple[torch.Tensor, ...] | JudgeScores | None = None) -> torch.Tensor:
+        """`reference`, needed by `mask` and `decay`: the guide's vectors for the same views (anchors,
+        positives[, hard negatives]), or the judge's scores of each anchor's own pair (`JudgeScores`)."""
         n = anchors.shape[0]
         offset = dist.get_rank() * n if self.gather and dist.is_available() and dist.is_initialized() else 0
         positives, hard_negatives = self._gathered(positives), self._gathered(hard_negatives)
@@ -95,9 +97,14 @@ class SimCSELoss(nn.Module):
         if self.needs_reference:
             if reference is None:
                 raise ValueError("this loss masks or decays negatives by a guide: pass the guide's vectors")
-            ref_a, *ref_c = reference
-            ref_c = [self._gathered(r, grad=False) for r in ref_c]
-            rho = F.normalize(ref_a.float(), dim=-1) @ F.normalize(torch.cat(ref_c).float(), dim=-1).T
+            if isinstance(reference, JudgeScores):
+                if hard_negatives is None:
+                    raise ValueError("judge scores are a reference for hard negatives: this batch has none")
+                rho = reference.matrix(logits.shape[1], labels, positives.shape[0] + labels)
+            else:
+                ref_a, *ref_c = reference
+                ref_c = [self._gathered(r, grad=False) for r in ref_c]
+                rho = F.normalize(ref_a.float(), dim=-1) @ F.normalize(torch.cat(ref_c).float(), dim=-1).T
             if self.decay is not None:  # on the cosine logits, before any hard-negative weight (as GCSE)
                 own = None if hard_negatives is None else positives.shape[0] + labels
                 logits = logits - self.decay.lowering(logits.detach(), rho / self.temperature, labels, own)
@@ -111,9 +118,30 @@ class SimCSELoss(nn.Module):
         return F.cross_entropy(logits, labels)
 
 
+@dataclass
+class JudgeScores:
+    """A reference without a model: the synthesis judge's cosines of each local anchor's own positive and hard
+    negative (the data's pos_score / neg_score, [n] each; NaN where the judge gave none). As ρ it fills only
+    those two entries of each row; every other candidate has no reference (NaN), so `GuideMask` never removes it
+    and `GaussianDecay` leaves it as it is."""
+
+    positive: torch.Tensor
+    negative: torch.Tensor
+
+    def matrix(self, columns: int, labels: torch.Tensor, own_negative: torch.Tensor) -> torch.Tensor:
+        """ρ, [n, columns]: ρ[i, label_i] = positive_i, ρ[i, own_negative_i] = negative_i, NaN elsewhere."""
+        n = labels.shape[0]
+        rows = torch.arange(n, device=labels.device)
+        rho = torch.full((n, columns), float("nan"), device=labels.device)
+        rho[rows, labels] = self.positive.to(rho)
+        rho[rows, own_negative] = self.negative.to(rho)
+        return rho
+
+
 class GuideMask(nn.Module):
     """False-negative masking by a guide encoder (MultiCSR: φ ≈ 0.95; GISTEmbed: ratio 1): with ρ the guide's
-    cosine, candidate j ≠ label leaves anchor i's softmax when ρ_ij > threshold or ρ_ij > ratio · ρ_i,label."""
+    cosine, candidate j ≠ label leaves anchor i's softmax when ρ_ij > threshold or ρ_ij > ratio · ρ_i,label
+    (an unknown ρ, NaN, removes nothing)."""
 
     def __init__(self, threshold: float | None = 0.95, ratio: float | None = None):
         super().__init__()
@@ -139,7 +167,7 @@ class GaussianDecay(nn.Module):
     so a negative the model and the reference agree on (likely a paraphrase: a false negative) nearly leaves
     the softmax, while one the model already scores far below the reference keeps its weight. `scope`:
     "hard_negative" (GCSE: each anchor's own hard negative) or "all" negatives. σ is in logit units (GCSE:
-    0.17 for BERT, 8.58 for RoBERTa, at τ = 0.05)."""
+    0.17 for BERT, 8.58 for RoBERTa, at τ = 0.05). A logit without a reference (NaN) is left as it is."""
 
     def __init__(self, sigma: float, scope: str = "hard_negative"):
         super().__init__()
@@ -161,6 +189,7 @@ class GaussianDecay(nn.Module):
         elif own_hard_negative is not None:
             scope[rows, own_hard_negative] = True
         scope[rows, labels] = False
+        scope &= ~torch.isnan(reference)
         return torch.where(scope, delta, torch.zeros_like(delta)).detach()
 
 

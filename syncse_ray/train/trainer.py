@@ -62,7 +62,8 @@ def run_train(cfg: Config) -> TrainResult:
         return _from_marker(stage_marker.read_marker(out))
     model_path = _check_model(tcfg.model, cfg.cache_dir)
     _check_matryoshka(tcfg, model_path)
-    table = read_training_table(data_path, tcfg.objective, seed)
+    table = read_training_table(data_path, tcfg.objective, seed,
+                                scores=tcfg.false_negatives.reference == "judge_scores")
     plan = _plan_steps(table.num_rows, tcfg)
     dev = _dev_sets(cfg.data_dir, tcfg.dev_max_pairs)
     stage_marker.claim(out, "training", settings, "run_config.json", "train.output_dir")
