@@ -10,6 +10,7 @@ from rich.table import Table
 
 from syncse_ray.cli_common import App, ConfigPath, SetOption, console, load_or_exit
 from syncse_ray.config import dump_config
+from syncse_ray.console import VERBOSE_ENV, RunConsole
 from syncse_ray.models import BUNDLED, bundled_status, prepare_bundled
 
 app = App(
@@ -74,17 +75,17 @@ app.add_typer(index_app, name="index")
 
 
 @app.command("pipeline")
-def pipeline_command(config: ConfigPath, set_: SetOption = None) -> None:
-    """Synthesize -> train -> evaluate -> report (stages whose output matches the config are skipped)."""
+def pipeline_command(
+    config: ConfigPath, set_: SetOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=f"Show every log on the terminal instead of "
+                                          f"<run_dir>/logs/ (also: {VERBOSE_ENV}=1).")] = False,
+) -> None:
+    """Synthesize -> train -> evaluate -> report (stages whose output matches the config are skipped). One
+    progress line a stage; what Ray, vLLM, DeepSpeed and the models print goes to <run_dir>/logs/<stage>.log."""
     cfg = load_or_exit(config, set_)
     from syncse_ray.pipeline import run_pipeline
 
-    def show(name: str, info: dict) -> None:
-        verb = "[yellow]skipped[/] (output matches the config)" if info["status"] == "skipped" else "[green]done[/]"
-        console.print(f"{name}: {verb} in {info['seconds']:.0f} s")
-
-    result = run_pipeline(cfg, on_stage=show)
-    console.print(f"[green]report[/] {result.report}")
+    run_pipeline(cfg, console=RunConsole(verbose=verbose or None, console=None))
 
 
 @app.command("report")

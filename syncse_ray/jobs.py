@@ -40,9 +40,10 @@ def _index(cfg: Config) -> None:
 
 
 def _pipeline(cfg: Config) -> None:
+    from syncse_ray.console import RunConsole
     from syncse_ray.pipeline import run_pipeline
 
-    run_pipeline(cfg)
+    run_pipeline(cfg, console=RunConsole())
 
 
 STAGES: dict[str, Callable[[Config], None]] = {

@@ -6,6 +6,7 @@ synthesis resumes its unfinished chunks, training resumes from its latest checkp
 
     <run_dir>/config.yaml      the resolved config of the last run
     <run_dir>/pipeline.json    per stage: ran or skipped, wall time
+    <run_dir>/logs/<stage>.log what the stage printed (with a `RunConsole`: the CLI and jobs/ pass one)
     <run_dir>/synth/ train/ eval/ [index/]
     <run_dir>/report.md        + report_*.png
 
@@ -14,6 +15,7 @@ With `pipeline.rounds > 1` the stages run once per round in <run_dir>/round_<r>/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -24,6 +26,7 @@ from typing import Any
 
 from syncse_ray import stage_marker
 from syncse_ray.config import Config, dump_config
+from syncse_ray.console import NO_DISPLAY, RunConsole, StageDisplay
 from syncse_ray.config.base import output_settings
 from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic
@@ -71,8 +74,10 @@ def _upstream_version(cfg: Config, model: str) -> str | None:
     return None
 
 
-def run_eval_stage(cfg: Config) -> tuple[dict[str, Any], bool]:
-    """Evaluate the trained (or configured) model on eval.tasks; returns (results, skipped)."""
+def run_eval_stage(cfg: Config, progress: Callable[[int, int, str], None] | None = None
+                   ) -> tuple[dict[str, Any], bool]:
+    """Evaluate the trained (or configured) model on eval.tasks; returns (results, skipped). `progress(done,
+    total, task)` after each task."""
     from syncse_ray.eval import run_eval
     from syncse_ray.eval.results import load_results
 
@@ -85,7 +90,8 @@ def run_eval_stage(cfg: Config) -> tuple[dict[str, Any], bool]:
     ev = cfg.eval
     results = run_eval(model, ev.tasks, cfg.data_dir, out, pooler=ev.pooler, batch_size=ev.batch_size,
                        max_seq_length=ev.max_seq_length, served_model=ev.served_model,
-                       mteb_source=ev.mteb_source, kfold=ev.kfold, cache_dir=cfg.cache_dir)
+                       mteb_source=ev.mteb_source, kfold=ev.kfold, cache_dir=cfg.cache_dir,
+                       show_progress=progress is None, progress=progress)
     stage_marker.mark_done(out, "eval", settings)
     return results, False
 
@@ -94,7 +100,8 @@ def base_eval_dir(cfg: Config) -> Path:
     return cfg.stage_dir("eval") / "base"
 
 
-def run_base_eval(cfg: Config) -> tuple[dict[str, Any], bool]:
+def run_base_eval(cfg: Config, progress: Callable[[int, int, str], None] | None = None
+                  ) -> tuple[dict[str, Any], bool]:
     """The encoder before training (train.model, train.pooler) on eval.tasks, into <eval dir>/base; skipped when
     done with the same settings (it does not depend on the data or the training run)."""
     from syncse_ray.eval import run_eval
@@ -109,7 +116,8 @@ def run_base_eval(cfg: Config) -> tuple[dict[str, Any], bool]:
     if stage_marker.is_done(out, settings) and (out / "results.json").is_file():
         return load_results(out / "results.json"), True
     results = run_eval(cfg.train.model, ev.tasks, cfg.data_dir, out, pooler=pooler, batch_size=ev.batch_size,
-                       max_seq_length=ev.max_seq_length, cache_dir=cfg.cache_dir)
+                       max_seq_length=ev.max_seq_length, cache_dir=cfg.cache_dir,
+                       show_progress=progress is None, progress=progress)
     stage_marker.mark_done(out, "eval-base", settings)
     return results, False
 
@@ -137,18 +145,32 @@ def run_index_stage(cfg: Config) -> tuple[Path, bool]:
     return out, False
 
 
-def _run_synth(cfg: Config) -> dict[str, Any]:
+def _run_synth(cfg: Config, display: StageDisplay) -> dict[str, Any]:
     from syncse_ray.synth import run_synth
 
-    result = run_synth(cfg)
+    totals = {"requests": 0, "kept": 0, "dropped": 0, "output_tokens": 0}
+    started = time.time()
+
+    def progress(phase: str, done: int, total: int, summary: dict[str, Any] | None = None) -> None:
+        if summary:
+            for k in totals:
+                totals[k] += summary.get(k, 0)
+        display.update(done, total, phase=phase, requests=totals["requests"], kept=totals["kept"],
+                       dropped=totals["dropped"],
+                       **{"out tok/s": f"{totals['output_tokens'] / max(time.time() - started, 1e-9):.1f}"})
+
+    result = run_synth(cfg, progress=progress)
+    display.update(kept=result.kept, dropped=result.dropped)
     return {"skipped": result.skipped, "kept": result.kept, "dropped": result.dropped,
             "requested": result.requested}
 
 
-def _run_train(cfg: Config) -> dict[str, Any]:
+def _run_train(cfg: Config, display: StageDisplay) -> dict[str, Any]:
     from syncse_ray.train import run_train
+    from syncse_ray.train.trainer import read_progress
 
     out = cfg.stage_dir("train")
+    display.poll = lambda: read_progress(out)
     before = stage_marker.read_marker(out)
     result = run_train(cfg)
     after = stage_marker.read_marker(out)
@@ -158,20 +180,71 @@ def _run_train(cfg: Config) -> dict[str, Any]:
             "best_dir": str(result.best_dir)}
 
 
-def _run_eval(cfg: Config) -> dict[str, Any]:
+def _run_eval(cfg: Config, display: StageDisplay) -> dict[str, Any]:
+    with_base = cfg.eval.compare_base and not cfg.eval.model
+    runs = (["base"] if with_base else []) + ["trained"]
+
+    def progress_of(i: int) -> Callable[[int, int, str], None]:
+        def progress(done: int, total: int, task: str) -> None:
+            display.update(i * total + done, len(runs) * total, model=runs[i], task=task)
+        return progress
+
     base_skipped = True
-    if cfg.eval.compare_base and not cfg.eval.model:
-        _, base_skipped = run_base_eval(cfg)
-    _, skipped = run_eval_stage(cfg)
+    if with_base:
+        _, base_skipped = run_base_eval(cfg, progress_of(0))
+    results, skipped = run_eval_stage(cfg, progress_of(len(runs) - 1))
+    avg = next((r["score"] for r in results["records"] if r["protocol"] == "senteval-sts" and r["task"] == "avg"),
+               None)
+    if avg is not None:
+        display.update(**{"STS avg": f"{avg:.2f}"})
     return {"skipped": skipped and base_skipped, "results": str(cfg.stage_dir("eval") / "results.json")}
 
 
-def _run_index(cfg: Config) -> dict[str, Any]:
+def summary_rows(cfg: Config, result: PipelineResult) -> list[list[str]]:
+    """One row a stage for the end-of-run table: stage, status, wall time, what it made."""
+    rows = []
+    for key, entry in result.stages.items():
+        stage = key.rsplit("/", 1)[-1]
+        what = ""
+        if stage in ("synth", "select"):
+            what = f"{entry.get('kept')} triplets kept, {entry.get('dropped')} dropped"
+        elif stage == "train":
+            dev = entry.get("best_dev_score")
+            what = f"{entry.get('steps')} steps, best dev {dev:.2f} at step {entry.get('best_step')}" if dev else ""
+        elif stage == "eval" and entry.get("results"):
+            what = _sts_summary(Path(entry["results"]))
+        elif stage == "index":
+            what = str(entry.get("index", ""))
+        seconds = entry["work_seconds"] if entry["status"] == "skipped" else entry["seconds"]
+        rows.append([key, entry["status"], f"{seconds:.0f} s", what])
+    return rows
+
+
+def _sts_summary(results_path: Path) -> str:
+    """STS avg (or each STS task run, when not all seven were) before -> after training."""
+    from syncse_ray.eval.results import load_results
+
+    def sts(path: Path) -> dict[str, float]:
+        if not path.is_file():
+            return {}
+        return {r["task"]: r["score"] for r in load_results(path)["records"] if r["protocol"] == "senteval-sts"}
+
+    trained, base = sts(results_path), sts(results_path.parent / "base" / "results.json")
+    if not trained:
+        return f"results in {results_path}"
+    tasks = ["avg"] if "avg" in trained else list(trained)
+    label = {"avg": "STS avg"}
+    return ", ".join(f"{label.get(t, t)} " + (f"{base[t]:.2f} -> " if t in base else "") + f"{trained[t]:.2f}"
+                     for t in tasks)
+
+
+def _run_index(cfg: Config, display: StageDisplay) -> dict[str, Any]:
     out, skipped = run_index_stage(cfg)
     return {"skipped": skipped, "index": str(out)}
 
 
-STAGE_RUNNERS: dict[str, Callable[[Config], dict[str, Any]]] = {
+StageRunner = Callable[[Config, StageDisplay], dict[str, Any]]
+STAGE_RUNNERS: dict[str, StageRunner] = {
     "synth": _run_synth, "train": _run_train, "eval": _run_eval, "index": _run_index,
 }
 
@@ -204,14 +277,18 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> None:
     write_json_atomic(run_dir / RECORD_FILE, record)
 
 
-def run_stage(key: str, runner: Callable[[Config], dict[str, Any]], cfg: Config, record: dict[str, Any],
-              result: PipelineResult, on_stage: Callable[[str, dict[str, Any]], None] | None) -> dict[str, Any]:
-    """Run one stage (`runner`), record it under `key` in pipeline.json and `result`; returns its entry."""
-    if key.rsplit("/", 1)[-1] == "eval":
-        stop_local_ray()  # evaluation runs in this process, without Ray
-    started = time.time()
-    info = runner(cfg)
-    seconds = time.time() - started
+def run_stage(key: str, runner: StageRunner, cfg: Config, record: dict[str, Any], result: PipelineResult,
+              console: RunConsole | None) -> dict[str, Any]:
+    """Run one stage (`runner`) with its display and log, record it under `key` in pipeline.json and `result`;
+    returns its entry."""
+    with console.stage(key) if console else contextlib.nullcontext(NO_DISPLAY) as display:
+        if key.rsplit("/", 1)[-1] == "eval":
+            stop_local_ray()  # evaluation runs in this process, without Ray
+        started = time.time()
+        info = runner(cfg, display)
+        seconds = time.time() - started
+        if info["skipped"]:
+            display.status = "skipped"
     previous = record["stages"].get(key, {})
     status = "skipped" if info.pop("skipped") else "ran"
     entry = {"status": status, "seconds": seconds, **info,
@@ -220,15 +297,14 @@ def run_stage(key: str, runner: Callable[[Config], dict[str, Any]], cfg: Config,
     record["stages"][key] = entry
     result.stages[key] = entry
     write_record(Path(cfg.run_dir), record)
-    if on_stage:
-        on_stage(key, entry)
     return entry
 
 
-def run_pipeline(cfg: Config, *, on_stage: Callable[[str, dict[str, Any]], None] | None = None) -> PipelineResult:
-    """Run the configured stages in order (module docstring); `on_stage(name, info)` is called after each.
-    Stages that need Ray join or start it themselves (syncse_ray.ray_env.init_ray), so a rerun whose stages are
-    all done starts nothing."""
+def run_pipeline(cfg: Config, *, console: RunConsole | None = None) -> PipelineResult:
+    """Run the configured stages in order (module docstring). With `console` (the CLI and jobs/ pass one),
+    each stage shows one progress display and its output goes to <run_dir>/logs/, and a summary table ends the
+    run; without, output goes where it always goes (the Python API). Stages that need Ray join or start it
+    themselves (syncse_ray.ray_env.init_ray), so a rerun whose stages are all done starts nothing."""
     from syncse_ray.report import write_report
 
     stages = _check_plan(cfg)
@@ -237,16 +313,21 @@ def run_pipeline(cfg: Config, *, on_stage: Callable[[str, dict[str, Any]], None]
     (run_dir / "config.yaml").write_text(dump_config(cfg))
     record = _read_record(run_dir)
     result = PipelineResult(run_dir=run_dir)
-    if cfg.pipeline.rounds > 1:
-        from syncse_ray.rounds import run_rounds
+    with console.run(run_dir) if console else contextlib.nullcontext():
+        if cfg.pipeline.rounds > 1:
+            from syncse_ray.rounds import run_rounds
 
-        cfg = run_rounds(cfg, record, result, on_stage)  # the best round's config: its model is the run's
-        if "index" in stages:
-            run_stage("index", STAGE_RUNNERS["index"], cfg, record, result, on_stage)
-    else:
-        for name in stages:
-            run_stage(name, STAGE_RUNNERS[name], cfg, record, result, on_stage)
-    result.report = write_report(cfg, record)
+            cfg = run_rounds(cfg, record, result, console)  # the best round's config: its model is the run's
+            if "index" in stages:
+                run_stage("index", STAGE_RUNNERS["index"], cfg, record, result, console)
+        else:
+            for name in stages:
+                run_stage(name, STAGE_RUNNERS[name], cfg, record, result, console)
+        result.report = write_report(cfg, record)
+        if not cfg.pipeline.serve:
+            stop_local_ray()  # its shutdown messages go to the log
+    if console:
+        console.summary(summary_rows(cfg, result), result.report)
     if cfg.pipeline.serve:
         from syncse_ray.serve.app import serve_forever
 

@@ -17,7 +17,6 @@ the run; the best round's model is the run's model (report, index, serve).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from syncse_ray import stage_marker
 from syncse_ray.config import Config
 from syncse_ray.synth.reselect import improved
 
-StageHook = Callable[[str, dict[str, Any]], None] | None
 
 
 def round_dir(cfg: Config, r: int) -> Path:
@@ -69,7 +67,7 @@ def _sts_avg(results_path: Path) -> float | None:
     return sum(sts.values()) / len(sts) if sts else None
 
 
-def run_rounds(cfg: Config, record: dict[str, Any], result, on_stage: StageHook) -> Config:
+def run_rounds(cfg: Config, record: dict[str, Any], result, console) -> Config:
     """Run (or resume) every round; returns the best round's config (module docstring)."""
     from syncse_ray.pipeline import STAGE_RUNNERS, run_stage, write_record
     from syncse_ray.synth.next_round import run_select
@@ -84,29 +82,29 @@ def run_rounds(cfg: Config, record: dict[str, Any], result, on_stage: StageHook)
         rcfg = round_config(cfg, r, init)
         row: dict[str, Any] = {"round": r}
         if r == 1:
-            synth = run_stage("round_1/synth", STAGE_RUNNERS["synth"], rcfg, record, result, on_stage)
+            synth = run_stage("round_1/synth", STAGE_RUNNERS["synth"], rcfg, record, result, console)
             row.update(kept=synth["kept"], tokens=_tokens(rcfg), same_as_round_1=synth["kept"],
                        round_1_judge_agreement=1.0)  # its judge selected with a margin: agreement by construction
         else:
             judge_model = str((previous.stage_dir("train") / "best").resolve())
             version = (stage_marker.read_marker(previous.stage_dir("train")) or {}).get("fingerprint")
 
-            def select(c: Config, r=r, judge_model=judge_model, version=version) -> dict[str, Any]:
+            def select(c: Config, display, r=r, judge_model=judge_model, version=version) -> dict[str, Any]:
                 out = run_select(c, r, judge_model, version, round_dir(c, r) / "select")
                 return {"skipped": out.skipped, **{k: out.stats.get(k) for k in (
                     "kept", "dropped", "mined", "same_as_round_1", "round_1_judge_agreement")}}
 
-            sel = run_stage(f"round_{r}/select", select, rcfg, record, result, on_stage)
+            sel = run_stage(f"round_{r}/select", select, rcfg, record, result, console)
             row.update(kept=sel["kept"], mined=sel["mined"], same_as_round_1=sel["same_as_round_1"], tokens=0,
                        round_1_judge_agreement=sel["round_1_judge_agreement"])
-        train = run_stage(f"round_{r}/train", STAGE_RUNNERS["train"], rcfg, record, result, on_stage)
+        train = run_stage(f"round_{r}/train", STAGE_RUNNERS["train"], rcfg, record, result, console)
         row.update(steps=train["steps"], dev_score=train["best_dev_score"])
         rounds.append(row)
         if not improved([x["dev_score"] for x in rounds], nr.min_delta):
             row["status"] = "stopped"  # no better than an earlier round: not evaluated, no further rounds
             break
         if "eval" in cfg.pipeline.stages:
-            run_stage(f"round_{r}/eval", STAGE_RUNNERS["eval"], rcfg, record, result, on_stage)
+            run_stage(f"round_{r}/eval", STAGE_RUNNERS["eval"], rcfg, record, result, console)
             row["sts_avg"] = _sts_avg(rcfg.stage_dir("eval") / "results.json")
         row["status"] = "kept"
         if best is None or row["dev_score"] > best[0]:

@@ -107,9 +107,11 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
              out_dir: str | Path | None = None, *, pooler: str | None = None,
              batch_size: int = DEFAULT_BATCH_SIZE, max_seq_length: int | None = None,
              served_model: str | None = None, mteb_source: str = "auto", kfold: int = 10,
-             cache_dir: Path | None = None, show_progress: bool = True) -> dict[str, Any]:
+             cache_dir: Path | None = None, show_progress: bool = True,
+             progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``tasks`` (module docstring) and return the results dict (``results.py``); with
-    ``out_dir``, also write ``results.json`` and ``results.md`` there.
+    ``out_dir``, also write ``results.json`` and ``results.md`` there. ``progress(done, total, task)`` is called
+    before the first task and after each one.
 
     ``model`` is a reference for ``load_encoder`` (folder, ``bundled:<name>``, hub name, ``http(s)://…/v1``
     endpoint) or an already loaded ``Encoder``. Each distinct sentence is encoded once per call."""
@@ -141,18 +143,34 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
     if not isinstance(encoder, CachedEncoder):
         encoder = CachedEncoder(encoder)
 
+    total = len(sts_data) + len(dev_data) + len(transfer_data) + len(plan["mteb"])
+    order = [*sts_data, *dev_data, *(d.task for d in transfer_data), *plan["mteb"]]
+
+    def tick(done: int) -> None:  # the task now running (the last one done at the end)
+        if progress:
+            progress(done, total, order[min(done, total - 1)] if order else "")
+
+    tick(0)
     records: list[dict[str, Any]] = []
     for task, data in sts_data.items():
         records.append(_sts_record(name, "senteval-sts", task, data, encoder, show_progress))
+        tick(len(records))
     if sts_data:
         avg = average_record(records, "senteval-sts", STS_TEST_TASKS)
         if avg:
             records.append(avg)
             log.info("senteval-sts avg of 7: %.2f", avg["score"])
+    done = len(sts_data)
     for task, data in dev_data.items():
         records.append(_sts_record(name, "senteval-sts-dev", task, data, encoder, show_progress))
-    transfer_records = [_transfer_record(name, data, lambda s: encoder.encode(s, show_progress=show_progress),
-                                         kfold) for data in transfer_data]
+        done += 1
+        tick(done)
+    transfer_records = []
+    for data in transfer_data:
+        transfer_records.append(_transfer_record(name, data,
+                                                 lambda s: encoder.encode(s, show_progress=show_progress), kfold))
+        done += 1
+        tick(done)
     records += transfer_records
     if transfer_records:
         avg = average_record(transfer_records, "senteval-transfer", [r["task"] for r in transfer_records])
@@ -163,6 +181,7 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
                             show_progress=show_progress):
             log.info("%s %s %s: %.2f", rec["protocol"], rec["task"], rec["split"], rec["score"])
             records.append({"model": name, **rec})
+        tick(total)
 
     results = {"model": name, "encoder": type(getattr(encoder, "inner", encoder)).__name__,
                "data_dir": str(data_dir), "tasks": list(tasks), "started": started, "finished": _now(),

@@ -47,7 +47,7 @@ def synth_command(config: ConfigPath, set_: SetOption = None) -> None:
                   console=console, transient=False) as bar:
         tasks: dict[str, int] = {}
 
-        def progress(phase: str, done: int, total: int) -> None:
+        def progress(phase: str, done: int, total: int, summary: dict | None = None) -> None:
             if phase not in tasks:
                 tasks[phase] = bar.add_task(_PHASE_LABELS.get(phase, phase), total=total)
             bar.update(tasks[phase], completed=done, total=total)

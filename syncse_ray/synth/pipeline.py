@@ -33,7 +33,8 @@ from syncse_ray.synth.prompts import check_pack, load_prompt_pack
 from syncse_ray.synth.stages import BuildRequests, FinishChunk, Generator, PhaseSpec
 
 STAGE = "synth"
-ProgressFn = Callable[[str, int, int], None]  # (phase, chunks done, chunks total)
+# (phase, chunks done, chunks total, the finished chunk's summary: kept, dropped, requests, output_tokens, ...)
+ProgressFn = Callable[[str, int, int, dict[str, Any] | None], None]
 
 
 class SynthError(SyncseError, RuntimeError):
@@ -125,7 +126,7 @@ def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None, ca
     pending = sorted(set(range(num_chunks)) - phase.finished_chunks())
     done = num_chunks - len(pending)
     if progress:
-        progress(phase.phase, done, num_chunks)
+        progress(phase.phase, done, num_chunks, None)
     if not pending:
         return done
     engine, judge = spec.cfg.engine, spec.cfg.judge
@@ -143,10 +144,10 @@ def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None, ca
                             compute=ray.data.ActorPoolStrategy(size=judge.num_actors),
                             num_gpus=judge.num_gpus_per_actor, num_cpus=judge.num_cpus_per_actor)
     ds = ds.map(FinishChunk, fn_constructor_args=(spec,), num_cpus=0.5, compute=helpers)
-    for _ in ds.iter_rows():
+    for row in ds.iter_rows():
         done += 1
         if progress:
-            progress(phase.phase, done, num_chunks)
+            progress(phase.phase, done, num_chunks, json.loads(row["summary"]))
     return num_chunks - len(pending)
 
 

@@ -40,6 +40,7 @@ class LoopSpec:
     dev: dict = field(default_factory=dict)
     fault_marker: str | None = None
     guide_path: str | None = None  # train.false_negatives.guide, resolved to a local folder
+    progress_file: str | None = None  # rank 0 keeps the latest step, loss and dev score here (the driver's display)
 
 
 def _rank() -> int:
@@ -124,6 +125,17 @@ def train_loop_per_worker(config: dict) -> dict:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                              checkpoint_dir_name=f"checkpoint_step_{step:07d}")
 
+    shown: dict = {}
+
+    def show(record: dict) -> None:
+        """The latest numbers for the driver's progress display (rank 0; a small file, replaced atomically)."""
+        if rank != 0 or not spec.progress_file:
+            return
+        from syncse_ray.io import write_json_atomic
+
+        shown.update(record, total_steps=spec.total_steps)
+        write_json_atomic(Path(spec.progress_file), shown)
+
     def evaluate() -> dict:
         scores = dev_scores(engine.module, tokenizer, spec.dev, t.max_seq_length)
         record = {"step": step, **scores}
@@ -131,6 +143,7 @@ def train_loop_per_worker(config: dict) -> dict:
         if rank == 0:
             print(f"[train] step {step}/{spec.total_steps} dev " +
                   " ".join(f"{k}={v:.2f}" for k, v in scores.items()), flush=True)
+        show(record)
         return record
 
     def tokenized(texts: list[list[str]]) -> dict[str, torch.Tensor]:
@@ -203,6 +216,7 @@ def train_loop_per_worker(config: dict) -> dict:
                 if rank == 0:
                     print(f"[train] step {step}/{spec.total_steps} loss {record['loss']:.4f} "
                           f"lr {record['lr']:.2e} {record['samples_per_s']:.1f} samples/s", flush=True)
+                show(record)
                 window_loss, window_steps, window_time = 0.0, 0, 0.0
 
             if step % t.eval_steps == 0 or step == spec.total_steps:

@@ -11,6 +11,7 @@ Output layout (cfg.stage_dir("train"), default <run_dir>/train):
                      steps and {"step", "stsb_dev", "sickr_dev", "dev_score"} at every evaluation
     ray_train/       Ray Train storage: checkpoint_step_NNNNNNN/ folders (DeepSpeed/DDP state, encoder.pt,
                      train_state.json) — a relaunch of the same config resumes from the latest one
+    progress.json    the latest step, loss and dev score while it runs (the pipeline's progress display)
     run_config.json  the fingerprint of the settings this folder is being trained with
     stage.json       completion marker (syncse_ray.stage_marker), written last
 """
@@ -30,6 +31,19 @@ from syncse_ray.train.loop import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoopSpec
 
 RAY_RUN_NAME = "ray_train"
 FAULT_MARKER = "fault_injected"
+PROGRESS_FILE = "progress.json"
+
+
+def read_progress(out: Path) -> tuple[int, int, dict] | None:
+    """(step, total steps, loss / samples/s / dev score) from a running training's progress file, if any."""
+    try:
+        p = json.loads((Path(out) / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    info = {"loss": f"{p['loss']:.4f}" if "loss" in p else None,
+            "samples/s": f"{p['samples_per_s']:.1f}" if "samples_per_s" in p else None,
+            "dev": f"{p['dev_score']:.2f}" if "dev_score" in p else None}
+    return p.get("step"), p.get("total_steps"), info
 
 
 class TrainError(SyncseRunError, RuntimeError):
@@ -72,6 +86,7 @@ def run_train(cfg: Config) -> TrainResult:
         guide_path = str(_check_model(tcfg.false_negatives.guide, cfg.cache_dir, "train.false_negatives.guide",
                                        "guide encoder"))
     spec = LoopSpec(train=tcfg, model_path=str(model_path), seed=seed, guide_path=guide_path,
+                    progress_file=str(out / PROGRESS_FILE),
                     warmup_steps=round(tcfg.warmup_ratio * plan["total_steps"]), total_steps=plan["total_steps"],
                     steps_per_epoch=plan["steps_per_epoch"], dev=dev, fault_marker=str(out / FAULT_MARKER))
     result = _fit(spec, table, cfg.ray, out)
