@@ -87,6 +87,11 @@ def _verification_lines(synth_dir: Path, run_dir: Path, manifest: dict[str, Any]
                   [[fmt(judge.get("candidates_per_kept"), ".1f"), fmt(judge.get("tokens_per_kept"), ".0f"),
                     fmt(judge.get("agreement"), ".1%"), fmt(judge.get("mean_pos"), ".3f"),
                     fmt(judge.get("mean_neg"), ".3f"), fmt((judge.get("margin_quantiles") or {}).get("0.5"), ".3f")]])
+    quantiles = judge.get("margin_quantiles") or {}
+    if quantiles:
+        out += [(f"Judge margin (cos positive − cos hard negative) quantiles over "
+                 f"{judge.get('scored_rows', '?')} sampled kept rows:"), "",
+                *_table([f"{float(q):.0%}" for q in quantiles], [[f"{v:.3f}" for v in quantiles.values()]])]
     outcomes = judge.get("candidate_reasons") or {}
     if outcomes:
         out += [("Every candidate's outcome (`not_selected`: passed the filters, another was chosen or the row "
@@ -102,21 +107,31 @@ def _verification_lines(synth_dir: Path, run_dir: Path, manifest: dict[str, Any]
 def _synth_section(synth_dir: Path, run_dir: Path) -> list[str]:
     manifest = _read_json(synth_dir / "manifest.json")
     stats = _read_json(synth_dir / "stats.json")
-    if not manifest:
+    if not manifest and not stats:
         return []
-    out = ["## Data (synthesis)", "",
-           f"Mode **{manifest.get('mode')}**, model `{manifest.get('model')}`.", ""]
+    manifest = manifest or {}
+    out = ["## Data (synthesis)", ""]
+    if manifest:
+        out += [f"Mode **{manifest.get('mode')}**, model `{manifest.get('model')}`.", ""]
+    else:  # stats.json without its manifest (e.g. copied alone): its own counts
+        out += ["No `synth/manifest.json`; counts from `synth/stats.json`.", ""]
     rows = []
     for phase, p in manifest.get("phases", {}).items():
         rows.append([phase, p.get("requests", "–"), p.get("kept", "–"), p.get("dropped", "–"),
                      p.get("prompt_tokens", "–"), p.get("output_tokens", "–"),
                      f"{p['output_tokens_per_s']:.1f}" if p.get("output_tokens_per_s") else "–"])
-    out += _table(["phase", "LLM requests", "kept", "dropped", "prompt tokens", "output tokens",
-                   "output tokens/s"], rows)
-    reasons = [[phase, reason, n] for phase, counts in (stats or {}).get("drop_reasons", {}).items()
+    if rows:
+        out += _table(["phase", "LLM requests", "kept", "dropped", "prompt tokens", "output tokens",
+                       "output tokens/s"], rows)
+    elif (stats or {}).get("kept"):
+        out += _table(["phase", "kept", "dropped"], [[phase, n, (stats.get("dropped") or {}).get(phase, "–")]
+                                                     for phase, n in stats["kept"].items()])
+    dropped = {phase: sum(counts.values()) for phase, counts in (stats or {}).get("drop_reasons", {}).items()}
+    reasons = [[phase, reason, n, f"{n / dropped[phase]:.0%}"]
+               for phase, counts in (stats or {}).get("drop_reasons", {}).items()
                for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])]
     if reasons:
-        out += ["Drop reasons:", "", *_table(["phase", "reason", "rows"], reasons)]
+        out += ["Drop reasons:", "", *_table(["phase", "reason", "rows", "share of the phase's drops"], reasons)]
     diversity = (stats or {}).get("diversity", {})
     if diversity:
         out += ["Diversity of the kept rows:", "",

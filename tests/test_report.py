@@ -104,3 +104,46 @@ def test_report_verified_triplets_section(tmp_path):
                      "| annotate | eval_overlap | 1 |", "![judge margins](report_margins.png)"):
         assert expected in text, expected
     assert (tmp_path / "report_margins.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_report_sts_table_has_the_reference_rows_with_their_per_task_numbers(tmp_path):
+    from syncse_ray.eval.results import PAPER_STS_AVG, REFERENCE_STS_ROWS
+
+    cfg = load_config(None, [f"run_dir={tmp_path}"])
+    tasks = ["STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness"]
+    records = [{"model": "m", "protocol": "senteval-sts", "task": t, "split": "test", "score": 60.0}
+               for t in tasks] + [{"model": "m", "protocol": "senteval-sts", "task": "avg", "split": "test",
+                                   "score": 60.0}]
+    _write(tmp_path / "eval" / "results.json", {"model": "m", "records": records, "seconds": 1.0})
+
+    text = write_report(cfg, {"stages": {}}).read_text()
+
+    # The released SynCSE-partial-RoBERTa-base, per task (hkust-nlp/SynCSE README), after the run's row.
+    released = ("| SynCSE-partial-RoBERTa-base (released) | 76.14 | 84.41 | 79.23 | 84.85 | 82.87 | 83.95 | 81.41 "
+                "| 81.84 |")
+    assert text.index("| `m` | 60.00 |") < text.index(released)
+    for name, avg in PAPER_STS_AVG:  # the paper's rows: their averages (per-task cells where not sourced)
+        assert f"| {name}-RoBERTa-base (paper) | – | – | – | – | – | – | – | {avg:.2f} |" in text
+    assert len(REFERENCE_STS_ROWS) == len(PAPER_STS_AVG) + 3
+    for _, per_task, avg, source in REFERENCE_STS_ROWS:
+        assert source and (per_task is None or len(per_task) == len(tasks))
+        if per_task:
+            assert abs(sum(per_task) / len(per_task) - avg) < 0.01  # the source's average is its rows' mean
+
+
+def test_report_shows_synthesis_stats_without_a_manifest(tmp_path):
+    cfg = load_config(None, [f"run_dir={tmp_path}"])
+    _write(tmp_path / "synth" / "stats.json", {
+        "kept": {"annotate": 6}, "dropped": {"annotate": 4},
+        "drop_reasons": {"annotate": {"inverted": 3, "too_long": 1}},
+        "judge": {"candidates_per_kept": 4.0, "tokens_per_kept": 300.0, "agreement": 0.5, "mean_pos": 0.8,
+                  "mean_neg": 0.7, "scored_rows": 6,
+                  "margin_quantiles": {"0.05": -0.1, "0.25": 0.0, "0.5": 0.1, "0.75": 0.2, "0.95": 0.3}}})
+
+    text = write_report(cfg, {"stages": {}}).read_text()
+
+    for expected in ("## Data (synthesis)", "counts from `synth/stats.json`", "| annotate | 6 | 4 |",
+                     "| annotate | inverted | 3 | 75% |", "### Verified triplets", "| 4.0 | 300 | 50.0% |",
+                     "quantiles over 6 sampled kept rows", "| 5% | 25% | 50% | 75% | 95% |",
+                     "| -0.100 | 0.000 | 0.100 | 0.200 | 0.300 |"):
+        assert expected in text, expected

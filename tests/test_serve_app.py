@@ -275,3 +275,18 @@ def test_concurrent_load_has_no_errors(server, reference):
     after = embedder.batching_stats.remote().result()
     calls, batches = after["calls"] - before["calls"], after["batches"] - before["batches"]
     assert calls == clients * per_client and batches < calls  # concurrent requests shared model batches
+
+
+@pytest.mark.timeout(600)
+def test_schemathesis_against_the_served_app(server):
+    """schemathesis 4 over the live Serve app on loopback (its own /openapi.json): every operation, positive
+    and negative cases, bounded in count and time; no 5xx and every response as documented."""
+    import schemathesis
+    from _schemathesis import config, run
+
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json", config=config())
+    stats = run(schema, headers=server.headers, max_examples=100, time_limit_s=420)
+    print(f"schemathesis served: {stats.requests} requests, statuses {dict(stats.statuses)}, "
+          f"per operation {dict(stats.per_operation)}, timed out: {stats.timed_out}")
+    assert stats.failures == [], stats.failures[:3]
+    assert stats.server_errors == 0 and stats.requests >= 100

@@ -128,16 +128,23 @@ def test_token_counts_truncate_to_max_tokens(minilm_path):
 def test_openapi_documents_the_request_bodies_the_handlers_read():
     import jsonschema
 
-    from syncse_ray.serve.app import api
+    from syncse_ray.serve.http import ApiBackend, create_api
 
-    paths = api.openapi()["paths"]
+    async def embed(texts):  # never called: only the schema is read
+        raise AssertionError
+
+    api = create_api(ApiBackend(embed=embed, model_id="m", served_names={"m"}, dimension=8, max_tokens=16,
+                                limits=LIMITS))
+    document = api.openapi()
+    paths = document["paths"]
     for path, good, bad in (("/v1/embeddings", {"input": ["a", "b"], "model": "m"}, {"input": [1, 2]}),
                             ("/v1/search", {"query": "q", "top_k": 3}, {"query": "q", "top_k": "3"})):
         post = paths[path]["post"]
-        schema = post["requestBody"]["content"]["application/json"]["schema"]
+        schema = {**post["requestBody"]["content"]["application/json"]["schema"],
+                  "components": document["components"]}
         jsonschema.validate(good, schema)
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
-        assert "error" in post["responses"]["4XX"]["content"]["application/json"]["schema"]["properties"]
-    assert "input" in paths["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"]["schema"][
-        "required"]
+        error_ref = post["responses"]["4XX"]["content"]["application/json"]["schema"]["$ref"]
+        assert "error" in document["components"]["schemas"][error_ref.rsplit("/", 1)[1]]["properties"]
+    assert "input" in document["components"]["schemas"]["EmbeddingsRequest"]["required"]

@@ -1,7 +1,8 @@
 """Serving: an OpenAI-compatible embeddings and retrieval endpoint on Ray Serve.
 
 Pure request/response logic (no Ray import), unit-tested without a cluster:
-- `protocol`: request models, limits, validation, the OpenAI error shape;
+- `http`: the FastAPI app (`create_api(backend)`): typed request/response models in its OpenAPI, auth, limits;
+- `protocol`: request and response models, limits, validation, the OpenAI error shape;
 - `encoding`: `dimensions` truncation + re-normalization, float / base64 (little-endian float32) responses;
 - `tokens`: token counting and truncation to the model's max tokens;
 - `encoder`: the sentence-transformers model behind both the endpoint and the index;

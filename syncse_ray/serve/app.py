@@ -14,13 +14,13 @@ or, from a Serve config file / the Serve CLI (`cluster/serve_config.yaml`):
     serve run syncse_ray.serve.app:app_builder model=bundled:all-minilm-l6-v2 num_replicas=2
 
 Routes: POST /v1/embeddings, POST /v1/search, GET /v1/models, GET /healthz (see docs/serve.md).
-All request logic lives in the Ray-free modules (`protocol`, `encoding`, `index`); this module wires it to HTTP.
+All request logic lives in the Ray-free modules (`http`: the FastAPI app, `protocol`, `encoding`, `index`);
+this module runs it on Serve.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import time
@@ -29,37 +29,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from syncse_ray.config import ConfigError, RayConfig, ServeConfig
 from syncse_ray.config.loader import apply_overrides
 from syncse_ray.config.serve import RequestLimits
 from syncse_ray.models import BUNDLED_PREFIX
-from syncse_ray.serve.encoding import check_dimensions, embeddings_response, truncate_dimensions
+from syncse_ray.serve.http import ApiBackend, create_api
 from syncse_ray.serve.index import VectorIndex, read_corpus
-from syncse_ray.serve.protocol import (
-    ApiError,
-    EmbeddingsRequest,
-    SearchRequest,
-    check_model,
-    error_body,
-    openapi_body,
-    parse_embeddings_request,
-    parse_json,
-    parse_search_request,
-)
 from syncse_ray.serve.tokens import TokenCounts
 
 logger = logging.getLogger("ray.serve")
 
 EMBEDDER_NAME = "Embedder"
 INGRESS_NAME = "EmbeddingsAPI"
-TRUNCATED_HEADER = "x-syncse-truncated-inputs"
 CORPUS_CHUNKS_IN_FLIGHT = 16  # embedder calls at once while indexing a corpus at start
 
 
@@ -118,56 +104,35 @@ class Embedder:
                 self.encoder.count_tokens(texts).lengths)
 
 
-api = FastAPI(title="syncse-ray embeddings", description="OpenAI-compatible embeddings and retrieval")
-
-
-@api.exception_handler(ApiError)
-async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    return JSONResponse(error_body(str(exc.detail), type="invalid_request_error", code=code),
-                        status_code=exc.status_code, headers=getattr(exc, "headers", None))
-
-
-@api.exception_handler(Exception)
-async def _server_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s", request.url.path)
-    return JSONResponse(error_body(f"internal error: {type(exc).__name__}", type="server_error"),
-                        status_code=500)
-
-
 @serve.deployment(name=INGRESS_NAME)
-@serve.ingress(api)
+@serve.ingress()
 class EmbeddingsAPI:
-    """HTTP front: auth, body limit, validation, chunking to the embedder, response encoding, FAISS search."""
+    """HTTP front (`syncse_ray.serve.http.create_api`): auth, body limit, validation, chunking to the embedder,
+    response encoding, FAISS search. The FastAPI app is built on the replica over this deployment's state."""
 
     async def __init__(self, embedder: DeploymentHandle, *, model_id: str, served_names: list[str],
                        limits: RequestLimits, max_batch_size: int, api_key: str | None, index_dir: str | None,
                        corpus: str | None, corpus_fields: tuple[str, str]):
         self.embedder = embedder
-        self.model_id = model_id
-        self.served_names = set(served_names)
-        self.limits = limits
         self.max_batch_size = max_batch_size
-        self.api_key = api_key
-        self.created = int(time.time())
         self.info = await embedder.info.remote()
-        self.index: VectorIndex | None = None
+        index: VectorIndex | None = None
         if index_dir is not None:
-            self.index = VectorIndex.load(index_dir)
+            index = VectorIndex.load(index_dir)
         elif corpus is not None:
             ids, texts = read_corpus(corpus, text_field=corpus_fields[0], id_field=corpus_fields[1])
             wave = CORPUS_CHUNKS_IN_FLIGHT * max_batch_size  # bounded, however large the corpus
             parts = [(await self._embed(texts[i:i + wave]))[0] for i in range(0, len(texts), wave)]
-            self.index = VectorIndex.from_vectors(np.concatenate(parts), ids, texts, model=model_id)
-        if self.index is not None and self.index.dimension != self.info["dimension"]:
-            raise ValueError(f"the index has dimension {self.index.dimension} but the model "
+            index = VectorIndex.from_vectors(np.concatenate(parts), ids, texts, model=model_id)
+        if index is not None and index.dimension != self.info["dimension"]:
+            raise ValueError(f"the index has dimension {index.dimension} but the model "
                              f"{model_id} embeds in {self.info['dimension']}: rebuild it with this model")
+        self.backend = ApiBackend(embed=self._embed, model_id=model_id, served_names=set(served_names),
+                                  dimension=self.info["dimension"], max_tokens=self.info["max_tokens"],
+                                  limits=limits, api_key=api_key, index=index)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_api(self.backend)
 
     async def _embed(self, texts: list[str]) -> tuple[np.ndarray, TokenCounts]:
         """Embed any number of texts as concurrent chunks of at most max_batch_size."""
@@ -175,71 +140,6 @@ class EmbeddingsAPI:
         parts = await asyncio.gather(*(self.embedder.embed.remote(chunk) for chunk in chunks))
         lengths = [n for _, chunk_lengths in parts for n in chunk_lengths]
         return np.concatenate([v for v, _ in parts]), TokenCounts(lengths, self.info["max_tokens"])
-
-    def _authorize(self, request: Request) -> None:
-        if self.api_key is None:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
-            raise ApiError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                           code="invalid_api_key")
-
-    async def _read_json(self, request: Request) -> Any:
-        limit = self.limits.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        too_large = ApiError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
-        if declared.isdigit() and int(declared) > limit:
-            raise too_large
-        body = bytearray()
-        async for part in request.stream():
-            body += part
-            if len(body) > limit:
-                raise too_large
-        return parse_json(bytes(body))
-
-
-    @api.post("/v1/embeddings", openapi_extra=openapi_body(EmbeddingsRequest))
-    async def embeddings(self, request: Request) -> JSONResponse:
-        self._authorize(request)
-        req = parse_embeddings_request(await self._read_json(request), self.limits)
-        check_model(req.model, self.served_names)
-        check_dimensions(req.dimensions, self.info["dimension"])
-        vectors, counts = await self._embed(req.texts)
-        body = embeddings_response(truncate_dimensions(vectors, req.dimensions),
-                                   encoding_format=req.encoding_format, model=self.model_id,
-                                   prompt_tokens=counts.total)
-        return JSONResponse(body, headers={TRUNCATED_HEADER: str(counts.truncated)})
-
-    @api.post("/v1/search", openapi_extra=openapi_body(SearchRequest))
-    async def search(self, request: Request) -> JSONResponse:
-        self._authorize(request)
-        req = parse_search_request(await self._read_json(request), self.limits)
-        check_model(req.model, self.served_names)
-        if self.index is None:
-            raise ApiError(404, "no corpus is indexed here: start the server with a corpus or a saved index",
-                           code="no_index")
-        texts = req.texts
-        vectors, counts = await self._embed(texts)
-        hits = await asyncio.to_thread(self.index.search, vectors, req.top_k)
-        data = [{"object": "search_result", "index": i, "query": text,
-                 "results": [{"id": h.id, "text": h.text, "score": h.score} for h in row]}
-                for i, (text, row) in enumerate(zip(texts, hits))]
-        body = {"object": "list", "data": data, "model": self.model_id,
-                "usage": {"prompt_tokens": counts.total, "total_tokens": counts.total}}
-        return JSONResponse(body, headers={TRUNCATED_HEADER: str(counts.truncated)})
-
-    @api.get("/v1/models")
-    async def models(self, request: Request) -> dict[str, Any]:
-        self._authorize(request)
-        return {"object": "list", "data": [{
-            "id": self.model_id, "object": "model", "created": self.created, "owned_by": "syncse-ray",
-            "dimensions": self.info["dimension"], "max_tokens": self.info["max_tokens"],
-            "index_size": len(self.index) if self.index is not None else 0,
-        }]}
-
-    @api.get("/healthz")
-    async def healthz(self) -> dict[str, str]:
-        return {"status": "ok"}
 
 
 def default_model_id(model: str) -> str:
