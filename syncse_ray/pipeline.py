@@ -87,6 +87,8 @@ def run_eval_stage(cfg: Config) -> tuple[dict[str, Any], bool]:
                        max_seq_length=ev.max_seq_length, served_model=ev.served_model,
                        mteb_source=ev.mteb_source, kfold=ev.kfold, cache_dir=cfg.cache_dir)
     stage_marker.mark_done(out, "eval", settings)
+    from syncse_ray.train.card import update_model_card
+    update_model_card(model, out)  # the model card of a syncse-ray folder gets the STS table
     return results, False
 
 
