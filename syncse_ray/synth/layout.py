@@ -138,7 +138,8 @@ _JUDGE_MEANINGS = {
 }
 COLUMN_MEANINGS: dict[str, dict[str, str]] = {
     "data": {
-        "id": "row id, stable across reruns (input row or written sentence)",
+        "id": "stable row id: `pNNNNNNNNN` = row index in the partial input, `sNNNNNNNN-KK` = sentence KK of "
+              "scratch writing request N",
         "sent0": "the anchor: an input sentence (partial) or one the LLM wrote (scratch)",
         "sent1": "the positive the LLM wrote: a paraphrase or something the anchor entails",
         "hard_neg": "the hard negative the LLM wrote: a minimal edit that contradicts the anchor",
