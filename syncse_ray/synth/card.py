@@ -131,8 +131,7 @@ def render_dataset_card(root: Path) -> str:
 
     gen = manifest.get("model")
     lines = [f"# {card_data.pretty_name}", "",
-             (f"Contrastive sentence triplets written by an LLM with [syncse-ray](https://github.com/syncse-ray/"
-             f"syncse-ray) (SynCSE, Zhang, Lan & He 2023): for each anchor sentence the generator `{gen}` wrote "
+             (f"Contrastive sentence triplets written by an LLM with syncse-ray (SynCSE, Zhang, Lan & He 2023): for each anchor sentence the generator `{gen}` wrote "
              f"{synth.get('candidates')} candidate positives (a paraphrase or something entailed) and hard "
              "negatives (a minimal edit that contradicts it); a judge scored them and the best positive was kept "
              "with the hardest negative that stays below it by a margin. Rows without a valid pair, and anchors "

@@ -278,7 +278,7 @@ def _syncse_section(facts: dict[str, Any], results: dict[str, Any] | None, base:
     metrics = facts.get("checkpoint_metrics") or {}
     lines = [SECTION, "",
              (f"This folder is the `train/{facts.get('folder', 'best')}` export of a "
-             f"[syncse-ray](https://github.com/syncse-ray/syncse-ray) {__version__} run "
+             f"syncse-ray {__version__} run "
              f"(SynCSE on Ray: an LLM writes the training data, Ray Train + {t['backend']} trains the encoder). "
              "The folder is the whole model: `SentenceTransformer(folder)` loads it with its pooler "
              f"(`{t['pooler']}`)."), "", "### Training data", ""]
