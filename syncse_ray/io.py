@@ -172,7 +172,7 @@ def _atomic(path: Path, write) -> Path:
 
 def write_text_atomic(path: Path, text: str) -> Path:
     """`text` at `path`, or nothing: written aside, then renamed into place."""
-    return _atomic(path, lambda tmp: tmp.write_text(text))
+    return _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:

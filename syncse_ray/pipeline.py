@@ -93,6 +93,8 @@ def run_eval_stage(cfg: Config, progress: Callable[[int, int, str], None] | None
                        mteb_source=ev.mteb_source, kfold=ev.kfold, cache_dir=cfg.cache_dir,
                        show_progress=progress is None, progress=progress)
     stage_marker.mark_done(out, "eval", settings)
+    from syncse_ray.train.card import update_model_card
+    update_model_card(model, out)  # the model card of a syncse-ray folder gets the STS table
     return results, False
 
 

@@ -121,6 +121,9 @@ def test_quickstart_job_fails_resumes_and_reruns_without_work(ray_head, tmp_path
     scores = {r["task"]: r["score"] for r in results["records"]}
     assert 0 < scores["STSBenchmark"] <= 100 and 0 < scores["SICKRelatedness"] <= 100
     assert (run_dir / "eval" / "base" / "results.json").is_file()  # eval.compare_base: the encoder before training
+    assert "configs:" in (run_dir / "synth" / "README.md").read_text(encoding="utf-8")  # the dataset card
+    card = (run_dir / "train" / "best" / "README.md").read_text(encoding="utf-8")  # the model card, after eval
+    assert "model-index:" in card and "STS avg" in card and "## Trained with syncse-ray" in card
     report = (run_dir / "report.md").read_text()
     for section in ("## Data (synthesis)", "## Training", "## Evaluation", "## Wall time per stage"):
         assert section in report

@@ -126,3 +126,62 @@ class Layout:
         self.sentences = PhaseLayout(SENTENCES, root / "scratch" / "sentences", root / "scratch" / "dropped",
                                      root / "work" / SENTENCES)
         self.run_file, self.manifest, self.stats = (root / n for n in ("run.json", "manifest.json", "stats.json"))
+
+
+# What each column means (the dataset card, syncse_ray/synth/card.py, lists them beside the schemas above).
+_JUDGE_MEANINGS = {
+    "judge": "the judge that scored the candidates: `embedding:<model>`, `llm`, `embedding+llm:<model>` or `none`",
+    "pos_score": "embedding judge: cosine(anchor, chosen positive); null when that judge is off",
+    "neg_score": "embedding judge: cosine(anchor, chosen hard negative); null when that judge is off",
+    "pos_llm": "LLM judge: P(yes) that the positive follows from the anchor; null when that judge is off",
+    "neg_llm": "LLM judge: P(yes) that the hard negative contradicts the anchor; null when that judge is off",
+}
+COLUMN_MEANINGS: dict[str, dict[str, str]] = {
+    "data": {
+        "id": "stable row id: `pNNNNNNNNN` = row index in the partial input, `sNNNNNNNN-KK` = sentence KK of "
+              "scratch writing request N",
+        "sent0": "the anchor: an input sentence (partial) or one the LLM wrote (scratch)",
+        "sent1": "the positive the LLM wrote: a paraphrase or something the anchor entails",
+        "hard_neg": "the hard negative the LLM wrote: a minimal edit that contradicts the anchor",
+        "mode": "`partial` (sentences given) or `scratch` (sentences written by the LLM first)",
+        "genre": "scratch: the genre the sentence was written in; null for partial",
+        "topics": "scratch: the topics the sentence-writing request named",
+        "sentence_instruction": "scratch: id of the sentence-writing instruction",
+        "sentence_seed": "scratch: seed of the sentence-writing request",
+        "positive_instruction": "id of the instruction that asked for the positive (prompts: instructions.json)",
+        "positive_exemplars": "ids of the few-shot exemplars shown with it (exemplars.json)",
+        "positive_seed": "sampling seed of the chosen positive candidate",
+        "hard_negative_instruction": "id of the instruction that asked for the hard negative",
+        "hard_negative_exemplars": "ids of the few-shot exemplars shown with it",
+        "hard_negative_seed": "sampling seed of the chosen hard-negative candidate",
+        "model": "the generator LLM (model reference)",
+        "positive_sampling": "the positive's sampling parameters (JSON)",
+        "hard_negative_sampling": "the hard negative's sampling parameters (JSON)",
+        **_JUDGE_MEANINGS,
+        "candidates": "how many candidates (positives + hard negatives) the LLM wrote for this row",
+    },
+    "dropped": {
+        "id": "row id", "reason": "why the row was dropped (see the counts above)",
+        "sent0": "the anchor", "sent1": "the best positive candidate, if any", "hard_neg": "the best hard "
+        "negative candidate, if any", "raw_positive": "the LLM's first positive answer, unparsed",
+        "raw_hard_negative": "the LLM's first hard-negative answer, unparsed", "mode": "partial or scratch",
+        "model": "the generator LLM", **_JUDGE_MEANINGS,
+    },
+    "candidates": {
+        "id": "the row id the candidate belongs to", "kind": "`positive` or `hard_negative`",
+        "index": "the candidate's index among the k samples of its request", "text": "the parsed candidate",
+        "reason": "the exact filter that rejected it (null: passed the filters)",
+        "sim": "embedding judge: cosine(anchor, candidate)", "llm": "LLM judge: P(yes)",
+        "selected": "true for the positive and hard negative kept in data/",
+    },
+    "sentences": {
+        "id": "sentence id", "text": "a sentence the LLM wrote", "genre": "the genre asked for",
+        "topics": "the topics asked for", "instruction": "id of the sentence-writing instruction",
+        "seed": "the request's sampling seed", "request": "the index of the writing request",
+        "model": "the generator LLM",
+    },
+    "sentences_dropped": {
+        "id": "sentence id", "reason": "why it was dropped", "text": "the sentence", "genre": "the genre asked for",
+        "request": "the index of the writing request", "model": "the generator LLM",
+    },
+}

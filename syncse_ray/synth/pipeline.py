@@ -4,11 +4,13 @@ partial: stage the input into chunks -> Ray Data: build requests -> vLLM actors 
 parsed and filtered; LLM judge) -> embedding judge actors -> select and write.
 scratch: the same pipeline writes sentences first (phase 1), whose output is staged and annotated (phase 2).
 A restart with the same config skips finished chunks; a folder written by another config is refused.
+A finished folder gets README.md, its dataset card (`syncse_ray.synth.card`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +27,7 @@ from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic, write_table_atomic
 from syncse_ray.ray_env import init_ray
 from syncse_ray.synth import filters
+from syncse_ray.synth.card import CARD, write_dataset_card
 from syncse_ray.synth.decontaminate import DecontaminationError, EvalOverlapIndex
 from syncse_ray.synth.inputs import SynthInputError, iter_input_sentences
 from syncse_ray.synth.judge import EmbeddingJudge, uses_embedding
@@ -33,6 +36,7 @@ from syncse_ray.synth.prompts import check_pack, load_prompt_pack
 from syncse_ray.synth.stages import BuildRequests, FinishChunk, Generator, PhaseSpec
 
 STAGE = "synth"
+log = logging.getLogger(__name__)
 # (phase, chunks done, chunks total, the finished chunk's summary: kept, dropped, requests, output_tokens, ...)
 ProgressFn = Callable[[str, int, int, dict[str, Any] | None], None]
 
@@ -223,6 +227,15 @@ def _result(layout: Layout, manifest: dict[str, Any], stats: dict[str, Any], ski
                        final["dropped"], manifest["requested"], final["drop_reasons"], manifest, stats, skipped)
 
 
+def _write_card(layout: Layout) -> None:
+    """README.md, the dataset card (syncse_ray/synth/card.py); documentation, so it never fails the stage."""
+    try:
+        write_dataset_card(layout.root)
+    except Exception as exc:
+        log.warning("dataset card not written for %s: %s: %s", layout.root, type(exc).__name__, exc,
+                    exc_info=True)
+
+
 def _check_judge(cfg: Config) -> None:
     """Fail before any generation when the embedding judge's model cannot be found or read."""
     from syncse_ray.models import ModelError, resolve_model
@@ -264,6 +277,8 @@ def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
     if synth.mode == "partial" and synth.input is None:
         raise SynthError("synth.mode is partial but synth.input is not set (a text/JSONL/Parquet/CSV file)")
     if stage_marker.claim(layout.root, "synth", settings, layout.run_file.name, "synth.output_dir"):
+        if not (layout.root / CARD).is_file():  # finished before dataset cards existed
+            _write_card(layout)
         return _result(layout, json.loads(layout.manifest.read_text()), json.loads(layout.stats.read_text()), True)
 
     started = time.time()
@@ -319,5 +334,6 @@ def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
     }
     write_json_atomic(layout.stats, stats)
     write_json_atomic(layout.manifest, manifest)
+    _write_card(layout)
     stage_marker.mark_done(layout.root, STAGE, settings, rows=totals["annotate"]["kept"])
     return _result(layout, manifest, stats, False)

@@ -11,12 +11,14 @@ similarity does not need it and the raw vectors stay comparable with the trainin
 
 The tokenizer is saved as `syncse_ray.pooling.prepare_tokenizer` set it up (pad token; EOS appended for `last`),
 and the weights in `dtype` (default: as the model holds them; bf16 for a bf16-trained decoder), which
-`SentenceTransformer(folder)` loads as saved.
+`SentenceTransformer(folder)` loads as saved. With `metadata["card"]` (`syncse_ray.train.card.folder_facts`) the
+folder's README.md is the model card of the training run; without, sentence-transformers' default card.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -24,9 +26,11 @@ import torch
 
 from syncse_ray.io import atomic_dir
 from syncse_ray.pooling import LAYER_PAIRS, POOLING_MODES, needs_hidden_states, prepare_tokenizer
+from syncse_ray.train.card import write_model_card
 from syncse_ray.train.model import SimCSEModel
 
 INFERENCE_MAX_LENGTH = 512
+log = logging.getLogger(__name__)
 
 
 def inference_max_length(tokenizer, config) -> int:
@@ -82,7 +86,14 @@ def export_sentence_transformer(model: SimCSEModel, tokenizer, out_dir: Path, ma
                                  init_weight=linear.weight.detach().clone().float(),
                                  init_bias=linear.bias.detach().clone().float()))
         with atomic_dir(out_dir) as folder:
-            SentenceTransformer(modules=modules, device="cpu").save(str(folder))
+            st_model = SentenceTransformer(modules=modules, device="cpu")
+            st_model.save(str(folder))
             (folder / "syncse_train.json").write_text(json.dumps({"pooler": model.pooler, **(metadata or {})},
                                                                  indent=2))
+            if metadata and "card" in metadata:  # README.md: the model card (syncse_ray.train.card)
+                try:
+                    write_model_card(folder, st_model)
+                except Exception as exc:  # documentation: never lose a trained model over it
+                    log.warning("model card not written for %s (sentence-transformers' default kept): %s: %s",
+                                out_dir, type(exc).__name__, exc, exc_info=True)
     return out_dir

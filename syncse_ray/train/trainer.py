@@ -7,6 +7,7 @@ Output layout (cfg.stage_dir("train"), default <run_dir>/train):
     best/            sentence-transformers folder: the checkpoint with the best dev score (mean of STS-B dev
                      and SICK-R dev, 100 × Spearman of cosine)
     final/           sentence-transformers folder: the last step
+                     (each with README.md, its model card: syncse_ray/train/card.py)
     metrics.jsonl    one JSON object a line: {"step", "epoch", "loss", "lr", "samples_per_s"} every log_every
                      steps and {"step", "stsb_dev", "sickr_dev", "dev_score"} at every evaluation
     ray_train/       Ray Train storage: checkpoint_step_NNNNNNN/ folders (DeepSpeed/DDP state, encoder.pt,
@@ -26,6 +27,7 @@ from pathlib import Path
 from syncse_ray import stage_marker
 from syncse_ray.config import Config, TrainConfig
 from syncse_ray.errors import SyncseRunError
+from syncse_ray.train.card import folder_facts, training_facts
 from syncse_ray.train.data import TrainDataError, read_training_table
 from syncse_ray.train.loop import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoopSpec, train_loop_per_worker
 
@@ -101,8 +103,11 @@ def run_train(cfg: Config) -> TrainResult:
     history = _read_history(result.checkpoint)
     metrics_path = out / "metrics.jsonl"
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-    best_dir = _export(best_ckpt, spec, out / "best", best_metrics)
-    final_dir = _export(result.checkpoint, spec, out / "final", final_metrics)
+    facts = training_facts(cfg, data_path, table, plan, history, seed)
+    best_dir = _export(best_ckpt, spec, out / "best", best_metrics,
+                       folder_facts(facts, best_metrics, "best", best_metrics["step"]))
+    final_dir = _export(result.checkpoint, spec, out / "final", final_metrics,
+                        folder_facts(facts, final_metrics, "final", best_metrics["step"]))
     summary = TrainResult(best_dir=best_dir, final_dir=final_dir, best_score=best_metrics["dev_score"],
                           best_step=best_metrics["step"], steps=final_metrics["step"], metrics_path=metrics_path,
                           output_dir=out, final_scores={k: v for k, v in final_metrics.items() if k != "step"},
@@ -199,7 +204,7 @@ def _read_history(checkpoint) -> list[dict]:
         return json.loads((Path(directory) / CHECKPOINT_STATE).read_text())["history"]
 
 
-def _export(checkpoint, spec: LoopSpec, out_dir: Path, metrics: dict) -> Path:
+def _export(checkpoint, spec: LoopSpec, out_dir: Path, metrics: dict, card: dict | None = None) -> Path:
     import torch
     from transformers import AutoTokenizer
 
@@ -208,7 +213,8 @@ def _export(checkpoint, spec: LoopSpec, out_dir: Path, metrics: dict) -> Path:
     t = spec.train
     model = load_checkpoint_model(checkpoint, spec.model_path, t.pooler, t.mlm_weight > 0)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
-    meta = {"base_model": t.model, "checkpoint": str(checkpoint.path), **metrics}
+    meta = {"base_model": t.model, "checkpoint": str(checkpoint.path), **metrics,
+            **({"card": card} if card is not None else {})}
     dtype = torch.bfloat16 if t.precision == "bf16" else None  # the weights as trained (bf16: lossless)
     with torch.no_grad():
         return export_sentence_transformer(model, tokenizer, out_dir, metadata=meta, dtype=dtype)
