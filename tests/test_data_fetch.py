@@ -300,3 +300,21 @@ def test_a_missing_data_dir_through_a_subprocess(tmp_path):
     assert proc.returncode == 2, proc.stderr
     err = " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr and "run: syncse data fetch" in err and "sts-dev.csv" in err
+
+
+def test_senteval_tar_of_the_real_files_gives_the_real_counts_byte_for_byte(data_dir, hf_cache, tmp_path):
+    """A senteval.tar made from the real SentEval files (the shared data folder) comes out unchanged, with the
+    documented pair counts."""
+    root = tmp_path / "hub"
+    simcse = root / "princeton-nlp" / "datasets-for-simcse"
+    simcse.mkdir(parents=True)
+    with tarfile.open(simcse / "senteval.tar", "w") as tar:
+        for folder in ("STS", "SICK"):
+            tar.add(data_dir / "senteval" / folder, arcname=f"downstream/{folder}")
+    out = tmp_path / "data"
+    result = fetch(out, only=["senteval-sts"], source=hf_cache(root))[0]
+    assert result.rows == {"STS12": 3108, "STS13": 1500, "STS14": 3750, "STS15": 3000, "STS16": 1186,
+                           "STSBenchmark-train": 5749, "STSBenchmark-dev": 1500, "STSBenchmark-test": 1379,
+                           "SICK-train": 4500, "SICK-dev": 500, "SICK-test": 4927}
+    for rel in read_manifest(out)["datasets"]["senteval-sts"]["files"]:
+        assert (out / rel).read_bytes() == (data_dir / rel).read_bytes(), rel
