@@ -151,13 +151,17 @@ class Source:
 
 def _download_errors() -> tuple[type[BaseException], ...]:
     """What a failed download raises: huggingface_hub's and datasets' errors are OSErrors (HTTP, offline, not
-    found) or ValueErrors (bad repo id or revision); httpx's transport errors are neither."""
-    try:
-        import httpx
+    found) or ValueErrors (bad repo id or revision); the transport errors of the HTTP client huggingface_hub
+    uses (httpx, or httpx2 in huggingface_hub 2.x: no DNS, refused connection, timeout) are neither."""
+    import importlib
 
-        return (OSError, ValueError, httpx.HTTPError)
-    except ImportError:
-        return (OSError, ValueError)
+    errors: list[type[BaseException]] = [OSError, ValueError]
+    for client in ("httpx", "httpx2"):
+        try:
+            errors.append(importlib.import_module(client).HTTPError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
 
 
 def _short(exc: BaseException) -> str:

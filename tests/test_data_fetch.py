@@ -318,3 +318,36 @@ def test_senteval_tar_of_the_real_files_gives_the_real_counts_byte_for_byte(data
                            "SICK-train": 4500, "SICK-dev": 500, "SICK-test": 4927}
     for rel in read_manifest(out)["datasets"]["senteval-sts"]["files"]:
         assert (out / rel).read_bytes() == (data_dir / rel).read_bytes(), rel
+
+
+def test_hub_mode_pins_the_resolved_revision_and_fails_in_one_line(hub, tmp_path, monkeypatch):
+    """The hub code path (no network here): the sha `dataset_info` resolves is passed to every download and
+    recorded in the manifest; a connection error is one line, exit code 1, and writes nothing."""
+    import types
+
+    import huggingface_hub
+
+    root, _ = hub
+    calls = []
+
+    def download(repo_id, filename, *, repo_type=None, revision=None, cache_dir=None):
+        calls.append((repo_id, filename, repo_type, revision))
+        return str(root / repo_id / filename)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info",
+                        lambda self, repo_id, **kw: types.SimpleNamespace(sha="0123abcd" * 5))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    data = tmp_path / "data"
+    fetch(data, only=["wiki1m-sample"])
+    assert calls == [("princeton-nlp/datasets-for-simcse", "wiki1m_for_simcse.txt", "dataset", "0123abcd" * 5)]
+    source = read_manifest(data)["datasets"]["wiki1m-sample"]["source"]
+    assert source["revision"] == "0123abcd" * 5 and source["from"] == "huggingface hub"
+
+    def offline(self, repo_id, **kw):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", offline)
+    result = CliRunner().invoke(app, ["data", "fetch", "--to", str(tmp_path / "other"), "--only", "snli"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "cannot reach the Hugging Face hub for stanfordnlp/snli" in text, text
+    assert "Traceback" not in result.output and not (tmp_path / "other").exists()
