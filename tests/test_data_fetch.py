@@ -251,8 +251,9 @@ def test_default_data_dir_is_the_user_cache(monkeypatch):
 def _one_line_error(result, path_part: str, command: str) -> None:
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and not isinstance(result.exception, SyncseError), result.output
-    text = " ".join(result.output.split())  # rich wraps long lines in the test terminal
-    assert "error:" in text and path_part in text and f"run: {command}" in text, text
+    assert len(result.output.strip().splitlines()) == 1, result.output  # one line, however long
+    text = result.output.strip()
+    assert text.startswith("error:") and path_part in text and f"run: {command}" in text, text
 
 
 def test_eval_without_data_names_the_file_and_the_command(tmp_path, monkeypatch):
