@@ -11,6 +11,7 @@ from rich.table import Table
 from syncse_ray.cli_common import App, ConfigPath, SetOption, console, load_or_exit
 from syncse_ray.config import dump_config
 from syncse_ray.console import VERBOSE_ENV, RunConsole
+from syncse_ray.data_cli import data_app
 from syncse_ray.models import BUNDLED, bundled_status, prepare_bundled
 
 app = App(
@@ -23,6 +24,7 @@ models_app = App(help="Bundled offline models and model references.", no_args_is
 config_app = App(help="Inspect configs.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
 
 @config_app.command("show")
 def config_show(config: ConfigPath, set_: SetOption = None) -> None:

@@ -52,10 +52,15 @@ def kill_tree():
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """Real benchmark/seed data (SentEval layout). CI sets SYNCSE_DATA_DIR=../shared/data."""
-    path = Path(os.environ.get("SYNCSE_DATA_DIR") or REPO.parent / "shared" / "data")
+    """Real benchmark/seed data (SentEval layout). CI sets SYNCSE_DATA_DIR=../shared/data; elsewhere ../shared/data
+    if it exists, else the default data dir that `syncse data fetch` fills."""
+    from syncse_ray.datadir import user_data_dir
+
+    shared = REPO.parent / "shared" / "data"
+    path = Path(os.environ.get("SYNCSE_DATA_DIR") or (shared if shared.is_dir() else user_data_dir()))
     if not (path / "senteval").is_dir():
-        pytest.fail(f"benchmark data not found at {path}: set SYNCSE_DATA_DIR to the shared data folder")
+        pytest.fail(f"benchmark data not found at {path}: run `syncse data fetch` or set SYNCSE_DATA_DIR to the "
+                    f"shared data folder")
     return path
 
 

@@ -120,7 +120,7 @@ def test_bad_task_specs_and_missing_data_fail_before_loading_the_model(tmp_path)
     with pytest.raises(EvalError, match="unknown task 'glue'"):
         run_eval("no/such-model-anywhere", ["glue"], tmp_path)
     # The model reference is bogus too: the data check comes first and names the file and the layout.
-    with pytest.raises(DataError, match=r"STS12-en-test/STS\.input\.MSRpar\.txt.*SentEval layout"):
+    with pytest.raises(DataError, match=r"STS12-en-test/STS\.input\.MSRpar\.txt.*run: syncse data fetch"):
         run_eval("./no-such-folder", ["sts"], tmp_path)
     assert parse_tasks(["sts:STS12", "sts", "mteb:reranking", "transfer:sst-2"]) == {
         "sts": ["STS12", *[t for t in STS_TEST_TASKS if t != "STS12"]], "sts-dev": [],
@@ -153,7 +153,7 @@ def test_cli_writes_results_and_reports_bad_input(tiny_dir, tmp_path):
     bad = runner.invoke(app, ["eval", "bundled:all-minilm-l6-v2", "--data-dir", str(tmp_path / "empty"),
                               "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2
-    assert "STS.input.MSRpar.txt" in bad.output and "SentEval layout" in bad.output
+    assert "STS.input.MSRpar.txt" in bad.output and "run: syncse data fetch" in bad.output
     unknown = runner.invoke(app, ["eval", "bundled:all-minilm-l6-v2", "--tasks", "mteb:NoSuchTask",
                                   "--data-dir", str(tiny_dir)])
     assert unknown.exit_code == 2 and "unknown mteb task 'NoSuchTask'" in unknown.output

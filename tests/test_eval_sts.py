@@ -62,9 +62,9 @@ def test_year_reader_skips_unscored_pairs_and_concatenates_subsets(tmp_path):
     assert len(data.files) == 6 and len(data.fingerprint()) == 16
 
 
-def test_missing_file_names_the_file_and_the_layout(tmp_path):
+def test_missing_file_names_the_file_and_the_fetch_command(tmp_path):
     _write_year(tmp_path, "STS13", {"FNWN": (["a\tb"], ["1"])})
-    with pytest.raises(DataError, match=r"STS13-en-test/STS\.input\.headlines\.txt.*SentEval layout"):
+    with pytest.raises(DataError, match=r"STS13-en-test/STS\.input\.headlines\.txt.*run: syncse data fetch --to"):
         read_sts_year(tmp_path, "STS13")
     with pytest.raises(DataError, match=r"STSBenchmark/sts-dev\.csv"):
         load_sts_dev(tmp_path)

@@ -12,8 +12,8 @@ from syncse_ray.config.ray import RayConfig
 from syncse_ray.config.serve import ServeConfig
 from syncse_ray.config.synth import SynthConfig
 from syncse_ray.config.train import TrainConfig
+from syncse_ray.datadir import DATA_DIR_ENV, default_data_dir  # noqa: F401 (re-exported)
 
-DATA_DIR_ENV = "SYNCSE_DATA_DIR"
 CACHE_DIR_ENV = "SYNCSE_CACHE_DIR"
 
 
@@ -21,14 +21,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "syncse-ray")
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV) or "data")
-
-
 class Config(Section):
     name: str = "syncse"
     run_dir: Path = Field(Path("runs/syncse"), description="every stage writes below this folder")
-    # Benchmark and seed data in the layout of ../shared/data (senteval/, seeds/); env SYNCSE_DATA_DIR.
+    # Benchmark and seed data (senteval/, seeds/); env SYNCSE_DATA_DIR, else ~/.cache/syncse-ray/data, which
+    # `syncse data fetch` fills.
     data_dir: Path = Field(default_factory=default_data_dir)
     # Converted bundled models live here; env SYNCSE_CACHE_DIR.
     cache_dir: Path = Field(default_factory=default_cache_dir)

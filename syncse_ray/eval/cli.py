@@ -22,7 +22,8 @@ def eval_command(
         "--tasks", "-t", help="sts, sts:<name>, sts-dev, transfer, transfer:<name>, mteb:<task|sts|reranking>; "
                               "repeat or comma-separate. Default: the config's eval.tasks (sts).")] = None,
     data_dir: Annotated[Path | None, typer.Option(
-        help="Benchmark data (senteval/ layout). Default: config data_dir, else $SYNCSE_DATA_DIR, else ./data.")] = None,
+        help="Benchmark data (senteval/ layout). Default: config data_dir, else $SYNCSE_DATA_DIR, else "
+             "~/.cache/syncse-ray/data (syncse data fetch fills it).")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Where results.json and results.md go. Default: eval.output_dir, else <run_dir>/eval.")] = None,
     pooler: Annotated[str | None, typer.Option(

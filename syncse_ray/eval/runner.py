@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from syncse_ray.datadir import default_data_dir
 from syncse_ray.encoders import DEFAULT_BATCH_SIZE, CachedEncoder, Encoder, load_encoder
 from syncse_ray.errors import SyncseError
 from syncse_ray.eval.mteb_tasks import MTEB_GROUPS, expand_task_names, get_mteb_task, run_mteb
@@ -103,7 +104,7 @@ def _transfer_record(model: str, data: TransferData, embed: Callable[[Sequence[s
             "data_fingerprint": data.fingerprint(), "time": _now(), "seconds": time.perf_counter() - start}
 
 
-def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: str | Path = "data",
+def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: str | Path | None = None,
              out_dir: str | Path | None = None, *, pooler: str | None = None,
              batch_size: int = DEFAULT_BATCH_SIZE, max_seq_length: int | None = None,
              served_model: str | None = None, mteb_source: str = "auto", kfold: int = 10,
@@ -116,6 +117,7 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
     ``model`` is a reference for ``load_encoder`` (folder, ``bundled:<name>``, hub name, ``http(s)://…/v1``
     endpoint) or an already loaded ``Encoder``. Each distinct sentence is encoded once per call."""
     plan = parse_tasks(tasks)
+    data_dir = default_data_dir() if data_dir is None else data_dir
     started, t0 = _now(), time.perf_counter()
     skipped: list[str] = []
 

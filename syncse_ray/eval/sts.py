@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from syncse_ray.datadir import MissingDataError, missing_data
 from syncse_ray.errors import SyncseError
 
 Pairs = tuple[list[str], list[str], np.ndarray]
@@ -53,6 +54,10 @@ LAYOUT_HINT = (
 
 class DataError(SyncseError, FileNotFoundError):
     """An evaluation file is missing or malformed; the message names the file and the expected layout."""
+
+
+class MissingEvalData(DataError, MissingDataError):
+    """An evaluation file is not in the data dir; the message names it and `syncse data fetch`."""
 
 
 @dataclass
@@ -86,9 +91,9 @@ def _norm(sentence: str) -> str:
     return " ".join(sentence.split())
 
 
-def _require(path: Path) -> Path:
+def _require(path: Path, data_dir: str | Path) -> Path:
     if not path.is_file():
-        raise DataError(f"missing file {path}; {LAYOUT_HINT}")
+        raise missing_data(path, data_dir, what="evaluation file", cls=MissingEvalData)
     return path
 
 
@@ -106,8 +111,8 @@ def read_sts_year(data_dir: str | Path, year: str) -> StsData:
     gold: list[float] = []
     files: list[Path] = []
     for subset in STS_YEAR_SUBSETS[year]:
-        inp = _require(folder / f"STS.input.{subset}.txt")
-        gs = _require(folder / f"STS.gs.{subset}.txt")
+        inp = _require(folder / f"STS.input.{subset}.txt", data_dir)
+        gs = _require(folder / f"STS.gs.{subset}.txt", data_dir)
         files += [inp, gs]
         in_lines = inp.read_text(encoding="utf-8").splitlines()
         gs_lines = gs.read_text(encoding="utf-8").splitlines()
@@ -128,7 +133,7 @@ def read_sts_year(data_dir: str | Path, year: str) -> StsData:
 
 def read_stsb(data_dir: str | Path, split: str) -> StsData:
     """STS Benchmark ``sts-<split>.csv``: tab-separated, score in field 5, sentences in fields 6 and 7."""
-    path = _require(_senteval(data_dir) / "STS" / "STSBenchmark" / f"sts-{split}.csv")
+    path = _require(_senteval(data_dir) / "STS" / "STSBenchmark" / f"sts-{split}.csv", data_dir)
     s1, s2, gold = [], [], []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -148,7 +153,7 @@ SICK_FILES = {"train": "SICK_train.txt", "dev": "SICK_trial.txt", "test": "SICK_
 def read_sick(data_dir: str | Path, split: str) -> StsData:
     """SICK relatedness: header line, then pair_ID, sentence_A, sentence_B, relatedness_score, ... (tab-separated).
     Splits: train, dev (= ``SICK_trial.txt``), test (= ``SICK_test_annotated.txt``)."""
-    path = _require(_senteval(data_dir) / "SICK" / SICK_FILES[split])
+    path = _require(_senteval(data_dir) / "SICK" / SICK_FILES[split], data_dir)
     lines = path.read_text(encoding="utf-8").splitlines()
     s1, s2, gold = [], [], []
     for lineno, line in enumerate(lines[1:], 2):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from syncse_ray.datadir import fetch_command
 from syncse_ray.eval.sts import DataError, files_fingerprint
 
 C_GRID = tuple(2.0 ** t for t in range(-2, 4))
@@ -145,7 +146,8 @@ def read_transfer(data_dir: str | Path, task: str) -> TransferData:
         raise ValueError(f"unknown transfer task {task!r}; known: {', '.join(TRANSFER_TASKS)}")
     folder = Path(data_dir) / "senteval" / TASK_DIRS[task]
     if not folder.is_dir():
-        raise TransferSkipped(f"transfer task {task} skipped: {folder} does not exist (expected {TRANSFER_LAYOUT})")
+        raise TransferSkipped(f"transfer task {task} skipped: {folder} does not exist (expected {TRANSFER_LAYOUT}; "
+                              f"run: {fetch_command(data_dir, '--transfer')})")
     return READERS[task](folder)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from syncse_ray.datadir import fetch_command
 from syncse_ray.errors import SyncseError
 from syncse_ray.synth.filters import NgramIndex, text_hash
 
@@ -54,8 +55,8 @@ class EvalOverlapIndex:
         if not sentences:
             raise DecontaminationError(
                 f"synth.decontamination is on but no evaluation set was found under {data_dir}/senteval "
-                f"(STS12-16, STS-B, SICK); set data_dir to the benchmark data, or "
-                f"synth.decontamination.enabled=false to train without this check")
+                f"(STS12-16, STS-B, SICK); run: {fetch_command(data_dir)} (or set data_dir to the benchmark "
+                f"data, or synth.decontamination.enabled=false to train without this check)")
         return cls(sentences, ngram=ngram, near_threshold=near_threshold, sources=sources)
 
     def __len__(self) -> int:

@@ -108,7 +108,8 @@ def _stage_rows(phase: PhaseLayout, rows: Iterable[dict[str, Any]], chunk_size: 
 
 def _partial_rows(cfg: Config) -> Iterator[dict[str, Any]]:
     synth = cfg.synth
-    for i, text in enumerate(iter_input_sentences(synth.input, synth.text_column, synth.limit, synth.input_format)):
+    for i, text in enumerate(iter_input_sentences(synth.input, synth.text_column, synth.limit, synth.input_format,
+                                                  data_dir=cfg.data_dir)):
         yield {"id": f"p{i:09d}", "text": text}
 
 

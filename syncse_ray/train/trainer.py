@@ -156,10 +156,13 @@ def _plan_steps(rows: int, tcfg: TrainConfig) -> dict[str, int]:
 
 
 def _dev_sets(data_dir: Path, max_pairs: int | None) -> dict:
+    from syncse_ray.datadir import MissingDataError
     from syncse_ray.eval.sts import load_sts_dev
 
     try:
         dev = load_sts_dev(data_dir, max_pairs)
+    except MissingDataError:
+        raise  # one line naming the file and `syncse data fetch` (exit 2)
     except FileNotFoundError as exc:
         raise TrainError(f"dev sets for model selection are missing (data_dir={data_dir}): {exc}") from None
     return {name: (s1, s2, [float(g) for g in gold]) for name, (s1, s2, gold) in dev.items()}
