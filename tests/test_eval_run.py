@@ -61,6 +61,7 @@ def tiny_dir(tmp_path_factory) -> Path:
     return write_sts_layout(tmp_path_factory.mktemp("tiny-senteval"))
 
 
+@pytest.mark.slow  # encodes STS-B test twice with MiniLM (~10 s)
 def test_senteval_stsb_equals_mteb_stsbenchmark_on_the_real_data(minilm_encoder, data_dir, tmp_path):
     """Two implementations, one number: our reader + spearman_cosine vs mteb's STS evaluator (fed the same
     file through mteb's data pipeline and our mteb wrapper)."""

@@ -5,7 +5,10 @@ import importlib.metadata as md
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow  # imports vLLM in a fresh interpreter (~10 s)
 def test_transformers_model_classes_import():
     # A fresh interpreter: the failure ("operator torchvision::nms does not exist") happens at import time.
     code = (

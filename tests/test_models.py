@@ -45,6 +45,7 @@ def test_minilm_bundled_encodes_paraphrases_closer(minilm_path):
     assert float(a @ b) > float(a @ c) + 0.3
 
 
+@pytest.mark.slow  # a full SmolLM2 conversion (~25 s on 2 cores)
 def test_interrupted_conversion_leaves_nothing_valid(tmp_path, monkeypatch):
     """A conversion that dies half-way (here: after writing part of its output) leaves no folder that a later
     call would take as the model; the next call converts again and succeeds."""
@@ -69,6 +70,7 @@ def test_interrupted_conversion_leaves_nothing_valid(tmp_path, monkeypatch):
     assert path == final and (path / "config.json").is_file() and (path / "chat_template.jinja").exists()
 
 
+@pytest.mark.slow  # a full SmolLM2 conversion (~25 s on 2 cores)
 def test_killed_conversion_process_leaves_nothing_valid(tmp_path):
     """kill -9 in the middle of a real conversion: the cache holds only a temporary folder, never the model."""
     code = (
@@ -102,6 +104,7 @@ def test_smollm2_chat_reply_with_real_vllm(vllm_engine):
     assert len(out[0].outputs[0].token_ids) > 0
 
 
+@pytest.mark.slow  # four CLI subprocesses (~10 s)
 def test_cli_models_and_config(tmp_path):
     env = dict(os.environ)
     syncse = [sys.executable, "-m", "syncse_ray.cli"]
