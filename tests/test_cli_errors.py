@@ -45,3 +45,63 @@ def test_jobs_entrypoint_gives_one_line_and_the_exit_code(capsys):
     assert job_main("train", ["--config", "configs/quickstart.yaml", "--set", "train.epochs=0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: invalid config") and "train.epochs" in err
+
+
+def _pipeline(tmp_path, *overrides: str) -> tuple[int, list[str]]:
+    """`syncse pipeline configs/quickstart.yaml` as a user runs it: its own process, its real console (quiet)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [str(Path(sys.executable).with_name("syncse")), "pipeline", "configs/quickstart.yaml",
+           "--set", f"run_dir={tmp_path / 'run'}"]
+    for item in overrides:
+        cmd += ["--set", item]
+    env = {k: v for k, v in os.environ.items() if k != "SYNCSE_VERBOSE"}
+    proc = subprocess.run(cmd, cwd=repo, env={**env, "COLUMNS": "80"}, capture_output=True, text=True,
+                          timeout=300, check=False)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    return proc.returncode, lines
+
+
+def _error_line(lines: list[str]) -> str:
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, lines
+    return errors[0]
+
+
+def _triplets(tmp_path):
+    data = tmp_path / "triplets.parquet"
+    pd.DataFrame({"sent0": ["a b"] * 64, "sent1": ["c d"] * 64, "hard_neg": ["e f"] * 64}).to_parquet(data)
+    return data
+
+
+def test_pipeline_errors_are_one_line_with_the_exit_code(tmp_path, data_dir, minilm_path):
+    """Through `syncse pipeline`: a config error, a missing data dir, an unloadable model and a refused folder
+    (which names the setting that differs) each end in one `error:` line and exit code 2, before Ray starts."""
+    code, lines = _pipeline(tmp_path, "train.lr=-1")
+    assert code == 2 and "train.lr" in _error_line(lines) and "greater than 0" in _error_line(lines)
+
+    code, lines = _pipeline(tmp_path, f"data_dir={tmp_path / 'no-data'}")
+    assert code == 2 and "run: syncse data fetch" in _error_line(lines), lines
+
+    train_only = [f"data_dir={data_dir}", "pipeline.stages=[train]", f"train.data={_triplets(tmp_path)}"]
+    code, lines = _pipeline(tmp_path, *train_only, f"train.model={tmp_path / 'no-such-model'}")
+    assert code == 2 and "no-such-model" in _error_line(lines), lines
+
+    # A training folder another config (lr 1e-3) has claimed: refused, naming train.lr and both values.
+    from syncse_ray import stage_marker
+    from syncse_ray.config import load_config
+    from syncse_ray.train.trainer import training_settings
+
+    other = load_config("configs/quickstart.yaml", [f"run_dir={tmp_path / 'run'}", *train_only,
+                                                     f"train.model={minilm_path}", "train.lr=1e-3"])
+    stage_marker.claim(other.stage_dir("train"), "training", training_settings(other), "run_config.json",
+                       "train.output_dir")
+    code, lines = _pipeline(tmp_path, *train_only, f"train.model={minilm_path}")
+    error = _error_line(lines)
+    assert code == 2 and "lr: 0.001 -> 0.0002" in error and "train.output_dir" in error, lines
+    assert any(line.startswith("train: failed") for line in lines) and len(lines) <= 3, lines

@@ -80,14 +80,14 @@ def _cfg(tmp_path, *overrides):
 
 
 def test_unloadable_base_model_is_named(tmp_path):
-    from syncse_ray.train import TrainError, run_train
+    from syncse_ray.train import TrainInputError, run_train
 
     pd.DataFrame({"sent0": ["a"] * 8, "sent1": ["b"] * 8}).to_parquet(tmp_path / "t.parquet")
-    with pytest.raises(TrainError, match="cannot load the base model train.model='/nonexistent/encoder'"):
+    with pytest.raises(TrainInputError, match="cannot load the base model train.model='/nonexistent/encoder'"):
         run_train(_cfg(tmp_path, "train.model=/nonexistent/encoder"))
     (tmp_path / "not_a_model").mkdir()
     (tmp_path / "not_a_model" / "notes.txt").write_text("no weights here")
-    with pytest.raises(TrainError, match="cannot load the base model .*not_a_model"):
+    with pytest.raises(TrainInputError, match="cannot load the base model .*not_a_model"):
         run_train(_cfg(tmp_path, f"train.model={tmp_path / 'not_a_model'}"))
 
 

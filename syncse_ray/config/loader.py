@@ -17,17 +17,20 @@ class ConfigError(SyncseError, ValueError):
 
 
 def format_validation_error(err: ValidationError, source: str, section: str = "") -> str:
-    """One line a problem, each naming its key (``section.key``) and the value given."""
-    lines = [f"invalid config ({source}):"]
+    """Each problem naming its key (``section.key``) and the value given: one line for one problem, else a line
+    a problem below the source."""
+    problems = []
     for e in err.errors():
         key = ".".join([section] * bool(section) + [str(p) for p in e["loc"]]) or "<root>"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
+            problems.append(f"{key}: unknown key")
         else:
             got = e.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"  {key}: {e['msg']}{shown}")
-    return "\n".join(lines)
+            problems.append(f"{key}: {e['msg']}{shown}")
+    if len(problems) == 1:
+        return f"invalid config ({source}): {problems[0]}"
+    return "\n".join([f"invalid config ({source}):", *(f"  {p}" for p in problems)])
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

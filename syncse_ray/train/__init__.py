@@ -9,7 +9,7 @@ trainer (the driver).
 
 from __future__ import annotations
 
-__all__ = ["TrainError", "TrainResult", "run_train"]
+__all__ = ["TrainError", "TrainInputError", "TrainResult", "run_train"]
 
 
 def __getattr__(name: str):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from syncse_ray import stage_marker
 from syncse_ray.config import Config, TrainConfig
-from syncse_ray.errors import SyncseRunError
+from syncse_ray.errors import SyncseError, SyncseRunError
 from syncse_ray.train.card import folder_facts, training_facts
 from syncse_ray.train.data import TrainDataError, read_training_table
 from syncse_ray.train.loop import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoopSpec, train_loop_per_worker
@@ -52,6 +52,10 @@ class TrainError(SyncseRunError, RuntimeError):
     """Training could not run or did not finish; the message says why and what is kept."""
 
 
+class TrainInputError(SyncseError, ValueError):
+    """A model or setting training cannot use (exit code 2); the message names the setting."""
+
+
 @dataclass
 class TrainResult:
     best_dir: Path
@@ -65,15 +69,21 @@ class TrainResult:
     resumed_from_step: int  # the step the last attempt started from (0: from scratch)
 
 
+def training_settings(cfg: Config) -> TrainConfig:
+    """What determines the trained model: the train section with its data path resolved and its seed filled in
+    (its `resource` fields may change between relaunches). The training folder's fingerprint is taken of it."""
+    t = cfg.train
+    data_path = Path(t.data) if t.data is not None else cfg.stage_dir("synth") / "data"
+    return t.model_copy(update={"data": data_path.resolve(), "seed": cfg.seed if t.seed is None else t.seed})
+
+
 def run_train(cfg: Config) -> TrainResult:
     """Train with cfg.train (see docs/train.md); returns where the models are and how they scored. A config
     that already finished in this folder returns its recorded result; an interrupted one resumes."""
     tcfg = cfg.train
     out = cfg.stage_dir("train").resolve()
-    seed = cfg.seed if tcfg.seed is None else tcfg.seed
-    data_path = Path(tcfg.data) if tcfg.data is not None else cfg.stage_dir("synth") / "data"
-    # What determines the trained model (its `resource` fields may change between relaunches).
-    settings = tcfg.model_copy(update={"data": data_path.resolve(), "seed": seed})
+    settings = training_settings(cfg)
+    seed, data_path = settings.seed, Path(settings.data)
     if stage_marker.is_done(out, settings):
         return _from_marker(stage_marker.read_marker(out))
     model_path = _check_model(tcfg.model, cfg.cache_dir)
@@ -131,7 +141,7 @@ def _check_model(reference: str, cache_dir: Path, setting: str = "train.model", 
         AutoConfig.from_pretrained(str(path))
         AutoTokenizer.from_pretrained(str(path))
     except (ModelError, OSError, ValueError) as exc:
-        raise TrainError(f"cannot load the {what} {setting}={reference!r}: {exc}") from None
+        raise TrainInputError(f"cannot load the {what} {setting}={reference!r}: {exc}") from None
     return path
 
 
@@ -140,7 +150,8 @@ def _check_matryoshka(tcfg: TrainConfig, model_path: Path) -> None:
 
     hidden = AutoConfig.from_pretrained(str(model_path)).hidden_size
     if tcfg.matryoshka_dims and max(tcfg.matryoshka_dims) > hidden:
-        raise TrainError(f"train.matryoshka_dims {tcfg.matryoshka_dims} exceed the model's {hidden} dimensions")
+        raise TrainInputError(f"train.matryoshka_dims {tcfg.matryoshka_dims} exceed the model's {hidden} "
+                              "dimensions")
 
 
 def _plan_steps(rows: int, tcfg: TrainConfig) -> dict[str, int]:
