@@ -37,13 +37,16 @@ def fetch_command(
     for col in ("dataset", "status", "files", "rows"):
         table.add_column(col, overflow="fold")
 
+    said = {"fetched": "[green]fetched[/]", "skipped": "[yellow]complete[/] (manifest)",
+            "present": "[yellow]present[/] (not fetched by syncse; --force replaces it)"}
+
     def show(result) -> None:
-        console.print(f"{result.name}: {'[green]fetched[/]' if result.status == 'fetched' else '[yellow]skipped[/] (complete)'}")
-        table.add_row(result.name, result.status, str(result.files), _rows(result.rows))
+        table.add_row(result.name, said[result.status], str(result.files), _rows(result.rows))
 
     fetch(data_dir, only=only, transfer=transfer, force=force, source=Source(source), on_dataset=show)
     console.print(table)
-    console.print(f"[green]manifest[/] {data_dir / 'manifest.json'}")
+    if (data_dir / "manifest.json").is_file():
+        console.print(f"[green]manifest[/] {data_dir / 'manifest.json'}")
 
 
 def _rows(rows: dict) -> str:

@@ -183,6 +183,11 @@ class DatasetSpec:
     write: Callable[[Source, str | None, Path], dict[str, Any]]  # -> row counts; files go below the given folder
     default: bool = True
     transfer: bool = False
+    # files that mark the dataset as present in a data dir syncse did not fill (e.g. a shared, read-only copy)
+    marks: tuple[str, ...] = ()
+
+    def present(self, data_dir: Path) -> bool:
+        return bool(self.marks) and all((Path(data_dir) / m).is_file() for m in self.marks)
 
 
 def _sentevals_root(tar: tarfile.TarFile) -> str:
@@ -307,7 +312,11 @@ def _copy_file(filename: str) -> Callable[[Source, str | None, Path], dict[str, 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("senteval-sts", "STS12-16, STS Benchmark, SICK (SentEval layout)", SIMCSE_REPO,
                 f"{SENTEVAL_TAR}: STS/STS12-en-test … STS16-en-test, STS/STSBenchmark, SICK",
-                STS_LICENCE, SENTEVAL_TEXT, _write_senteval_sts),
+                STS_LICENCE, SENTEVAL_TEXT, _write_senteval_sts,
+                marks=(*(f"senteval/STS/STS{y}-en-test/STS.input.{t}.txt" for y, t in (
+                    ("12", "MSRpar"), ("13", "FNWN"), ("14", "images"), ("15", "images"), ("16", "headlines"))),
+                       *(f"senteval/STS/STSBenchmark/sts-{s}.csv" for s in ("train", "dev", "test")),
+                       *(f"senteval/SICK/SICK_{s}.txt" for s in ("train", "trial", "test_annotated")))),
     DatasetSpec("senteval-transfer", "SentEval transfer sets MR, CR, SUBJ, MPQA, SST2, TREC, MRPC", SIMCSE_REPO,
                 f"{SENTEVAL_TAR}: {', '.join(TRANSFER_FOLDERS)}",
                 "each set under its own terms (see the files and SentEval's data/downstream README)",
@@ -316,10 +325,10 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
                 "splits validation -> dev, test -> test; columns premise, hypothesis, label (ClassLabel "
                 "entailment/neutral/contradiction, -1 dropped)", "CC BY-SA 4.0",
                 "the hub's text: untokenized and cased (SentEval's SNLI copy is tokenized); the same pairs",
-                _write_snli),
+                _write_snli, marks=tuple(f"seeds/snli/{n}.{s}" for n in ("s1", "s2", "labels") for s in ("dev", "test"))),
     DatasetSpec("wiki1m-sample", f"the first {WIKI1M_SAMPLE_LINES:,} lines of SimCSE's 1M Wikipedia sentences",
                 SIMCSE_REPO, WIKI1M_FILE, "CC BY-SA (Wikipedia text)", "SimCSE's file, unchanged",
-                _write_wiki1m_sample),
+                _write_wiki1m_sample, marks=("seeds/wiki1m_sample.txt",)),
     DatasetSpec("simcse-wiki1m", "SimCSE's 1M Wikipedia sentences (unsup-SimCSE recipes)", SIMCSE_REPO,
                 WIKI1M_FILE, "CC BY-SA (Wikipedia text)", "SimCSE's file, unchanged", _copy_file(WIKI1M_FILE),
                 default=False),
@@ -382,7 +391,7 @@ def is_complete(data_dir: Path, entry: dict[str, Any] | None) -> bool:
 @dataclass
 class Fetched:
     name: str
-    status: str  # "fetched" | "skipped"
+    status: str  # "fetched" | "skipped" (complete per the manifest) | "present" (there, not fetched by syncse)
     rows: dict[str, Any]
     files: int
 
@@ -406,6 +415,8 @@ def fetch_one(spec: DatasetSpec, data_dir: Path, source: Source, *, force: bool 
     entry = read_manifest(data_dir)["datasets"].get(spec.name)
     if not force and is_complete(data_dir, entry):
         return Fetched(spec.name, "skipped", entry.get("rows", {}), len(entry["files"]))
+    if not force and entry is None and spec.present(data_dir):
+        return Fetched(spec.name, "present", {}, len(spec.marks))
     revisions = {} if revisions is None else revisions
     if spec.repo not in revisions:
         revisions[spec.repo] = source.revision(spec.repo)

@@ -231,11 +231,27 @@ def test_the_cli_fetches_from_a_source_and_names_unknown_datasets(hub, hf_cache,
     result = CliRunner().invoke(app, ["data", "fetch", "--to", str(tmp_path / "d"), "--source", str(root),
                                       "--only", "wiki1m-sample"])
     assert result.exit_code == 0, result.output
-    assert "wiki1m-sample: fetched" in result.output
+    assert "wiki1m-sample" in result.output and "fetched" in result.output
     result = CliRunner().invoke(app, ["data", "fetch", "--to", str(tmp_path / "d"), "--only", "nope"])
     assert result.exit_code == 2 and "unknown dataset nope" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["data", "fetch", "--to", str(tmp_path / "d"), "--source", str(tmp_path / "x")])
     assert result.exit_code == 2 and "is not a folder" in result.output
+
+
+def test_a_data_dir_syncse_did_not_fill_is_left_as_it_is(data_dir, tmp_path):
+    """The shared, read-only copy (CI's SYNCSE_DATA_DIR): every default dataset is present, nothing is written,
+    no hub is asked; a dataset with a file missing is not present."""
+    before = sorted(p.relative_to(data_dir) for p in data_dir.rglob("*"))
+    (tmp_path / "empty-hub").mkdir()
+    results = fetch(data_dir, source=Source(tmp_path / "empty-hub"))  # would fail if it were asked
+    assert [(r.name, r.status) for r in results] == [("senteval-sts", "present"), ("snli", "present"),
+                                                     ("wiki1m-sample", "present")]
+    assert sorted(p.relative_to(data_dir) for p in data_dir.rglob("*")) == before
+    partial = tmp_path / "partial" / "seeds"
+    partial.mkdir(parents=True)
+    (partial / "wiki1m_sample.txt").write_text("one sentence\n")
+    assert DATASETS["wiki1m-sample"].present(tmp_path / "partial")
+    assert not DATASETS["snli"].present(tmp_path / "partial")
 
 
 # ------------------------------------------------------------------------------------ missing data: one line
