@@ -66,10 +66,11 @@ def _chunk_size(chunks: list[list[str]]) -> int:
 @serve.deployment(name=EMBEDDER_NAME)
 class Embedder:
     """One copy of the model per replica. Calls carry chunks of at most `max_batch_size` texts; `@serve.batch`
-    merges concurrent chunks into one model call of at most `max_batch_size` texts."""
+    merges concurrent chunks into one model call of at most `max_batch_size` texts, which runs as forward
+    passes of at most `max_batch_tokens` padded tokens each (`batching.plan_batches`)."""
 
     def __init__(self, model: str, *, device: str, max_batch_size: int, batch_wait_timeout_s: float,
-                 torch_threads: int | None):
+                 torch_threads: int | None, max_batch_tokens: int | None = None):
         import torch
 
         from syncse_ray.serve.encoder import SentenceEncoder
@@ -78,6 +79,7 @@ class Embedder:
             torch.set_num_threads(torch_threads)
         self.encoder = SentenceEncoder(model, device=device)
         self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.embed_batch.set_max_batch_size(max_batch_size)
         self.embed_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.calls = self.batches = 0
@@ -87,8 +89,9 @@ class Embedder:
                 "path": str(self.encoder.path)}
 
     def batching_stats(self) -> dict[str, int]:
-        """Embed calls received and model batches run by this replica: how much `@serve.batch` merged."""
-        return {"calls": self.calls, "batches": self.batches}
+        """Embed calls received and model batches run by this replica (how much `@serve.batch` merged), and the
+        forward passes those batches ran as (split by the token budget)."""
+        return {"calls": self.calls, "batches": self.batches, "passes": self.encoder.passes}
 
     async def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Unit vectors and the token length of each input (before truncation to the model's max tokens)."""
@@ -109,8 +112,10 @@ class Embedder:
         return results
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        return (self.encoder.encode(texts, batch_size=self.max_batch_size),
-                self.encoder.count_tokens(texts).lengths)
+        lengths = self.encoder.count_tokens(texts).lengths  # tokenized once: usage and the batch plan
+        vectors = self.encoder.encode_in_batches(texts, max_batch_size=self.max_batch_size,
+                                                 max_batch_tokens=self.max_batch_tokens, lengths=lengths)
+        return vectors, lengths
 
 
 @serve.deployment(name=INGRESS_NAME)
@@ -196,6 +201,7 @@ def build_app(config: ServeConfig | None = None, /, *, api_key: str | None = Non
         cfg.model,
         device="cuda" if on_gpu else "cpu",
         max_batch_size=cfg.max_batch_size,
+        max_batch_tokens=cfg.max_batch_tokens,
         batch_wait_timeout_s=cfg.batch_wait_timeout_s,
         torch_threads=None if on_gpu else max(1, round(cpus)),
     )
