@@ -9,6 +9,13 @@ Prints embeddings/s for both, their ratio, and p50/p99 request latency; `--out F
     .venv/bin/python benchmarks/serve_load.py --clients 16 --texts-per-request 8 --requests-per-client 24
 
 Texts come from seeds/wiki1m_sample.txt in the data dir ($SYNCSE_DATA_DIR, else ../shared/data) when present.
+`--mixed-lengths` makes every `--long-every`-th text long (`--long-join` sentences joined, often past the model's
+256 tokens), so requests mix short and long inputs: what `serve.max_batch_tokens` (`--max-batch-tokens`; 0: no
+token budget, the count only) splits into forward passes of similar lengths.
+
+    .venv/bin/python benchmarks/serve_load.py --mixed-lengths --clients 8 --texts-per-request 16 \
+        --requests-per-client 8 --max-batch-tokens 16384
+
 Traffic goes to 127.0.0.1 only.
 """
 
@@ -37,6 +44,13 @@ def load_texts(count: int, seed: int = 0) -> list[str]:
         return [lines[rng.randrange(len(lines))] for _ in range(count)]
     words = ["the", "a", "model", "sentence", "encoder", "learns", "from", "data", "written", "by", "a", "language", "model", "on", "many", "topics"]
     return [" ".join(rng.choice(words) for _ in range(rng.randint(8, 40))) for _ in range(count)]
+
+
+def mix_lengths(texts: list[str], *, long_every: int, join: int, seed: int = 0) -> list[str]:
+    """Every `long_every`-th text replaced by `join` texts joined (a long input); the others stay short."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(texts) for _ in range(join)) if i % long_every == 0 else text
+            for i, text in enumerate(texts)]
 
 
 def in_process_throughput(model: str, texts: list[str], batch_size: int) -> float:
@@ -93,7 +107,8 @@ def serve_throughput(args: argparse.Namespace, texts: list[str]) -> dict:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(model=args.model, num_replicas=args.replicas, num_cpus_per_replica=args.cpus_per_replica,
-                            max_batch_size=args.batch_size, batch_wait_timeout_s=args.batch_wait_timeout_s),
+                            max_batch_size=args.batch_size, batch_wait_timeout_s=args.batch_wait_timeout_s,
+                            max_batch_tokens=args.max_batch_tokens or None),
                   name="syncse-bench", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
         kwargs = {"clients": args.clients, "per_request": args.texts_per_request, "encoding": args.encoding}
@@ -125,21 +140,30 @@ def main() -> None:
                         help="also the torch threads per replica (default: all cores, like in-process)")
     parser.add_argument("--batch-size", type=int, default=64, help="max_batch_size, and the in-process batch")
     parser.add_argument("--batch-wait-timeout-s", type=float, default=0.01)
+    parser.add_argument("--max-batch-tokens", type=int, default=16384,
+                        help="serve.max_batch_tokens: padded tokens per forward pass (0: no token budget)")
+    parser.add_argument("--mixed-lengths", action="store_true", help="mix short and long inputs (see above)")
+    parser.add_argument("--long-every", type=int, default=4, help="with --mixed-lengths: every Nth text is long")
+    parser.add_argument("--long-join", type=int, default=12, help="with --mixed-lengths: sentences per long text")
     parser.add_argument("--ray-cpus", type=int, default=8, help="logical CPUs of the local Ray cluster")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
 
     # The timed phase sends each of these texts once; in process encodes the same texts.
     texts = load_texts(args.clients * args.requests_per_client * args.texts_per_request)
+    if args.mixed_lengths:
+        texts = mix_lengths(texts, long_every=args.long_every, join=args.long_join)
     baseline = in_process_throughput(args.model, texts, args.batch_size)
     served = serve_throughput(args, texts)
     result = {"in_process_embeddings_per_s": baseline, "serve": served,
               "ratio": served["embeddings_per_s"] / baseline, "settings": vars(args) | {"out": str(args.out)},
               "cpu_count": os.cpu_count()}
-    print(f"in-process encode (batch {args.batch_size}): {baseline:.1f} embeddings/s")
+    mix = f", mixed lengths (every {args.long_every}th text {args.long_join} sentences)" if args.mixed_lengths else ""
+    print(f"in-process encode (batch {args.batch_size}{mix}): {baseline:.1f} embeddings/s")
     print(f"serve, {args.clients} clients x {args.texts_per_request} texts/request ({args.encoding}): "
           f"{served['embeddings_per_s']:.1f} embeddings/s, p50 {served['p50_ms']:.0f} ms, "
-          f"p99 {served['p99_ms']:.0f} ms, {served['errors']} errors / {served['requests']} requests")
+          f"p99 {served['p99_ms']:.0f} ms, {served['errors']} errors / {served['requests']} requests "
+          f"(max_batch_tokens {args.max_batch_tokens or 'off'})")
     print(f"ratio serve / in-process: {result['ratio']:.2f}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

@@ -34,6 +34,11 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     _started_local = True
 
 
+def started_local_cluster() -> bool:
+    """Whether `init_ray` started the local cluster this process is connected to (not a joined one)."""
+    return _started_local
+
+
 def stop_local_ray() -> None:
     """Stop the local cluster `init_ray` started, before work that needs no Ray: its idle processes still take
     CPU (on 2 cores evaluation ran ~30% slower beside them). A joined cluster is left alone."""
@@ -50,5 +55,5 @@ def _has_cuda() -> bool:
         import torch
 
         return torch.cuda.is_available()
-    except Exception:
+    except Exception:  # noqa: BLE001 - no usable torch means no CUDA
         return False

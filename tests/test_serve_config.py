@@ -68,3 +68,14 @@ def test_build_app_refuses_bad_settings(monkeypatch):
         build_app(model="m", corpus="c.txt", index="idx")
     with pytest.raises(ValueError, match="min_replicas"):
         build_app(model="m", autoscaling={"min_replicas": 3, "max_replicas": 2})
+
+
+def test_batch_limits_and_cpu_share_reach_the_embedder():
+    from syncse_ray.serve.app import build_app
+
+    embedder = _deployments(build_app(model="m", max_batch_tokens=500, max_batch_size=8))["Embedder"]
+    kwargs = embedder._replica_config.init_kwargs
+    assert (kwargs["max_batch_tokens"], kwargs["max_batch_size"]) == (500, 8)
+    assert embedder.ray_actor_options["num_cpus"] == 1  # serve.num_cpus_per_replica unset: 1 CPU
+    assert _deployments(build_app(model="m", max_batch_tokens=None))["Embedder"]._replica_config.init_kwargs[
+        "max_batch_tokens"] is None  # count only

@@ -42,10 +42,15 @@ class ServeConfig(RequestLimits):
     num_replicas: int | None = Field(1, ge=1, description="fixed embedder replicas; None: use autoscaling")
     autoscaling: AutoscalingConfig = AutoscalingConfig()
     num_gpus_per_replica: float = Field(0.0, ge=0.0)
-    num_cpus_per_replica: float = Field(1.0, ge=0.0)
+    num_cpus_per_replica: float | None = Field(
+        None, ge=0.0, description="None: 1, or on a local cluster the share that lets every replica fit")
     num_cpus_ingress: float = Field(0.25, ge=0.0, description="the FastAPI ingress (validation, search)")
     max_batch_size: int = Field(64, gt=0, description="texts per model call (@serve.batch)")
+    max_batch_tokens: int | None = Field(
+        16_384, gt=0, description="padded tokens (longest × count) per forward pass; None: count only")
     batch_wait_timeout_s: float = Field(0.01, ge=0.0)
+    cluster_autoscales: bool | None = Field(
+        None, description="None: ask Ray; true: a request beyond the cluster only warns (nodes can be added)")
     api_key_env: str | None = Field(None, description="env var holding the bearer token; None: no auth")
 
     @model_validator(mode="after")

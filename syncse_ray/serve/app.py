@@ -40,9 +40,18 @@ from syncse_ray.config.serve import RequestLimits
 from syncse_ray.models import BUNDLED_PREFIX
 from syncse_ray.serve.http import ApiBackend, create_api
 from syncse_ray.serve.index import VectorIndex, read_corpus
+from syncse_ray.serve.resources import (
+    DEFAULT_CPUS_PER_REPLICA,
+    ClusterResources,
+    ServeDemand,
+    ServeResourceError,
+    auto_cpus_per_replica,
+    check_fit,
+)
 from syncse_ray.serve.tokens import TokenCounts
 
 logger = logging.getLogger("ray.serve")
+log = logging.getLogger("syncse_ray.serve")  # what `syncse serve` prints (sizing, resource warnings)
 
 EMBEDDER_NAME = "Embedder"
 INGRESS_NAME = "EmbeddingsAPI"
@@ -57,10 +66,11 @@ def _chunk_size(chunks: list[list[str]]) -> int:
 @serve.deployment(name=EMBEDDER_NAME)
 class Embedder:
     """One copy of the model per replica. Calls carry chunks of at most `max_batch_size` texts; `@serve.batch`
-    merges concurrent chunks into one model call of at most `max_batch_size` texts."""
+    merges concurrent chunks into one model call of at most `max_batch_size` texts, which runs as forward
+    passes of at most `max_batch_tokens` padded tokens each (`batching.plan_batches`)."""
 
     def __init__(self, model: str, *, device: str, max_batch_size: int, batch_wait_timeout_s: float,
-                 torch_threads: int | None):
+                 torch_threads: int | None, max_batch_tokens: int | None = None):
         import torch
 
         from syncse_ray.serve.encoder import SentenceEncoder
@@ -69,6 +79,7 @@ class Embedder:
             torch.set_num_threads(torch_threads)
         self.encoder = SentenceEncoder(model, device=device)
         self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.embed_batch.set_max_batch_size(max_batch_size)
         self.embed_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.calls = self.batches = 0
@@ -78,8 +89,9 @@ class Embedder:
                 "path": str(self.encoder.path)}
 
     def batching_stats(self) -> dict[str, int]:
-        """Embed calls received and model batches run by this replica: how much `@serve.batch` merged."""
-        return {"calls": self.calls, "batches": self.batches}
+        """Embed calls received and model batches run by this replica (how much `@serve.batch` merged), and the
+        forward passes those batches ran as (split by the token budget)."""
+        return {"calls": self.calls, "batches": self.batches, "passes": self.encoder.passes}
 
     async def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Unit vectors and the token length of each input (before truncation to the model's max tokens)."""
@@ -100,8 +112,10 @@ class Embedder:
         return results
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        return (self.encoder.encode(texts, batch_size=self.max_batch_size),
-                self.encoder.count_tokens(texts).lengths)
+        lengths = self.encoder.count_tokens(texts).lengths  # tokenized once: usage and the batch plan
+        vectors = self.encoder.encode_in_batches(texts, max_batch_size=self.max_batch_size,
+                                                 max_batch_tokens=self.max_batch_tokens, lengths=lengths)
+        return vectors, lengths
 
 
 @serve.deployment(name=INGRESS_NAME)
@@ -174,20 +188,22 @@ def build_app(config: ServeConfig | None = None, /, *, api_key: str | None = Non
         api_key = read_api_key(cfg.api_key_env)
     model_id = cfg.model_name or default_model_id(cfg.model)
     on_gpu = cfg.num_gpus_per_replica > 0
+    cpus = cfg.num_cpus_per_replica if cfg.num_cpus_per_replica is not None else DEFAULT_CPUS_PER_REPLICA
     scaling: dict[str, Any] = (
         {"num_replicas": cfg.num_replicas} if cfg.num_replicas is not None
         else {"autoscaling_config": cfg.autoscaling.model_dump()}
     )
     embedder = Embedder.options(
-        ray_actor_options={"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica},
+        ray_actor_options={"num_cpus": cpus, "num_gpus": cfg.num_gpus_per_replica},
         max_ongoing_requests=2 * cfg.max_batch_size,
         **scaling,
     ).bind(
         cfg.model,
         device="cuda" if on_gpu else "cpu",
         max_batch_size=cfg.max_batch_size,
+        max_batch_tokens=cfg.max_batch_tokens,
         batch_wait_timeout_s=cfg.batch_wait_timeout_s,
-        torch_threads=None if on_gpu else max(1, round(cfg.num_cpus_per_replica)),
+        torch_threads=None if on_gpu else max(1, round(cpus)),
     )
     limits = RequestLimits.model_validate(cfg.model_dump(include=set(RequestLimits.model_fields)))
     return EmbeddingsAPI.options(
@@ -225,11 +241,79 @@ def start_server(settings: ServeConfig, ray_config: RayConfig | None = None) -> 
     return its base URL once it is ready. `stop_server()` undoes it."""
     from syncse_ray.ray_env import init_ray
 
-    application = build_app(settings)
+    build_app(settings)  # a config error (model, key) before any cluster is started or joined
     init_ray(ray_config)
+    application = build_app(fit_to_cluster(settings, read_cluster(settings)))
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(application, name=APP_NAME, route_prefix="/")
     return f"http://{settings.host}:{settings.port}"
+
+
+def read_cluster(settings: ServeConfig) -> ClusterResources:
+    """The connected cluster's resources, as `check_fit` reads them. It autoscales when
+    `settings.cluster_autoscales` says so, else when Ray's autoscaler config has a node group that can grow
+    (what Ray Data reads too); the local cluster `init_ray` started never does."""
+    import ray
+
+    from syncse_ray.ray_env import started_local_cluster
+
+    local = started_local_cluster()
+    largest: dict[str, float] = {}
+    for node in ray.nodes():
+        if node.get("Alive"):
+            for key in ("CPU", "GPU"):
+                largest[key] = max(largest.get(key, 0.0), float(node.get("Resources", {}).get(key, 0.0)))
+    autoscales = settings.cluster_autoscales
+    if autoscales is None:
+        autoscales = not local and _ray_says_autoscaling()
+    return ClusterResources(available=dict(ray.available_resources()), total=dict(ray.cluster_resources()),
+                            largest_node=largest, autoscales=autoscales, local=local)
+
+
+def _ray_says_autoscaling() -> bool:
+    """Whether the autoscaler's cluster config (GCS) has a node group that can add nodes. A private Ray API
+    (`ray._private.state`, as `ray.data` uses it): anything unexpected counts as a fixed cluster."""
+    try:
+        import ray._private.state
+
+        config = ray._private.state.state.get_cluster_config()
+        if not config or not config.node_group_configs:
+            return False
+        return any(group.max_count == -1 or group.max_count > group.min_count
+                   for group in config.node_group_configs if group.resources and group.max_count != 0)
+    except Exception:  # noqa: BLE001 - a private API; unknown means a fixed cluster
+        return False
+
+
+def fit_to_cluster(settings: ServeConfig, cluster: ClusterResources) -> ServeConfig:
+    """`settings` with a CPU share per Embedder replica chosen when it is unset (on the local cluster: what
+    lets every replica and the ingress fit, at most 1; elsewhere 1), checked against `cluster`. Raises
+    `ServeResourceError` (one line, what is missing and what to set) when the app cannot be scheduled, unless
+    the cluster autoscales: then it only warns."""
+    cpus = settings.num_cpus_per_replica
+    if cpus is None:
+        cpus = DEFAULT_CPUS_PER_REPLICA
+        if cluster.local:
+            demand = ServeDemand.of(settings)
+            chosen = auto_cpus_per_replica(cluster.available.get("CPU", 0.0), demand.max_replicas,
+                                           demand.ingress_cpus)
+            if chosen is not None:
+                cpus = chosen
+                log.info(f"serve.num_cpus_per_replica not set: {cpus:g} CPU per Embedder replica, so "
+                         f"{ServeDemand.of(settings, cpus).describe_cpus(demand.max_replicas)} fit the "
+                         f"{cluster.available.get('CPU', 0.0):g} CPU of this local cluster")
+        settings = settings.model_copy(update={"num_cpus_per_replica": cpus})
+    report = check_fit(ServeDemand.of(settings), cluster)
+    for warning in report.warnings:
+        log.warning(warning)
+    if not report.ok:
+        if cluster.autoscales:
+            log.warning(report.message() + " (the cluster autoscales: deploying anyway, replicas wait for nodes)")
+        else:
+            hint = "" if cluster.local else \
+                " (a cluster that adds nodes on demand: --set serve.cluster_autoscales=true only warns)"
+            raise ServeResourceError(report.message() + hint)
+    return settings
 
 
 def stop_server() -> None:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
-from syncse_ray.cli_common import App, SetOption, console, fail, load_or_exit
+from syncse_ray.cli_common import App, SetOption, console, err_console, fail, load_or_exit
 from syncse_ray.config import ServeConfig
 from syncse_ray.config.loader import format_validation_error
+
+
+class _ConsoleHandler(logging.Handler):
+    """Log records as plain lines on the error console (which finds stderr when it prints)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = "[yellow]warning:[/] " if record.levelno >= logging.WARNING else ""
+        err_console.print(prefix + escape(record.getMessage()), markup=True, highlight=False, soft_wrap=True)
+
 
 index_app = App(help="FAISS corpus indexes for /v1/search.", no_args_is_help=True)
 
@@ -54,7 +65,11 @@ def serve_command(
     if not settings.model:
         raise fail("no model: pass MODEL or set serve.model in the config")
 
-    from syncse_ray.serve.app import serve_forever
+    from syncse_ray.serve.app import log, serve_forever
+
+    if not any(isinstance(h, _ConsoleHandler) for h in log.handlers):  # sizing and resource warnings
+        log.addHandler(_ConsoleHandler())
+        log.setLevel(logging.INFO)
 
     def announce(base: str) -> None:
         console.print(f"[green]serving[/] {settings.model} at {base}/v1 (embeddings, search, models); "

@@ -9,6 +9,7 @@ import numpy as np
 
 from syncse_ray.encoders import SentenceTransformerEncoder
 from syncse_ray.models import resolve_model
+from syncse_ray.serve.batching import plan_batches, run_batches
 from syncse_ray.serve.encoding import normalize
 from syncse_ray.serve.tokens import TokenCounts, token_lengths
 
@@ -20,10 +21,25 @@ class SentenceEncoder(SentenceTransformerEncoder):
     def __init__(self, model: str | Path, *, device: str = "cpu", cache_dir: Path | None = None):
         self.path = resolve_model(model, cache_dir)
         super().__init__(str(model), self.path, batch_size=64, max_seq_length=None, device=device)
+        self.passes = 0  # forward passes run by encode_in_batches
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         vectors = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
         return normalize(vectors)
+
+    def encode_in_batches(self, texts: list[str], *, max_batch_size: int, max_batch_tokens: int | None,
+                          lengths: list[int] | None = None) -> np.ndarray:
+        """`encode`, one forward pass per batch of `plan_batches`: at most `max_batch_size` texts and
+        `max_batch_tokens` padded tokens (longest × count, after truncation to max tokens) each, texts sorted by
+        token length so padding is small; rows in the order of `texts`. `lengths`: token lengths before
+        truncation (`count_tokens(texts).lengths`), when the caller has them."""
+        if lengths is None:
+            lengths = self.count_tokens(texts).lengths
+        batches = plan_batches(lengths, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
+                               max_tokens=self.max_tokens)
+        self.passes += len(batches)
+        return run_batches(batches, lambda idx: self.encode([texts[i] for i in idx], batch_size=len(idx)),
+                           len(texts))
 
     def count_tokens(self, texts: list[str]) -> TokenCounts:
         return TokenCounts(token_lengths(self.model.tokenizer, texts), self.max_tokens)
