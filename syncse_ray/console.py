@@ -4,7 +4,8 @@ Quiet by default: while a run works, the process's stdout and stderr (file descr
 logs, vLLM, DeepSpeed, transformers and every child process started meanwhile) go to `<run_dir>/logs/<stage>.log`
 (`pipeline.log` between stages); the terminal gets the displays, on a copy of the original descriptors. On an
 interactive terminal a display is a rich progress bar; elsewhere (CI, `ray job submit` logs, a pipe) it is a line
-every `SYNCSE_PROGRESS_INTERVAL` seconds (default 30). `--verbose` or `SYNCSE_VERBOSE=1` leaves every output on
+when the progress changed, at most every `SYNCSE_PROGRESS_INTERVAL` seconds (default 30), and every 4 intervals
+when it did not. `--verbose` or `SYNCSE_VERBOSE=1` leaves every output on
 the terminal (the displays print lines). When a stage fails, the last lines of its log and the log's path are
 printed before the error.
 """
@@ -144,14 +145,20 @@ class StageDisplay:
         return f"{self.name}:{done} {info} elapsed {_duration(time.time() - self.started)}{eta}".replace("  ", " ")
 
     def _tick(self) -> None:
-        # Interactive: poll every second (rich redraws). Otherwise: a line every `interval` seconds.
+        # Interactive: poll every second (rich redraws). Otherwise: every `interval` seconds a line when the
+        # progress changed, and one every 4 intervals when it did not (so a long step still shows it is alive).
         wait = 1.0 if self.interactive else self.interval
+        shown, shown_at = None, time.time()
         while not self._stop.wait(wait):
             self._poll()
             if self.interactive:
                 self._render()
-            else:
+                continue
+            with self._lock:
+                state = (self.completed, self.total, tuple(self.info.items()))
+            if state != shown or time.time() - shown_at >= 4 * self.interval - 0.5:
                 self.console.print(self.line(), highlight=False, soft_wrap=True)
+                shown, shown_at = state, time.time()
         self._poll()
 
 

@@ -154,6 +154,7 @@ def train_loop_per_worker(config: dict) -> dict:
     accum = t.gradient_accumulation_steps
     # samples/s counts wall time between micro-batches (data, tokenization, compute), not dev evaluation.
     window_loss, window_steps, window_time = 0.0, 0, 0.0
+    step_loss = 0.0  # this optimizer step's loss so far (the progress display shows every step)
     last_tick = time.perf_counter()
     while step < spec.total_steps:
         epoch, steps_done_in_epoch = divmod(step, spec.steps_per_epoch)
@@ -201,12 +202,15 @@ def train_loop_per_worker(config: dict) -> dict:
                 return {"stopped": message, "step": step, "start_step": start_step}
             stepped = cache.replay(engine.backward_and_step) if cache is not None else engine.backward_and_step(loss)
             window_loss += mean_loss / accum
+            step_loss += mean_loss / accum
             now = time.perf_counter()
             window_time, last_tick = window_time + now - last_tick, now
             if not stepped:
                 continue
             step += 1
             window_steps += 1
+            show({"step": step, "loss": step_loss})
+            step_loss = 0.0
 
             if step % t.log_every == 0 or step == spec.total_steps:
                 record = {"step": step, "epoch": round(step / spec.steps_per_epoch, 4),
