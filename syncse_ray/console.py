@@ -262,9 +262,9 @@ class RunConsole:
             tail = log.read_text(errors="replace").splitlines()[-lines:]
         except OSError:
             return
-        self.console.print(f"[dim]last {len(tail)} lines of {log}:[/]", highlight=False)
+        self.console.print(f"[dim]last {len(tail)} lines of {log}:[/]", highlight=False, soft_wrap=True)
         for line in tail:
-            self.console.print(f"  {line}", highlight=False, markup=False)
+            self.console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
 
     def summary(self, rows: list[list[str]], report: Path | None) -> None:
         """The end-of-run table (stage, status, wall time, what it made) and where the report and logs are."""
@@ -277,9 +277,9 @@ class RunConsole:
             table.add_row(*row)
         self.console.print(table)
         if report is not None:
-            self.console.print(f"[green]report[/] {report}", highlight=False)
+            self.console.print(f"[green]report[/] {report}", highlight=False, soft_wrap=True)
         if self.log_dir is not None and not self.verbose:
-            self.console.print(f"[dim]logs[/] {self.log_dir}", highlight=False)
+            self.console.print(f"[dim]logs[/] {self.log_dir}", highlight=False, soft_wrap=True)
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         self.console.print(*args, **kwargs)
