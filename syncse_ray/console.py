@@ -23,9 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from syncse_ray.errors import SyncseError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 VERBOSE_ENV = "SYNCSE_VERBOSE"
 INTERVAL_ENV = "SYNCSE_PROGRESS_INTERVAL"
@@ -118,7 +125,7 @@ class StageDisplay:
             return
         try:
             polled = self.poll()
-        except Exception:  # a display must never end a run
+        except Exception:  # noqa: BLE001 (a display must never end a run)
             return
         if polled is not None:
             completed, total, info = polled

@@ -26,8 +26,8 @@ from typing import Any
 
 from syncse_ray import stage_marker
 from syncse_ray.config import Config, dump_config
-from syncse_ray.console import NO_DISPLAY, RunConsole, StageDisplay
 from syncse_ray.config.base import output_settings
+from syncse_ray.console import NO_DISPLAY, RunConsole, StageDisplay
 from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic
 from syncse_ray.ray_env import stop_local_ray

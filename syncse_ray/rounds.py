@@ -25,7 +25,6 @@ from syncse_ray.config import Config
 from syncse_ray.synth.reselect import improved
 
 
-
 def round_dir(cfg: Config, r: int) -> Path:
     return Path(cfg.run_dir) / f"round_{r}"
 

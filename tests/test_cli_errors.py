@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from syncse_ray.cli import app
@@ -79,6 +80,7 @@ def _triplets(tmp_path):
     return data
 
 
+@pytest.mark.slow  # four `syncse pipeline` processes (~20 s), no Ray
 def test_pipeline_errors_are_one_line_with_the_exit_code(tmp_path, data_dir, minilm_path):
     """Through `syncse pipeline`: a config error, a missing data dir, an unloadable model and a refused folder
     (which names the setting that differs) each end in one `error:` line and exit code 2, before Ray starts."""

@@ -25,7 +25,7 @@ def _pipeline(run_dir: Path, data_dir: Path) -> tuple[int, list[str]]:
         cmd += ["--set", item]
     env = {**os.environ, "SYNCSE_PROGRESS_INTERVAL": "30"}
     env.pop("SYNCSE_VERBOSE", None)
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500, check=False)
     return proc.returncode, (proc.stdout + proc.stderr).splitlines()
 
 

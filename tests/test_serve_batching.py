@@ -79,6 +79,7 @@ def _mixed_texts(n: int = 50) -> list[str]:
     return texts
 
 
+@pytest.mark.slow  # loads MiniLM and encodes 50 texts twice (~9 s)
 def test_minilm_vectors_batched_by_tokens_equal_one_at_a_time(encoder, monkeypatch):
     texts = _mixed_texts()
     lengths = encoder.count_tokens(texts).lengths

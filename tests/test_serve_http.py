@@ -144,6 +144,7 @@ def test_search_without_an_index_is_404():
     assert "securitySchemes" not in client.get("/openapi.json").json()["components"]
 
 
+@pytest.mark.slow  # ~10 s of generated requests; CI runs it (and the one against the served app)
 def test_schemathesis_in_process():
     """Bounded schemathesis run over the ASGI app (stub model): no 5xx, every response as documented, schema-
     valid bodies accepted and schema-invalid ones refused."""
