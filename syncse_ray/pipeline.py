@@ -195,8 +195,9 @@ def _run_eval(cfg: Config, display: StageDisplay) -> dict[str, Any]:
     if with_base:
         _, base_skipped = run_base_eval(cfg, progress_of(0))
     results, skipped = run_eval_stage(cfg, progress_of(len(runs) - 1))
-    avg = next((r["score"] for r in results["records"] if r["protocol"] == "senteval-sts" and r["task"] == "avg"),
-               None)
+    from syncse_ray.eval.results import sts_scores
+
+    avg = sts_scores(results).get("avg")
     if avg is not None:
         display.update(**{"STS avg": f"{avg:.2f}"})
     return {"skipped": skipped and base_skipped, "results": str(cfg.stage_dir("eval") / "results.json")}
@@ -224,14 +225,9 @@ def summary_rows(cfg: Config, result: PipelineResult) -> list[list[str]]:
 
 def _sts_summary(results_path: Path) -> str:
     """STS avg (or each STS task run, when not all seven were) before -> after training."""
-    from syncse_ray.eval.results import load_results
+    from syncse_ray.eval.results import sts_scores
 
-    def sts(path: Path) -> dict[str, float]:
-        if not path.is_file():
-            return {}
-        return {r["task"]: r["score"] for r in load_results(path)["records"] if r["protocol"] == "senteval-sts"}
-
-    trained, base = sts(results_path), sts(results_path.parent / "base" / "results.json")
+    trained, base = sts_scores(results_path), sts_scores(results_path.parent / "base" / "results.json")
     if not trained:
         return f"results in {results_path}"
     tasks = ["avg"] if "avg" in trained else list(trained)

@@ -56,11 +56,9 @@ def _tokens(cfg: Config) -> int | None:
 
 def _sts_avg(results_path: Path) -> float | None:
     """The STS average of an evaluation (SentEval "avg"; the mean of the STS tasks run when it has no avg row)."""
-    from syncse_ray.eval.results import load_results
+    from syncse_ray.eval.results import sts_scores
 
-    if not results_path.is_file():
-        return None
-    sts = {r["task"]: r["score"] for r in load_results(results_path)["records"] if r["protocol"] == "senteval-sts"}
+    sts = sts_scores(results_path)
     if "avg" in sts:
         return sts["avg"]
     return sum(sts.values()) / len(sts) if sts else None

@@ -99,6 +99,14 @@ def _scores(run: dict[str, Any], protocol: str) -> dict[str, float | None]:
     return {r["task"]: r["score"] for r in run["records"] if r["protocol"] == protocol}
 
 
+def sts_scores(source: str | Path | dict[str, Any]) -> dict[str, float]:
+    """The SentEval STS scores of a results file (or dict): task -> score, "avg" among them when all seven ran;
+    {} when the file is not there."""
+    if not isinstance(source, dict) and not Path(source).exists():
+        return {}
+    return _scores(load_results(source), "senteval-sts")
+
+
 def render_table(results: str | Path | dict[str, Any] | Sequence[str | Path | dict[str, Any]]) -> str:
     """Markdown for one or more results (dicts, results.json paths or run folders): the SentEval STS table with
     the paper's RoBERTa-base rows, then dev, transfer and MTEB tables for whatever the runs contain."""
