@@ -49,6 +49,8 @@ class ServeConfig(RequestLimits):
     max_batch_tokens: int | None = Field(
         16_384, gt=0, description="padded tokens (longest × count) per forward pass; None: count only")
     batch_wait_timeout_s: float = Field(0.01, ge=0.0)
+    replica_retries: int = Field(
+        3, ge=0, description="times an embed call is resent when its Embedder replica dies (embedding is idempotent)")
     cluster_autoscales: bool | None = Field(
         None, description="None: ask Ray; true: a request beyond the cluster only warns (nodes can be added)")
     api_key_env: str | None = Field(None, description="env var holding the bearer token; None: no auth")

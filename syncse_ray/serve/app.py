@@ -48,6 +48,7 @@ from syncse_ray.serve.resources import (
     auto_cpus_per_replica,
     check_fit,
 )
+from syncse_ray.serve.retry import call_with_retries
 from syncse_ray.serve.tokens import TokenCounts
 
 logger = logging.getLogger("ray.serve")
@@ -56,6 +57,7 @@ log = logging.getLogger("syncse_ray.serve")  # what `syncse serve` prints (sizin
 EMBEDDER_NAME = "Embedder"
 INGRESS_NAME = "EmbeddingsAPI"
 CORPUS_CHUNKS_IN_FLIGHT = 16  # embedder calls at once while indexing a corpus at start
+RETRY_BACKOFF_S = 0.25  # first wait before resending a call whose replica died (doubles each time)
 
 
 def _chunk_size(chunks: list[list[str]]) -> int:
@@ -126,9 +128,11 @@ class EmbeddingsAPI:
 
     async def __init__(self, embedder: DeploymentHandle, *, model_id: str, served_names: list[str],
                        limits: RequestLimits, max_batch_size: int, api_key: str | None, index_dir: str | None,
-                       corpus: str | None, corpus_fields: tuple[str, str]):
+                       corpus: str | None, corpus_fields: tuple[str, str], replica_retries: int = 3):
         self.embedder = embedder
         self.max_batch_size = max_batch_size
+        self.replica_retries = replica_retries
+        self.resent = 0  # embed calls sent again because their replica died
         self.info = await embedder.info.remote()
         index: VectorIndex | None = None
         if index_dir is not None:
@@ -145,13 +149,29 @@ class EmbeddingsAPI:
                                   dimension=self.info["dimension"], max_tokens=self.info["max_tokens"],
                                   limits=limits, api_key=api_key, index=index)
 
+    async def _embed_chunk(self, chunk: list[str]) -> tuple[np.ndarray, list[int]]:
+        """One embedder call, resent when the replica it ran on died (`retry.py`: embedding is idempotent)."""
+        from ray.exceptions import RayActorError
+
+        def resend(attempt: int, exc: BaseException) -> None:
+            self.resent += 1
+            logger.warning(f"{EMBEDDER_NAME} replica gone ({type(exc).__name__}); resending {len(chunk)} texts, "
+                           f"try {attempt + 1} of {self.replica_retries + 1}")
+
+        return await call_with_retries(lambda: self.embedder.embed.remote(chunk), retryable=(RayActorError,),
+                                       retries=self.replica_retries, backoff_s=RETRY_BACKOFF_S, on_retry=resend)
+
+    def retry_stats(self) -> dict[str, int]:
+        """Embed calls this ingress replica resent because their Embedder replica died."""
+        return {"resent": self.resent}
+
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_api(self.backend)
 
     async def _embed(self, texts: list[str]) -> tuple[np.ndarray, TokenCounts]:
         """Embed any number of texts as concurrent chunks of at most max_batch_size."""
         chunks = [texts[i:i + self.max_batch_size] for i in range(0, len(texts), self.max_batch_size)]
-        parts = await asyncio.gather(*(self.embedder.embed.remote(chunk) for chunk in chunks))
+        parts = await asyncio.gather(*(self._embed_chunk(chunk) for chunk in chunks))
         lengths = [n for _, chunk_lengths in parts for n in chunk_lengths]
         return np.concatenate([v for v, _ in parts]), TokenCounts(lengths, self.info["max_tokens"])
 
@@ -218,6 +238,7 @@ def build_app(config: ServeConfig | None = None, /, *, api_key: str | None = Non
         index_dir=str(cfg.index) if cfg.index is not None else None,
         corpus=str(cfg.corpus) if cfg.corpus is not None else None,
         corpus_fields=(cfg.corpus_text_field, cfg.corpus_id_field),
+        replica_retries=cfg.replica_retries,
     )
 
 
