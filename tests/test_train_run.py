@@ -1,5 +1,5 @@
-"""Real training runs on CPU: Ray Train + DeepSpeed ZeRO-2 with 2 workers on SNLI gold triplets, a worker fault
-that Ray recovers from, relaunching a finished run, and a non-finite loss."""
+"""Real training runs on CPU: Ray Train + DeepSpeed ZeRO-2 with 2 workers on SNLI gold triplets, a worker process
+SIGKILLed mid-run that Ray recovers from, relaunching a finished run, and a non-finite loss."""
 
 from __future__ import annotations
 
@@ -30,25 +30,70 @@ def tiny_config(tmp: Path, data: Path, data_dir: Path, *overrides: str):
         "train.max_seq_length=24", "train.dev_max_pairs=100", "train.log_every=1", *overrides])
 
 
+def _train_worker_pids() -> list[int]:
+    """Pids of the live Ray Train worker processes (Ray titles an actor's process after its class)."""
+    import psutil
+
+    return [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline", "status"])
+            if "RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE]
+
+
+def _sigkill_a_worker_after(progress_file: Path, step: int, killed: dict) -> None:
+    """Once rank 0 reports `step` (so the checkpoint before it is stored), SIGKILL one training worker process,
+    chosen at random: a real process death, as on a cluster, not an exception raised in the loop."""
+    import os
+    import random
+    import signal
+    import time
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(progress_file.read_text()).get("step", 0) >= step:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    else:
+        return
+    pids = _train_worker_pids()
+    if pids:
+        killed["pid"] = random.choice(pids)
+        killed["step"] = json.loads(progress_file.read_text())["step"]
+        os.kill(killed["pid"], signal.SIGKILL)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir, ray_local):
     """2 workers × batch 16, DeepSpeed ZeRO-2, 12 steps (one epoch of 400 triplets), dev + checkpoint every
-    5 steps; rank 0 raises after step 7 once and Ray restarts the workers from the step-5 checkpoint."""
+    5 steps; once step 6 is reached one worker process is SIGKILLed and Ray Train restarts the worker group
+    from the step-5 checkpoint (train.max_failures=1)."""
+    import random
+    import threading
+
     from syncse_ray.train import run_train
+    from syncse_ray.train.trainer import PROGRESS_FILE
 
     tmp = tmp_path_factory.mktemp("train")
     snli_triplets(data_dir, 400).to_parquet(tmp / "triplets.parquet")
     cfg = tiny_config(tmp, tmp / "triplets.parquet", data_dir, "train.num_workers=2", "train.backend=deepspeed",
-                      "train.deepspeed.zero_stage=2", "train.eval_steps=5", "train.fault_at_step=7",
-                      "train.max_failures=1", "train.num_checkpoints_to_keep=1")
-    return cfg, run_train(cfg)
+                      "train.deepspeed.zero_stage=2", "train.eval_steps=5", "train.max_failures=1",
+                      "train.num_checkpoints_to_keep=1")
+    killed: dict = {}
+    killer = threading.Thread(target=_sigkill_a_worker_after, daemon=True,
+                              args=(cfg.stage_dir("train") / PROGRESS_FILE, random.choice([6, 7, 8]), killed))
+    killer.start()
+    result = run_train(cfg)
+    killer.join(timeout=5)
+    return cfg, result, killed
 
 
 def test_two_worker_deepspeed_run_trains_recovers_and_exports(trained):
-    cfg, result = trained
+    cfg, result, killed = trained
     assert result.steps == 12
-    assert (cfg.stage_dir("train") / "fault_injected").read_text() == "7"  # the fault did happen
-    assert result.resumed_from_step == 5  # ... and Ray restarted from the step-5 checkpoint
+    assert 6 <= killed.get("step", 0) < 10, killed  # a worker process was SIGKILLed between checkpoints ...
+    assert result.resumed_from_step == 5  # ... and Ray restarted the group from the step-5 checkpoint
+    assert killed["pid"] not in _train_worker_pids()
 
     log = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
     losses = [r["loss"] for r in log if "loss" in r]
@@ -70,7 +115,7 @@ def test_export_loads_with_sentence_transformers_and_matches_training_model(trai
     from syncse_ray.models import resolve_model
     from syncse_ray.train.trainer import load_checkpoint_model
 
-    cfg, result = trained
+    cfg, result, _ = trained
     folder = result.best_dir if which == "best" else result.final_dir
     meta = json.loads((folder / "syncse_train.json").read_text())
     model_path = str(resolve_model(cfg.train.model))
@@ -89,7 +134,7 @@ def test_relaunching_a_finished_run_resumes_at_its_last_step(trained):
     checkpoint (step 12 of 12), trains nothing, and reports the same steps and log."""
     from syncse_ray.train import run_train
 
-    cfg, first = trained
+    cfg, first, _ = trained
     log_before = first.metrics_path.read_text()
     (cfg.stage_dir("train") / "stage.json").unlink()
     again = run_train(cfg)
@@ -102,7 +147,7 @@ def test_a_different_config_cannot_reuse_the_output_folder(trained):
     from syncse_ray.stage_marker import ClaimError
     from syncse_ray.train import run_train
 
-    cfg, _ = trained
+    cfg, _, _ = trained
     with pytest.raises(ClaimError, match="holds a finished training output of a different config"):
         run_train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 1e-5})}))
 
