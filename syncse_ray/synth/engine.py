@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +52,45 @@ def build_llm(model_path: str | Path, cfg: EngineConfig | None = None, *, seed: 
 
     cfg = cfg or EngineConfig()
     return LLM(**engine_kwargs(model_path, cfg, on_cpu=vllm_is_cpu_build(), seed=seed))
+
+
+def engine_processes() -> list:
+    """The processes of the engine this process started (`psutil.Process`): vLLM titles them `VLLM::…`
+    (EngineCore, Worker); every child process if none is titled so."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    titled = []
+    for proc in children:
+        try:
+            if any(part.startswith("VLLM::") for part in proc.cmdline()):
+                titled.append(proc)
+        except psutil.Error:
+            continue
+    return titled or children
+
+
+def watch_engine(on_death: Callable[[int], None], interval_s: float = 1.0) -> None:
+    """Call `on_death(pid)` (once, from a daemon thread) when a process of this process's engine ends.
+
+    vLLM's synchronous client can wait forever for outputs once its engine-core process is gone (its monitor
+    marks the engine dead but nothing wakes the waiting call), so the engine's owner watches the processes
+    itself."""
+    import psutil
+
+    watched = [(p, p.create_time()) for p in engine_processes()]
+
+    def watch() -> None:
+        while True:
+            for proc, created in watched:
+                try:
+                    alive = proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+                except psutil.NoSuchProcess:
+                    alive = False
+                if not alive:
+                    on_death(proc.pid)
+                    return
+            time.sleep(interval_s)
+
+    if watched:
+        threading.Thread(target=watch, name="syncse-engine-watch", daemon=True).start()

@@ -11,6 +11,7 @@ id ends up exactly once in kept or dropped.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -150,12 +151,33 @@ def chunk_candidates(spec: PhaseSpec, chunk: int, requests: list[Request], resul
     return entries
 
 
+ENGINE_DIED_EXIT_CODE = 75  # the actor ends itself when its engine died; Ray restarts it and retries the chunk
+
+
+def engine_died(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) says the vLLM engine-core process is gone: nothing more can run on this
+    engine, but a new one can."""
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    while exc is not None:
+        if isinstance(exc, EngineDeadError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 class Generator:
     """Ray Data actor: one vLLM engine per actor, one `LLM.chat` call per chunk (k samples per request, seeded),
-    then the chunk's candidates, scored by the LLM judge when it is on (a second call on the same engine)."""
+    then the chunk's candidates, scored by the LLM judge when it is on (a second call on the same engine).
+
+    When the engine-core process dies (killed, OOM, crashed; `engine.watch_engine` sees it, or vLLM raises
+    `EngineDeadError`), the actor ends its own process: Ray Data's actors
+    restart (`max_restarts=-1`) and their unfinished calls are retried (`max_task_retries=-1`), so the chunk runs
+    again on a fresh engine. A chunk's files are written only after generation, so it still lands exactly once,
+    and the reaper ends the dead engine's other processes."""
 
     def __init__(self, spec: PhaseSpec):
-        from syncse_ray.synth.engine import build_llm
+        from syncse_ray.synth.engine import build_llm, watch_engine
         from syncse_ray.synth.reaper import start_reaper
 
         self.spec = spec
@@ -163,7 +185,14 @@ class Generator:
         self.llm = build_llm(spec.model_path, cfg.engine, seed=spec.run_seed)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = cfg.engine.max_model_len
+        self.chunk: int | None = None  # the chunk being generated, for the messages below
         start_reaper()  # the engine's processes must not outlive this actor (see reaper.py)
+        watch_engine(lambda pid: self._engine_died(f"engine process {pid} ended"))
+
+    def _engine_died(self, detail: object) -> None:
+        print(f"[synth] the vLLM engine of this actor died (chunk {self.chunk}: {detail}); ending the actor so Ray "
+              "restarts it with a new engine and retries the chunk", flush=True)
+        os._exit(ENGINE_DIED_EXIT_CODE)
 
     def _prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -220,12 +249,18 @@ class Generator:
         for chunk, payload in zip(batch["chunk"], batch["requests"]):
             requests = [Request.from_json(d) for d in json.loads(payload)]
             started_at, start = time.time(), time.perf_counter()
-            results = self.generate(requests)
-            entries, judge_tokens = [], {"prompt_tokens": 0, "output_tokens": 0}
-            if self.spec.layout.phase == ANNOTATE:
-                entries = chunk_candidates(self.spec, int(chunk), requests, results)
-                if uses_llm(self.spec.cfg.judge.method):
-                    judge_tokens = self.judge_with_llm(entries)
+            self.chunk = int(chunk)
+            try:
+                results = self.generate(requests)
+                entries, judge_tokens = [], {"prompt_tokens": 0, "output_tokens": 0}
+                if self.spec.layout.phase == ANNOTATE:
+                    entries = chunk_candidates(self.spec, int(chunk), requests, results)
+                    if uses_llm(self.spec.cfg.judge.method):
+                        judge_tokens = self.judge_with_llm(entries)
+            except Exception as exc:
+                if not engine_died(exc):
+                    raise
+                self._engine_died(f"{type(exc).__name__}: {exc}")
             out["chunk"].append(int(chunk))
             out["requests"].append(payload)
             out["results"].append(json.dumps(results))
