@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from syncse_ray.cli_common import App, ConfigPath, SetOption, console, load_or_exit
+from syncse_ray.cli_common import App, ConfigPath, SetOption, console, fail, load_or_exit
 from syncse_ray.config import dump_config
 from syncse_ray.console import VERBOSE_ENV, RunConsole
 from syncse_ray.data_cli import data_app
@@ -85,9 +85,16 @@ def pipeline_command(
     """Synthesize -> train -> evaluate -> report (stages whose output matches the config are skipped). One
     progress line a stage; what Ray, vLLM, DeepSpeed and the models print goes to <run_dir>/logs/<stage>.log."""
     cfg = load_or_exit(config, set_)
+    from syncse_ray.interrupts import Interrupted, resume_hint, stop_on_signals
     from syncse_ray.pipeline import run_pipeline
+    from syncse_ray.ray_env import disconnect_ray
 
-    run_pipeline(cfg, console=RunConsole(verbose=verbose or None, console=None))
+    with stop_on_signals():
+        try:
+            run_pipeline(cfg, console=RunConsole(verbose=verbose or None, console=None))
+        except Interrupted as stop:
+            disconnect_ray()
+            raise fail(resume_hint(cfg.run_dir, stop), stop.exit_code) from None
 
 
 @app.command("report")

@@ -253,11 +253,12 @@ class RunConsole:
         try:
             yield display
         except BaseException as exc:
-            display.close("failed")
+            stopped = isinstance(exc, KeyboardInterrupt)  # Ctrl-C or a stop signal (interrupts.py), not a failure
+            display.close("interrupted" if stopped else "failed")
             if self.quiet:
                 self._point_at(self.log_dir / "pipeline.log")
                 # bad input is said in one line by the error itself; anything else shows what led to it
-                if not (isinstance(exc, SyncseError) and exc.exit_code == 2):
+                if not stopped and not (isinstance(exc, SyncseError) and exc.exit_code == 2):
                     self.print_tail(log)
             raise
         display.close(display.status)

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 from syncse_ray.config import Config, load_config
 from syncse_ray.errors import SyncseError
-from syncse_ray.ray_env import init_ray
+from syncse_ray.interrupts import Interrupted, resume_hint, stop_on_signals
+from syncse_ray.ray_env import disconnect_ray, init_ray
 
 
 def _synth(cfg: Config) -> None:
@@ -57,11 +58,18 @@ def job_main(stage: str, argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.lr=1e-5 (repeatable)")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        init_ray(cfg.ray)
-        STAGES[stage](cfg)
-    except SyncseError as exc:  # expected: one line and its exit code; anything else keeps its traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    run_dir = "the run folder"
+    with stop_on_signals():  # `ray job stop` sends SIGTERM
+        try:
+            cfg = load_config(args.config, args.overrides)
+            run_dir = cfg.run_dir
+            init_ray(cfg.ray)
+            STAGES[stage](cfg)
+        except SyncseError as exc:  # expected: one line and its exit code; anything else keeps its traceback
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except Interrupted as stop:
+            disconnect_ray()
+            print(f"error: {resume_hint(run_dir, stop)}", file=sys.stderr)
+            return stop.exit_code
     return 0

@@ -57,3 +57,14 @@ def _has_cuda() -> bool:
         return torch.cuda.is_available()
     except Exception:  # noqa: BLE001 - no usable torch means no CUDA
         return False
+
+
+def disconnect_ray() -> None:
+    """After a stop signal: leave Ray, whichever cluster it is. A local cluster `init_ray` started stops with its
+    actors and engines; on a joined cluster the run's actors and tasks end with their owner, this driver."""
+    global _started_local
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    _started_local = False
