@@ -85,14 +85,15 @@ def pipeline_command(
     """Synthesize -> train -> evaluate -> report (stages whose output matches the config are skipped). One
     progress line a stage; what Ray, vLLM, DeepSpeed and the models print goes to <run_dir>/logs/<stage>.log."""
     cfg = load_or_exit(config, set_)
-    from syncse_ray.interrupts import Interrupted, resume_hint, stop_on_signals
+    from syncse_ray.interrupts import as_interrupted, resume_hint, stop_on_signals
     from syncse_ray.pipeline import run_pipeline
     from syncse_ray.ray_env import disconnect_ray
 
     with stop_on_signals():
         try:
             run_pipeline(cfg, console=RunConsole(verbose=verbose or None, console=None))
-        except Interrupted as stop:
+        except KeyboardInterrupt as exc:
+            stop = as_interrupted(exc)
             disconnect_ray()
             raise fail(resume_hint(cfg.run_dir, stop), stop.exit_code) from None
 

@@ -9,8 +9,8 @@ keeps its checkpoints, so the same command resumes. Pure: no Ray.
     with stop_on_signals():
         try:
             run_pipeline(cfg)
-        except Interrupted as stop:
-            ...  # disconnect from Ray, say how to resume, exit with stop.exit_code (130 / 143)
+        except KeyboardInterrupt as exc:
+            stop = as_interrupted(exc)  # disconnect from Ray, say how to resume, exit with stop.exit_code
 """
 
 from __future__ import annotations
@@ -33,8 +33,28 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(f"stopped by {self.name}")
 
 
+_active = False  # inside stop_on_signals()
+_received: int | None = None  # the last stop signal that arrived
+
+
 def _raise(signum: int, _frame) -> None:
+    global _received
+    _received = signum
     raise Interrupted(signum)
+
+
+def as_interrupted(exc: KeyboardInterrupt) -> Interrupted:
+    """What stopped the run: `exc` itself, or (when a library caught ours and raised a plain KeyboardInterrupt,
+    as Ray Train does) the signal that arrived last, SIGINT if none did."""
+    return exc if isinstance(exc, Interrupted) else Interrupted(_received or signal.SIGINT)
+
+
+def reclaim_signals() -> None:
+    """Install the handlers again inside `stop_on_signals()`: `ray.init` installs a C++ handler that aborts the
+    process on SIGTERM (exit -6, no cleanup), so `init_ray` calls this after it."""
+    if _active and threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _raise)
 
 
 @contextlib.contextmanager
@@ -44,10 +64,13 @@ def stop_on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _active
     previous = {sig: signal.signal(sig, _raise) for sig in STOP_SIGNALS}
+    _active = True
     try:
         yield
     finally:
+        _active = False
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

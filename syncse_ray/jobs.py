@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from syncse_ray.config import Config, load_config
 from syncse_ray.errors import SyncseError
-from syncse_ray.interrupts import Interrupted, resume_hint, stop_on_signals
+from syncse_ray.interrupts import as_interrupted, resume_hint, stop_on_signals
 from syncse_ray.ray_env import disconnect_ray, init_ray
 
 
@@ -68,7 +68,8 @@ def job_main(stage: str, argv: list[str] | None = None) -> int:
         except SyncseError as exc:  # expected: one line and its exit code; anything else keeps its traceback
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
-        except Interrupted as stop:
+        except KeyboardInterrupt as exc:
+            stop = as_interrupted(exc)
             disconnect_ray()
             print(f"error: {resume_hint(run_dir, stop)}", file=sys.stderr)
             return stop.exit_code

@@ -30,7 +30,7 @@ from syncse_ray.config.base import output_settings
 from syncse_ray.console import NO_DISPLAY, RunConsole, StageDisplay
 from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic
-from syncse_ray.ray_env import stop_local_ray
+from syncse_ray.ray_env import disconnect_ray, stop_local_ray
 
 log = logging.getLogger(__name__)
 
@@ -312,15 +312,19 @@ def run_pipeline(cfg: Config, *, console: RunConsole | None = None) -> PipelineR
     record = _read_record(run_dir)
     result = PipelineResult(run_dir=run_dir)
     with console.run(run_dir) if console else contextlib.nullcontext():
-        if cfg.pipeline.rounds > 1:
-            from syncse_ray.rounds import run_rounds
+        try:
+            if cfg.pipeline.rounds > 1:
+                from syncse_ray.rounds import run_rounds
 
-            cfg = run_rounds(cfg, record, result, console)  # the best round's config: its model is the run's
-            if "index" in stages:
-                run_stage("index", STAGE_RUNNERS["index"], cfg, record, result, console)
-        else:
-            for name in stages:
-                run_stage(name, STAGE_RUNNERS[name], cfg, record, result, console)
+                cfg = run_rounds(cfg, record, result, console)  # the best round's config: its model is the run's
+                if "index" in stages:
+                    run_stage("index", STAGE_RUNNERS["index"], cfg, record, result, console)
+            else:
+                for name in stages:
+                    run_stage(name, STAGE_RUNNERS[name], cfg, record, result, console)
+        except KeyboardInterrupt:
+            disconnect_ray()  # Ctrl-C or a stop signal: end its Ray work while the output still goes to the log
+            raise
         result.report = write_report(cfg, record)
         if not cfg.pipeline.serve:
             stop_local_ray()  # its shutdown messages go to the log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from syncse_ray.config.ray import RayConfig
+from syncse_ray.interrupts import reclaim_signals
 
 _started_local = False  # whether init_ray started a local cluster in this process
 
@@ -23,6 +24,7 @@ def init_ray(cfg: RayConfig | None = None) -> None:
         kwargs["runtime_env"] = cfg.runtime_env
     if address:
         ray.init(address=address, **kwargs)
+        reclaim_signals()
         return
     env_vars = dict((cfg.runtime_env or {}).get("env_vars", {}))
     # DeepSpeed picks its accelerator at import; on a machine without CUDA say so before workers import it.
@@ -30,6 +32,7 @@ def init_ray(cfg: RayConfig | None = None) -> None:
         env_vars.setdefault("DS_ACCELERATOR", "cpu")
         kwargs["runtime_env"] = {**(cfg.runtime_env or {}), "env_vars": env_vars}
     ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=False, **kwargs)
+    reclaim_signals()
     global _started_local
     _started_local = True
 
