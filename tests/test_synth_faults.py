@@ -56,7 +56,7 @@ def _kill_an_engine_mid_run(done_dir: Path, seen: dict, killed: dict, stop: thre
         time.sleep(0.3)
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(600)
 def test_engine_core_killed_mid_chunk_run_finishes_exactly_once(tmp_path, data_dir, cache_dir, ray_local):
     cfg = load_config(REPO / "configs" / "synth_partial_cpu.yaml", [
         f"run_dir={tmp_path / 'run'}", f"data_dir={data_dir}", f"cache_dir={cache_dir}", f"synth.limit={ROWS}",
