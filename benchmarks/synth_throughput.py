@@ -48,13 +48,14 @@ def _sentences(data_dir: Path, rows: int) -> list[str]:
     raise SystemExit(f"only {len(out)} usable sentences")
 
 
-def _requests(sentences: list[str], *, seed: int, chunk_size: int, prefix_aware: bool):
+def _requests(sentences: list[str], *, seed: int, chunk_size: int, prefix_aware: bool,
+              exemplar_sets: int | None = None):
     """Exactly the requests (and order) the pipeline builds for these rows."""
     pack = load_prompt_pack(None)
     out = []
     for start in range(0, len(sentences), chunk_size):
         chunk = [annotation_request(pack, row=row, text=sentences[row], kind=kind, run_seed=seed, num_exemplars=5,
-                                    prefix_aware=prefix_aware)
+                                    prefix_aware=prefix_aware, exemplar_sets=exemplar_sets)
                  for row in range(start, min(start + chunk_size, len(sentences))) for kind in (POSITIVE, HARD_NEGATIVE)]
         out += order_for_prefix_cache(chunk) if prefix_aware else chunk
     return out
@@ -109,6 +110,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run, e.g. synth.engine.cpu_threads_bind=0-1")
     parser.add_argument("--raw-only", action="store_true", help="skip the pipeline run")
+    parser.add_argument("--exemplar-sets", type=int, default=8,
+                        help="also a raw run with synth.exemplar_sets=N (fixed exemplar sets; 0: skip it)")
     args = parser.parse_args()
 
     sentences = _sentences(args.data_dir, args.rows)
@@ -129,11 +132,19 @@ def main() -> None:
                                          prefix_aware=False), args.chunk_size)
     aware = _raw_run(llm, cfg, _requests(sentences, seed=args.seed, chunk_size=args.chunk_size,
                                          prefix_aware=True), args.chunk_size)
+    fixed = None
+    if args.exemplar_sets:
+        fixed = _raw_run(llm, cfg, _requests(sentences, seed=args.seed, chunk_size=args.chunk_size,
+                                             prefix_aware=True, exemplar_sets=args.exemplar_sets), args.chunk_size)
     del llm
     gc.collect()
 
     report = {"rows": args.rows, "chunk_size": args.chunk_size, "overrides": args.overrides, "raw_naive": naive,
               "raw_prefix_aware": aware}
+    if fixed is not None:
+        report["raw_fixed_exemplar_sets"] = fixed
+        report["exemplar_sets"] = args.exemplar_sets
+        report["fixed_sets_vs_naive_requests_per_s"] = fixed["requests_per_s"] / naive["requests_per_s"]
     if not args.raw_only:
         from syncse_ray.ray_env import init_ray
 
@@ -148,7 +159,7 @@ def main() -> None:
     })
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    for name in ("raw_naive", "raw_prefix_aware", "pipeline_prefix_aware"):
+    for name in ("raw_naive", "raw_prefix_aware", "raw_fixed_exemplar_sets", "pipeline_prefix_aware"):
         if name not in report:
             continue
         r = report[name]
@@ -158,6 +169,9 @@ def main() -> None:
         print(f"pipeline / raw (output tok/s):        {report['pipeline_vs_raw_output_tokens_per_s']:.3f}  "
               "(goal >= 0.95)")
     print(f"prefix-aware / naive (requests/s):    {report['prefix_aware_vs_naive_requests_per_s']:.3f}  (goal >= 1.3)")
+    if fixed is not None:
+        print(f"{args.exemplar_sets} fixed exemplar sets / naive (requests/s): "
+              f"{report['fixed_sets_vs_naive_requests_per_s']:.3f}  (goal >= 1.3)")
     print(f"report: {args.out}")
 
 

@@ -248,3 +248,17 @@ def test_cpu_thread_binding_maps_to_vllm_cpu_environment():
     assert cpu_binding_env(load_config(None, []).synth.engine) == {}  # vLLM's own default ("auto")
     engine = load_config(None, ["synth.engine.cpu_threads_bind=0-1", "synth.engine.cpu_reserved_cores=0"]).synth.engine
     assert cpu_binding_env(engine) == {"VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
+def test_fixed_exemplar_sets_share_whole_prefixes():
+    """With m fixed sets per (kind, instruction), requests draw from at most m sets each, stable for a run."""
+    def sets(run_seed, exemplar_sets):
+        return {(r.instruction_id, tuple(r.exemplar_ids)) for r in (
+            annotation_request(PACK, row=row, text="a sentence", kind=POSITIVE, run_seed=run_seed, num_exemplars=5,
+                               prefix_aware=True, exemplar_sets=exemplar_sets) for row in range(300))}
+
+    fixed = sets(0, 3)
+    instructions = {i for i, _ in fixed}
+    assert len(fixed) <= 3 * len(instructions) and fixed == sets(0, 3)
+    assert len(sets(0, None)) > 3 * len(instructions)  # a fresh sample per request
+    assert sets(1, 3) != fixed  # the sets are the run's

@@ -117,6 +117,9 @@ class SynthConfig(Section):
     output_dir: Path | None = resource(None, description="default: <run_dir>/synth")
     model: str = "bundled:smollm2-135m-instruct"
     num_exemplars: int = Field(5, ge=0)
+    exemplar_sets: int | None = Field(
+        None, ge=1, description="fixed exemplar sets per (kind, instruction), so prompts share whole prefixes; "
+                                "None: a fresh sample per request")
     # Over-generation: k answers per (sentence, kind) from one request (vLLM SamplingParams.n: one prefill, k
     # samples with seeds seed..seed+k-1), judged and selected below.
     candidates: int = Field(4, ge=1, le=32, description="candidates per (sentence, kind)")

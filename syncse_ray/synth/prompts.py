@@ -155,16 +155,23 @@ def check_pack(pack: PromptPack, num_exemplars: int, topics_per_request: int,
 
 
 def annotation_request(pack: PromptPack, *, row: int, text: str, kind: str, run_seed: int,
-                       num_exemplars: int, prefix_aware: bool) -> Request:
+                       num_exemplars: int, prefix_aware: bool, exemplar_sets: int | None = None) -> Request:
     """A positive or hard-negative request: instruction as system turn, exemplar turns, then the sentence.
 
     The exemplar set is a seeded sample of the pool; `prefix_aware` lays it out in pool order (same sets,
-    more shared prompt prefix between requests) instead of the sampled order."""
+    more shared prompt prefix between requests) instead of the sampled order. With `exemplar_sets` = m, each
+    (kind, instruction) has m fixed sets (seeded by the run) and a request draws one of them, so the whole
+    prompt but the sentence is shared by many requests (what the engine's prefix cache reuses); None samples
+    a set per request (with 5 of 20 exemplars: 15,504 possible sets)."""
     seed = request_seed(run_seed, row, kind)
     rng = random.Random(seed)
     instruction = rng.choice(pack.instructions[kind])
     pool = pack.exemplars[kind]
-    picked = rng.sample(range(len(pool)), num_exemplars)
+    if exemplar_sets is None:
+        picked = rng.sample(range(len(pool)), num_exemplars)
+    else:
+        which = rng.randrange(exemplar_sets)
+        picked = random.Random(f"{run_seed}:{kind}:{instruction.id}:{which}").sample(range(len(pool)), num_exemplars)
     if prefix_aware:
         picked.sort()
     messages = [{"role": "system", "content": instruction.text}]

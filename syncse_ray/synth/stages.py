@@ -94,7 +94,8 @@ def build_requests(spec: PhaseSpec, chunk: int) -> list[Request]:
     if spec.layout.phase == ANNOTATE:
         rows = pq.read_table(spec.layout.input_chunk(chunk), columns=["row", "text", "drop_reason"]).to_pylist()
         requests = [annotation_request(pack, row=r["row"], text=r["text"], kind=kind, run_seed=spec.run_seed,
-                                       num_exemplars=cfg.num_exemplars, prefix_aware=cfg.prefix_aware_requests)
+                                       num_exemplars=cfg.num_exemplars, prefix_aware=cfg.prefix_aware_requests,
+                                       exemplar_sets=cfg.exemplar_sets)
                     for r in rows if r["drop_reason"] is None for kind in (POSITIVE, HARD_NEGATIVE)]
     else:
         per = cfg.scratch.requests_per_chunk
