@@ -62,7 +62,8 @@ def _requests(sentences: list[str], *, seed: int, chunk_size: int, prefix_aware:
 
 
 def _raw_run(llm, cfg, requests, chunk_size: int) -> dict:
-    """One `LLM.chat` call per chunk (as the pipeline does), prefix cache emptied first."""
+    """One `LLM.chat` call per chunk with `synth.candidates` samples a request (as the pipeline does), prefix
+    cache emptied first."""
     from vllm import SamplingParams
 
     llm.reset_prefix_cache()
@@ -72,12 +73,13 @@ def _raw_run(llm, cfg, requests, chunk_size: int) -> dict:
     start = time.perf_counter()
     for i in range(0, len(requests), per_call):
         batch = requests[i:i + per_call]
-        params = [SamplingParams(temperature=sampling[r.kind].temperature, top_p=sampling[r.kind].top_p,
+        params = [SamplingParams(n=cfg.synth.candidates, temperature=sampling[r.kind].temperature,
+                                 top_p=sampling[r.kind].top_p,
                                  presence_penalty=sampling[r.kind].presence_penalty,
                                  frequency_penalty=sampling[r.kind].frequency_penalty,
                                  max_tokens=sampling[r.kind].max_tokens, seed=r.seed) for r in batch]
         for o in llm.chat([r.messages for r in batch], params, use_tqdm=False):
-            out_tokens += len(o.outputs[0].token_ids)
+            out_tokens += sum(len(c.token_ids) for c in o.outputs)  # k candidates a request, as the pipeline
             prompt_tokens += len(o.prompt_token_ids)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "requests": len(requests), "output_tokens": out_tokens,

