@@ -44,6 +44,38 @@ def _kill_tree(proc) -> None:
     proc.wait(timeout=60)
 
 
+def _run_scenario(script: str, tmp_path: Path, *args: str, timeout: float) -> dict:
+    """Run a cluster scenario (`tests/<script>`, its own Ray cluster in its own process) with `tmp_path` and
+    `args`; its output goes to tmp_path/scenario.log; returns the JSON of its `RESULT ` line (fails the test with
+    the log's end if there is none)."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    log = tmp_path / "scenario.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, str(REPO / "tests" / script), str(tmp_path), *args], cwd=REPO,
+                                env=env, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            _kill_tree(proc)  # whatever its cluster left, if it failed
+    out = log.read_text(errors="replace")
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        pytest.fail(f"{script} failed (exit {proc.returncode}); {log}:\n{out[-6000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.fixture(scope="session")
+def run_scenario():
+    """A function running a multi-node scenario script in a process of its own (see `_run_scenario`)."""
+    return _run_scenario
+
+
 @pytest.fixture(scope="session")
 def kill_tree():
     """A function that SIGKILLs a subprocess and everything it started."""

@@ -6,9 +6,6 @@ finishes from its last checkpoint. The scenario runs in its own process (`tests/
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.dataset as pads
@@ -16,25 +13,11 @@ import pytest
 
 pytestmark = pytest.mark.slow  # a three-node Ray cluster, two vLLM engines, a training run
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.timeout(1000)
-def test_worker_nodes_removed_mid_synthesis_and_mid_training(tmp_path, data_dir, cache_dir, kill_tree):
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    log = tmp_path / "scenario.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "_multinode.py"), str(tmp_path),
-                                 str(data_dir), str(cache_dir)], cwd=REPO, env=env, stdout=sink,
-                                stderr=subprocess.STDOUT)
-        try:
-            proc.wait(timeout=900)
-        finally:
-            kill_tree(proc)  # whatever the scenario's cluster left, if it failed
-    out = log.read_text(errors="replace")
-    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"{log}:\n" + out[-6000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+def test_worker_nodes_removed_mid_synthesis_and_mid_training(tmp_path, data_dir, cache_dir, run_scenario):
+    result = run_scenario("_multinode.py", tmp_path, str(data_dir), str(cache_dir), timeout=900)
     removed = [e["removed"] for e in result["events"]]
     assert removed == ["Generator", "RayTrainWorker"], result  # each removal hit the stage it meant to
 
