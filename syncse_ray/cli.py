@@ -87,14 +87,12 @@ def pipeline_command(
     cfg = load_or_exit(config, set_)
     from syncse_ray.interrupts import as_interrupted, resume_hint, stop_on_signals
     from syncse_ray.pipeline import run_pipeline
-    from syncse_ray.ray_env import disconnect_ray
 
     with stop_on_signals():
         try:
             run_pipeline(cfg, console=RunConsole(verbose=verbose or None, console=None))
-        except KeyboardInterrupt as exc:
+        except KeyboardInterrupt as exc:  # run_pipeline has left Ray already
             stop = as_interrupted(exc)
-            disconnect_ray()
             raise fail(resume_hint(cfg.run_dir, stop), stop.exit_code) from None
 
 
