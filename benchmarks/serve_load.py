@@ -108,13 +108,16 @@ def serve_throughput(args: argparse.Namespace, texts: list[str]) -> dict:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(model=args.model, num_replicas=args.replicas, num_cpus_per_replica=args.cpus_per_replica,
                             max_batch_size=args.batch_size, batch_wait_timeout_s=args.batch_wait_timeout_s,
-                            max_batch_tokens=args.max_batch_tokens or None),
+                            max_batch_tokens=args.max_batch_tokens or None,
+                            min_batch_fill=args.min_batch_fill or None),
                   name="syncse-bench", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
         kwargs = {"clients": args.clients, "per_request": args.texts_per_request, "encoding": args.encoding}
         asyncio.run(run_clients(url, texts, requests_per_client=2, **kwargs))  # warm-up, every replica
+        before = replica_stats(args.replicas)
         elapsed, latencies, errors = asyncio.run(
             run_clients(url, texts, requests_per_client=args.requests_per_client, **kwargs))
+        stats = {key: value - before[key] for key, value in replica_stats(args.replicas).items()}
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -125,7 +128,26 @@ def serve_throughput(args: argparse.Namespace, texts: list[str]) -> dict:
         "errors": errors,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        # where the time went: texts per model batch, forward passes, the share of the run the model(s) worked
+        "texts_per_batch": len(latencies) * args.texts_per_request / max(1, stats["batches"]),
+        "passes": stats["passes"],
+        "model_busy": stats["encode_s"] / (elapsed * args.replicas),
     }
+
+
+def replica_stats(replicas: int) -> dict[str, float]:
+    """`Embedder.batching_stats()` summed over the replicas (calls go to replicas at random; enough of them
+    reach every replica)."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Embedder", app_name="syncse-bench")
+    seen: dict[str, dict[str, float]] = {}
+    for _ in range(20 * replicas):  # no handle call names a replica, so ask until each has answered
+        stats = handle.batching_stats.remote().result()
+        seen[stats["replica"]] = stats
+        if len(seen) == replicas:
+            break
+    return {key: sum(s[key] for s in seen.values()) for key in ("calls", "batches", "passes", "encode_s")}
 
 
 def main() -> None:
@@ -142,6 +164,8 @@ def main() -> None:
     parser.add_argument("--batch-wait-timeout-s", type=float, default=0.01)
     parser.add_argument("--max-batch-tokens", type=int, default=16384,
                         help="serve.max_batch_tokens: padded tokens per forward pass (0: no token budget)")
+    parser.add_argument("--min-batch-fill", type=float, default=0.8,
+                        help="serve.min_batch_fill: least share of real tokens in a forward pass (0: off)")
     parser.add_argument("--mixed-lengths", action="store_true", help="mix short and long inputs (see above)")
     parser.add_argument("--long-every", type=int, default=4, help="with --mixed-lengths: every Nth text is long")
     parser.add_argument("--long-join", type=int, default=12, help="with --mixed-lengths: sentences per long text")
@@ -163,7 +187,9 @@ def main() -> None:
     print(f"serve, {args.clients} clients x {args.texts_per_request} texts/request ({args.encoding}): "
           f"{served['embeddings_per_s']:.1f} embeddings/s, p50 {served['p50_ms']:.0f} ms, "
           f"p99 {served['p99_ms']:.0f} ms, {served['errors']} errors / {served['requests']} requests "
-          f"(max_batch_tokens {args.max_batch_tokens or 'off'})")
+          f"(max_batch_tokens {args.max_batch_tokens or 'off'}, min_batch_fill {args.min_batch_fill or 'off'})")
+    print(f"  {served['texts_per_batch']:.1f} texts per model batch, {served['passes']} forward passes, "
+          f"model busy {100 * served['model_busy']:.0f}% of the run")
     print(f"ratio serve / in-process: {result['ratio']:.2f}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

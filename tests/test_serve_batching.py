@@ -49,6 +49,25 @@ def test_token_budget_splits_and_long_inputs_run_alone():
         plan_batches([1], max_batch_size=0)
 
 
+def test_min_fill_bounds_the_padding_of_every_pass():
+    rng = random.Random(2)
+    for _ in range(300):
+        lengths = [rng.choice([rng.randint(1, 30), rng.randint(30, 300)]) for _ in range(rng.randint(1, 100))]
+        fill = rng.choice([0.3, 0.5, 0.8, 0.95, 1.0])
+        batches = plan_batches(lengths, max_batch_size=64, max_batch_tokens=16384, max_tokens=256, min_fill=fill)
+        _check(lengths, batches, max_batch_size=64, max_batch_tokens=16384, max_tokens=256)
+        sizes = effective_lengths(lengths, 256)
+        for batch in batches:
+            real = sum(sizes[i] for i in batch)
+            assert real >= fill * padded_tokens([sizes[i] for i in batch]) - 1e-9
+    # one long input among short ones: without a fill it pads them all, with one it runs apart
+    assert plan_batches([100, 10, 10, 10], max_batch_size=64) == [[0, 1, 2, 3]]
+    assert plan_batches([100, 10, 10, 10], max_batch_size=64, min_fill=0.8) == [[0], [1, 2, 3]]
+    assert plan_batches([50, 45, 40], max_batch_size=64, min_fill=0.8) == [[0, 1, 2]]  # 135 / 150 = 0.9
+    with pytest.raises(ValueError, match="min_fill"):
+        plan_batches([1], max_batch_size=1, min_fill=0)
+
+
 def test_run_batches_restores_the_order_exactly():
     rng = random.Random(1)
     values = np.arange(97, dtype=np.float32)[:, None] * np.ones((1, 3), dtype=np.float32)

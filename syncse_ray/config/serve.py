@@ -48,6 +48,10 @@ class ServeConfig(RequestLimits):
     max_batch_size: int = Field(64, gt=0, description="texts per model call (@serve.batch)")
     max_batch_tokens: int | None = Field(
         16_384, gt=0, description="padded tokens (longest × count) per forward pass; None: count only")
+    min_batch_fill: float | None = Field(
+        0.8, gt=0.0, le=1.0,
+        description="least share of real (not padding) tokens in a forward pass: a batch of mixed lengths runs "
+                    "as several passes of similar lengths; None: one pass per batch within the limits above")
     batch_wait_timeout_s: float = Field(0.01, ge=0.0)
     replica_retries: int = Field(
         3, ge=0, description="times an embed call is resent when its Embedder replica dies (embedding is idempotent)")

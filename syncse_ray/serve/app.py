@@ -38,6 +38,7 @@ from syncse_ray.config import ConfigError, RayConfig, ServeConfig
 from syncse_ray.config.loader import apply_overrides
 from syncse_ray.config.serve import RequestLimits
 from syncse_ray.models import BUNDLED_PREFIX
+from syncse_ray.serve.continuous_batching import ContinuousBatcher
 from syncse_ray.serve.http import ApiBackend, create_api
 from syncse_ray.serve.index import VectorIndex, read_corpus
 from syncse_ray.serve.resources import (
@@ -60,19 +61,16 @@ CORPUS_CHUNKS_IN_FLIGHT = 16  # embedder calls at once while indexing a corpus a
 RETRY_BACKOFF_S = 0.25  # first wait before resending a call whose replica died (doubles each time)
 
 
-def _chunk_size(chunks: list[list[str]]) -> int:
-    """`@serve.batch` sizes a batch in texts, not in calls."""
-    return sum(len(chunk) for chunk in chunks)
-
-
 @serve.deployment(name=EMBEDDER_NAME)
 class Embedder:
-    """One copy of the model per replica. Calls carry chunks of at most `max_batch_size` texts; `@serve.batch`
-    merges concurrent chunks into one model call of at most `max_batch_size` texts, which runs as forward
-    passes of at most `max_batch_tokens` padded tokens each (`batching.plan_batches`)."""
+    """One copy of the model per replica. Calls carry chunks of at most `max_batch_size` texts; a
+    `ContinuousBatcher` merges the chunks queued when the model is free into one model call of at most
+    `max_batch_size` texts, which runs as forward passes of at most `max_batch_tokens` padded tokens and at least
+    `min_batch_fill` real tokens each (`batching.plan_batches`)."""
 
     def __init__(self, model: str, *, device: str, max_batch_size: int, batch_wait_timeout_s: float,
-                 torch_threads: int | None, max_batch_tokens: int | None = None):
+                 torch_threads: int | None, max_batch_tokens: int | None = None,
+                 min_batch_fill: float | None = None):
         import torch
 
         from syncse_ray.serve.encoder import SentenceEncoder
@@ -82,28 +80,27 @@ class Embedder:
         self.encoder = SentenceEncoder(model, device=device)
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
-        self.embed_batch.set_max_batch_size(max_batch_size)
-        self.embed_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self.calls = self.batches = 0
+        self.min_batch_fill = min_batch_fill
+        self.batcher = ContinuousBatcher(self._embed_batch, max_batch_size=max_batch_size,
+                                         batch_wait_timeout_s=batch_wait_timeout_s)
+        self.encode_s = 0.0  # seconds spent in the model (tokenizing and forward passes)
 
     def info(self) -> dict[str, Any]:
         return {"dimension": self.encoder.dimension, "max_tokens": self.encoder.max_tokens,
                 "path": str(self.encoder.path)}
 
-    def batching_stats(self) -> dict[str, int]:
-        """Embed calls received and model batches run by this replica (how much `@serve.batch` merged), and the
-        forward passes those batches ran as (split by the token budget)."""
-        return {"calls": self.calls, "batches": self.batches, "passes": self.encoder.passes}
+    def batching_stats(self) -> dict[str, Any]:
+        """Embed calls run and model batches run by this replica (how much the batcher merged), the forward
+        passes those batches ran as (split by the token budget and fill), and the seconds spent encoding."""
+        return {"calls": self.batcher.calls, "batches": self.batcher.batches, "passes": self.encoder.passes,
+                "encode_s": self.encode_s, "replica": serve.get_replica_context().replica_id.unique_id}
 
     async def embed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Unit vectors and the token length of each input (before truncation to the model's max tokens)."""
-        return await self.embed_batch(texts)
+        return await self.batcher.submit(texts)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01, batch_size_fn=_chunk_size)
-    async def embed_batch(self, chunks: list[list[str]]) -> list[tuple[np.ndarray, list[int]]]:
+    async def _embed_batch(self, chunks: list[list[str]]) -> list[tuple[np.ndarray, list[int]]]:
         texts = [text for chunk in chunks for text in chunk]
-        self.calls += len(chunks)
-        self.batches += 1
         # In a thread, so the replica keeps accepting requests into the next batch while this one runs.
         vectors, counts = await asyncio.to_thread(self._encode, texts)
         results, start = [], 0
@@ -114,9 +111,12 @@ class Embedder:
         return results
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        start = time.perf_counter()
         lengths = self.encoder.count_tokens(texts).lengths  # tokenized once: usage and the batch plan
         vectors = self.encoder.encode_in_batches(texts, max_batch_size=self.max_batch_size,
-                                                 max_batch_tokens=self.max_batch_tokens, lengths=lengths)
+                                                 max_batch_tokens=self.max_batch_tokens,
+                                                 min_fill=self.min_batch_fill, lengths=lengths)
+        self.encode_s += time.perf_counter() - start
         return vectors, lengths
 
 
@@ -222,6 +222,7 @@ def build_app(config: ServeConfig | None = None, /, *, api_key: str | None = Non
         device="cuda" if on_gpu else "cpu",
         max_batch_size=cfg.max_batch_size,
         max_batch_tokens=cfg.max_batch_tokens,
+        min_batch_fill=cfg.min_batch_fill,
         batch_wait_timeout_s=cfg.batch_wait_timeout_s,
         torch_threads=None if on_gpu else max(1, round(cpus)),
     )

@@ -28,28 +28,34 @@ def padded_tokens(lengths: Sequence[int]) -> int:
 
 
 def plan_batches(lengths: Sequence[int], *, max_batch_size: int, max_batch_tokens: int | None = None,
-                 max_tokens: int | None = None) -> list[list[int]]:
-    """Input indices grouped into model batches: longest first, each batch at most `max_batch_size` inputs and
+                 max_tokens: int | None = None, min_fill: float | None = None) -> list[list[int]]:
+    """Input indices grouped into model batches: longest first, each batch at most `max_batch_size` inputs,
     (when `max_batch_tokens` is set) at most `max_batch_tokens` padded tokens, unless a single input alone is
-    longer (then it is alone). Every index appears exactly once."""
+    longer (then it is alone), and (when `min_fill` is set) at least that share of real tokens among its padded
+    ones, so padding is at most `1 / min_fill - 1` of the tokens embedded. Every index appears exactly once."""
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
     if max_batch_tokens is not None and max_batch_tokens < 1:
         raise ValueError(f"max_batch_tokens must be at least 1, got {max_batch_tokens}")
+    if min_fill is not None and not 0 < min_fill <= 1:
+        raise ValueError(f"min_fill must be in (0, 1], got {min_fill}")
     sizes = effective_lengths(lengths, max_tokens)
     order = sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))  # longest first, ties in input order
     batches: list[list[int]] = []
     current: list[int] = []
-    longest = 0  # the first (longest) input of the current batch pads the rest
+    longest = real = 0  # the first (longest) input of the current batch pads the rest; real: its tokens
     for i in order:
-        full = len(current) >= max_batch_size or (
-            max_batch_tokens is not None and longest * (len(current) + 1) > max_batch_tokens)
+        padded = longest * (len(current) + 1)  # the batch's cost with input i in it
+        full = (len(current) >= max_batch_size
+                or (max_batch_tokens is not None and padded > max_batch_tokens)
+                or (min_fill is not None and real + sizes[i] < min_fill * padded))
         if current and full:
             batches.append(current)
-            current = []
+            current, real = [], 0
         if not current:
             longest = sizes[i]
         current.append(i)
+        real += sizes[i]
     if current:
         batches.append(current)
     return batches

@@ -28,7 +28,7 @@ class SentenceEncoder(SentenceTransformerEncoder):
         return normalize(vectors)
 
     def encode_in_batches(self, texts: list[str], *, max_batch_size: int, max_batch_tokens: int | None,
-                          lengths: list[int] | None = None) -> np.ndarray:
+                          min_fill: float | None = None, lengths: list[int] | None = None) -> np.ndarray:
         """`encode`, one forward pass per batch of `plan_batches`: at most `max_batch_size` texts and
         `max_batch_tokens` padded tokens (longest × count, after truncation to max tokens) each, texts sorted by
         token length so padding is small; rows in the order of `texts`. `lengths`: token lengths before
@@ -36,7 +36,7 @@ class SentenceEncoder(SentenceTransformerEncoder):
         if lengths is None:
             lengths = self.count_tokens(texts).lengths
         batches = plan_batches(lengths, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
-                               max_tokens=self.max_tokens)
+                               max_tokens=self.max_tokens, min_fill=min_fill)
         self.passes += len(batches)
         return run_batches(batches, lambda idx: self.encode([texts[i] for i in idx], batch_size=len(idx)),
                            len(texts))
