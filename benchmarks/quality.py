@@ -20,6 +20,7 @@ Each arm is scored with `syncse_ray.eval.run_eval` on the seven STS tasks (SentE
                                   # arm 3 as a 3-round pipeline run: one row per round
     ... --arms synth --train-set train.false_negatives.guide=bundled:all-minilm-l6-v2 \\
         --train-set train.false_negatives.mask_ratio=1.0      # arm 3 with a training option (issue 13)
+    ... --arms synth --synth-set synth.exemplar_sets=8       # arm 3 with a synthesis option (issue 16)
     ... --sweep gold --sweep-lr 5e-5,1e-4,2e-4,4e-4,8e-4 --sweep-steps 16   # recipe sweep on one arm (dev scores)
 
 Everything is cached in --out: the premises and gold triplets, the synthesis (run_synth skips a finished folder
@@ -76,19 +77,21 @@ def write_inputs(data_dir: Path, n: int, out: Path) -> tuple[Path, Path, int]:
 
 
 def synthesize(args, premises: Path, out: Path) -> tuple[Path, dict]:
-    """Arm 3's data: the project's synthesis with its default settings (only the input and the count set)."""
+    """Arm 3's data: the project's synthesis with its default settings (only the input and the count set), or
+    with `--synth-set` options, in a folder of their own."""
     from syncse_ray.config import load_config
     from syncse_ray.synth import run_synth
 
+    folder = out / (f"synth-{_tag(' '.join(args.synth_set))}" if args.synth_set else "synth")
     cfg = load_config(None, [f"run_dir={out}", f"data_dir={args.data_dir}", "ray.num_cpus=8",
                              "synth.mode=partial", f"synth.input={premises}", f"synth.limit={args.n}",
-                             f"synth.output_dir={out / 'synth'}", f"seed={args.seed}"])
+                             f"synth.output_dir={folder}", f"seed={args.seed}", *args.synth_set])
     started = time.time()
     result = run_synth(cfg)
     info = {"skipped": result.skipped, "requested": result.requested, "kept": result.kept,
             "dropped": result.dropped, "seconds": time.time() - started,
             "settings": cfg.synth.model_dump(mode="json")}
-    return out / "synth" / "data", info
+    return folder / "data", info
 
 
 def _tag(text: str) -> str:
@@ -258,6 +261,8 @@ def main() -> None:
     parser.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting for every trained arm (e.g. train.false_negatives.guide=...); "
                              "the runs get their own folders")
+    parser.add_argument("--synth-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="arm 3's synthesis with this option (e.g. synth.exemplar_sets=8), in its own folder")
     parser.add_argument("--rounds", type=int, help="only run arm 3 through the pipeline with this many rounds "
                                                     "(pipeline.rounds; issue 12) and print the per-round table")
     parser.add_argument("--round-judge", default="trained", choices=["trained", "synth"])
@@ -338,14 +343,15 @@ def main() -> None:
     table = render(rows)
     report = {
         "finished": _now(), "seconds": time.time() - started,
-        "settings": {"n": n, "train_set": args.train_set, "encoder": args.encoder, "pooler": args.pooler, "precision": args.precision,
+        "settings": {"n": n, "train_set": args.train_set, "synth_set": args.synth_set, "encoder": args.encoder, "pooler": args.pooler, "precision": args.precision,
                      "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                      "threads": args.threads, "synth_data": str(data.get("synth")),
                      "data_dir": str(args.data_dir)},
         "synth": synth_info, "runs": runs, "sts": rows, "gap_recovery": recovery,
         "machine": {"cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "platform": platform.platform()},
     }
-    name = f"quality-{_tag(' '.join(args.train_set))}" if args.train_set else "quality"
+    options = [*args.train_set, *args.synth_set]
+    name = f"quality-{_tag(' '.join(options))}" if options else "quality"
     (out / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
     text = (f"{table}\n\ngap recovery (3-2)/(4-2) = "
             f"{'–' if recovery is None else f'{100 * recovery:.1f}%'}\n")
