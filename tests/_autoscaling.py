@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import psutil
+from _procs import stop_process_group
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -139,15 +139,7 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
             procs = psutil.Process(head.pid).children(recursive=True)
         except psutil.Error:
             procs = []
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(head.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                head.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_process_group(head, timeout_s=30)
         for proc in procs:  # anything the fake provider started outside the head's session
             try:
                 proc.kill()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from _procs import stop_process_group
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -58,15 +58,7 @@ def ray_head(tmp_path_factory, free_port):
             time.sleep(2)
         yield address, env
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # a clean stop first, then whatever is left of the group
-            try:
-                os.killpg(head.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                head.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_process_group(head, timeout_s=60)
         log.close()
 
 
