@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import psutil
+from _checkpoints import registered_checkpoint_step
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_CPUS = 2  # per worker node: a node holds an engine and a helper, or a training worker and more
@@ -101,11 +102,12 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
             "train.max_seq_length=24", "train.dev_max_pairs=100", "train.log_every=1", "train.max_failures=2"])
         progress = tmp / "train-run" / "train" / "progress.json"
 
-        def after_checkpoint() -> bool:
+        def after_checkpoint() -> bool:  # step 3 running and the step-2 checkpoint registered
             try:
-                return json.loads(progress.read_text()).get("step", 0) >= 3
+                running = json.loads(progress.read_text()).get("step", 0) >= 3
             except (OSError, ValueError):
                 return False
+            return running and registered_checkpoint_step(progress.parent) >= 2
 
         killer = threading.Thread(target=_replace_node_when, daemon=True, args=(
             cluster, nodes, after_checkpoint, "RayTrainWorker", events))

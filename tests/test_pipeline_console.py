@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from _checkpoints import registered_checkpoint_step
 
 pytestmark = pytest.mark.slow
 
@@ -92,8 +93,10 @@ def test_quickstart_stops_on_signals_resumes_and_the_console_is_short(tmp_path, 
     _assert_none_left(started)
 
     # SIGTERM (what `kill` and `ray job stop` send) while training runs, after its step-2 checkpoint.
-    code, text, started = _stop_when(run_dir, data_dir, lambda: _step(run_dir / "train" / "progress.json") >= 3,
-                                     signal.SIGTERM, tmp_path)
+    code, text, started = _stop_when(
+        run_dir, data_dir,
+        lambda: _step(run_dir / "train" / "progress.json") >= 3 and registered_checkpoint_step(run_dir / "train") >= 2,
+        signal.SIGTERM, tmp_path)
     assert code == 143, text
     assert "stopped by SIGTERM" in text and "Traceback" not in text, text
     assert "train: interrupted" in text, text

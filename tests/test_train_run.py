@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _checkpoints import registered_checkpoint_step
 
 from syncse_ray.config import load_config
 
@@ -38,9 +39,10 @@ def _train_worker_pids() -> list[int]:
             if "RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE]
 
 
-def _sigkill_a_worker_after(progress_file: Path, step: int, killed: dict) -> None:
-    """Once rank 0 reports `step` (so the checkpoint before it is stored), SIGKILL one training worker process,
-    chosen at random: a real process death, as on a cluster, not an exception raised in the loop."""
+def _sigkill_a_worker_after(progress_file: Path, step: int, checkpoint: int, killed: dict) -> None:
+    """Once rank 0 reports `step` and the controller has registered the checkpoint of step `checkpoint`
+    (`_checkpoints.py`), SIGKILL one training worker process, chosen at random: a real process death, as on a
+    cluster, not an exception raised in the loop."""
     import os
     import random
     import signal
@@ -49,7 +51,8 @@ def _sigkill_a_worker_after(progress_file: Path, step: int, killed: dict) -> Non
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         try:
-            if json.loads(progress_file.read_text()).get("step", 0) >= step:
+            if (json.loads(progress_file.read_text()).get("step", 0) >= step
+                    and registered_checkpoint_step(progress_file.parent) >= checkpoint):
                 break
         except (OSError, ValueError):
             pass
@@ -81,7 +84,7 @@ def trained(tmp_path_factory, data_dir, ray_local):
                       "train.num_checkpoints_to_keep=1")
     killed: dict = {}
     killer = threading.Thread(target=_sigkill_a_worker_after, daemon=True,
-                              args=(cfg.stage_dir("train") / PROGRESS_FILE, random.choice([6, 7, 8]), killed))
+                              args=(cfg.stage_dir("train") / PROGRESS_FILE, random.choice([6, 7, 8]), 5, killed))
     killer.start()
     result = run_train(cfg)
     killer.join(timeout=5)
