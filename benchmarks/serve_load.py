@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+APP_NAME = "syncse-bench"
 
 
 def load_texts(count: int, seed: int = 0) -> list[str]:
@@ -110,7 +111,7 @@ def serve_throughput(args: argparse.Namespace, texts: list[str]) -> dict:
                             max_batch_size=args.batch_size, batch_wait_timeout_s=args.batch_wait_timeout_s,
                             max_batch_tokens=args.max_batch_tokens or None,
                             min_batch_fill=args.min_batch_fill or None),
-                  name="syncse-bench", route_prefix="/")
+                  name=APP_NAME, route_prefix="/")
         url = f"http://127.0.0.1:{port}"
         kwargs = {"clients": args.clients, "per_request": args.texts_per_request, "encoding": args.encoding}
         asyncio.run(run_clients(url, texts, requests_per_client=2, **kwargs))  # warm-up, every replica
@@ -140,7 +141,9 @@ def replica_stats(replicas: int) -> dict[str, float]:
     reach every replica)."""
     from ray import serve
 
-    handle = serve.get_deployment_handle("Embedder", app_name="syncse-bench")
+    from syncse_ray.serve.app import EMBEDDER_NAME
+
+    handle = serve.get_deployment_handle(EMBEDDER_NAME, app_name=APP_NAME)
     seen: dict[str, dict[str, float]] = {}
     for _ in range(20 * replicas):  # no handle call names a replica, so ask until each has answered
         stats = handle.batching_stats.remote().result()

@@ -45,7 +45,7 @@ class ServeConfig(RequestLimits):
     num_cpus_per_replica: float | None = Field(
         None, ge=0.0, description="None: 1, or on a local cluster the share that lets every replica fit")
     num_cpus_ingress: float = Field(0.25, ge=0.0, description="the FastAPI ingress (validation, search)")
-    max_batch_size: int = Field(64, gt=0, description="texts per model call (@serve.batch)")
+    max_batch_size: int = Field(64, gt=0, description="texts per model call (the replica's batcher)")
     max_batch_tokens: int | None = Field(
         16_384, gt=0, description="padded tokens (longest × count) per forward pass; None: count only")
     min_batch_fill: float | None = Field(

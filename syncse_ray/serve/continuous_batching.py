@@ -4,7 +4,7 @@ does. Pure asyncio: no Ray, no torch.
 Why not Ray Serve's `@serve.batch`: it seals the next batch `batch_wait_timeout_s` after that batch's first call
 arrived, even while the previous batch is still running, and the sealed batch then waits for the model. Under a
 steady load the model is busy when calls arrive, so batches leave part full and the calls behind them wait for
-the batch after. Measured with `benchmarks/serve_load.py` (8 clients × 16 texts, MiniLM, 2 cores): 1.8 calls of
+the batch after. Measured with `benchmarks/serve_load.py` (8 clients × 16 texts, MiniLM, 2 cores): 1.7 calls of
 the 4 that fit per batch. Here a batch is taken when the model is free: everything queued, up to
 `max_batch_size`. Only a model that was idle waits, up to `batch_wait_timeout_s`, for calls to join the first.
 
