@@ -96,6 +96,43 @@ def pipeline_command(
             raise fail(resume_hint(cfg.run_dir, stop), stop.exit_code) from None
 
 
+@app.command("env")
+def env_command(
+    config: Annotated[Path | None, typer.Argument(help="A config whose precision settings to resolve "
+                                                       "(default: every setting at its default).")] = None,
+    set_: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for a bug report or a script).")] = False,
+) -> None:
+    """This machine for a bug report: CPU and its capability (AVX2 / AVX-512 / AMX), cores, memory, GPUs, library
+    versions, and what each stage's precision (`auto` by default) resolves to here."""
+    import json
+
+    from syncse_ray.env_report import collect
+
+    info = collect(load_or_exit(config, set_))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    cpu = info["cpu"]
+    held = f", held to {cpu['capability']} by {cpu['held_by']}" if cpu["held_by"] else ""
+    facts = Table(show_header=False, box=None)
+    for key, value in (
+            ("CPU", f"{cpu['model']}"),
+            ("capability", f"{cpu['native_capability']}{held}; native bf16: {'yes' if cpu['native_bf16'] else 'no'}"),
+            ("ISA flags", " ".join(cpu["isa_flags"]) or "-"),
+            ("cores", str(info["cores"])), ("memory", f"{info['memory_gib']} GiB"), ("OS", info["os"]),
+            ("GPUs", ", ".join(info["gpus"]) or "none"),
+            *info["versions"].items()):
+        facts.add_row(key, value)
+    console.print(facts)
+    table = Table(title="precision on this machine")
+    for col in ("setting", "value", "device", "resolves to", "note"):
+        table.add_column(col, overflow="fold")
+    for row in info["precision"]:
+        table.add_row(*(row[c] for c in ("setting", "value", "device", "resolves to", "note")))
+    console.print(table)
+
+
 @app.command("report")
 def report_command(config: ConfigPath, set_: SetOption = None) -> None:
     """Write <run_dir>/report.md (and plots) again from the stage outputs of a run."""

@@ -32,8 +32,18 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def load_or_exit(config: Path | None, overrides: list[str] | None) -> Config:
-    """Load a config for a command (a bad file or override is a `ConfigError`: one line, exit 2)."""
-    return load_config(config, overrides or [])
+    """Load a config for a command (a bad file or override is a `ConfigError`: one line, exit 2); warn once for
+    each explicit bf16 that will run on a CPU without native bf16."""
+    cfg = load_config(config, overrides or [])
+    from syncse_ray.env_report import precision_settings
+    from syncse_ray.hardware import slow_precision_warning, this_machine
+
+    flags = this_machine().cpu_flags
+    for key, value, device in precision_settings(cfg):
+        message = slow_precision_warning(value, device=device, cpu_flags=flags)
+        if message:
+            err_console.print(f"[yellow]warning:[/] {key}: {message}", highlight=False, soft_wrap=True)
+    return cfg
 
 
 class App(typer.Typer):

@@ -6,8 +6,9 @@
     vectors = encoder.encode(["a sentence", "another"])          # float32 [n, d]
 
 Poolers for plain transformers models are `syncse_ray.pooling`'s (the one implementation training uses); ``cls``
-is the model's own MLP pooler (``pooler_output``). The weights load in the checkpoint's own dtype (bf16 for the
-bundled SmolLM2).
+is the model's own MLP pooler (``pooler_output``). The weights load in ``precision`` (default ``auto``: the
+checkpoint's own dtype where the device runs it natively, so the bundled SmolLM2's bf16 stays bf16 on AMX and
+becomes fp32 on an AVX2 CPU; syncse_ray.hardware); ``encoder.precision`` says which.
 
 A folder with ``modules.json`` is a sentence-transformers model and uses its own pooling unless a pooler is given;
 a folder ``syncse train`` exported always pools as it was trained.
@@ -63,11 +64,14 @@ def encode_by_length(sentences: Sequence[str], encode_batch, *, batch_size: int,
 class SentenceTransformerEncoder:
     """A sentence-transformers model folder (our exports, the bundled MiniLM, hub ST models)."""
 
-    def __init__(self, name: str, path: Path, *, batch_size: int, max_seq_length: int | None, device: str):
+    def __init__(self, name: str, path: Path, *, batch_size: int, max_seq_length: int | None, device: str,
+                 precision: str = "fp32"):
         from sentence_transformers import SentenceTransformer
 
-        self.name, self.batch_size = name, batch_size
-        self.model = SentenceTransformer(str(path), device=device)
+        from syncse_ray.hardware import torch_dtype
+
+        self.name, self.batch_size, self.precision = name, batch_size, precision
+        self.model = SentenceTransformer(str(path), device=device, model_kwargs={"dtype": torch_dtype(precision)})
         self.model.eval()
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
@@ -90,15 +94,18 @@ class TransformersEncoder:
     """A plain transformers encoder (``AutoModel``) with one of the SimCSE poolers (module docstring)."""
 
     def __init__(self, name: str, path: Path, pooler: str, *, batch_size: int, max_seq_length: int | None,
-                 device: str):
+                 device: str, precision: str = "fp32"):
         from transformers import AutoModel, AutoTokenizer
+
+        from syncse_ray.hardware import torch_dtype
 
         if pooler not in POOLERS:
             raise ModelError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
         self.name, self.pooler, self.batch_size, self.device = name, pooler, batch_size, device
+        self.precision = precision
         self.max_length = max_seq_length or 512
         self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path), pooler)
-        self.model = AutoModel.from_pretrained(path, dtype="auto").to(device).eval()
+        self.model = AutoModel.from_pretrained(path, dtype=torch_dtype(precision)).to(device).eval()
         if pooler == "cls" and getattr(self.model, "pooler", None) is None:
             raise ModelError(f"{name} has no MLP pooler (pooler_output); use --pooler cls_before_pooler or avg")
 
@@ -183,19 +190,31 @@ class CachedEncoder:
         return np.stack([self._cache[s] for s in sentences])
 
 
+def encoder_precision(requested: str, device: str, path: Path) -> str:
+    """`requested` (auto, fp32, bf16, fp16) resolved for encoding with the model folder `path` on `device`:
+    `auto` keeps the folder's own dtype where the device runs it natively (syncse_ray.hardware)."""
+    from syncse_ray.hardware import precision_here, stored_precision
+
+    return precision_here(requested, "cuda" if str(device).startswith("cuda") else "cpu",
+                          stored=stored_precision(path) or "fp32")
+
+
 def is_endpoint(reference: str) -> bool:
     return bool(re.match(r"https?://", reference))
 
 
 def load_encoder(reference: str, *, pooler: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  max_seq_length: int | None = None, served_model: str | None = None,
-                 cache_dir: Path | None = None, device: str | None = None) -> Encoder:
+                 cache_dir: Path | None = None, device: str | None = None, precision: str = "auto") -> Encoder:
     """Any model reference the project knows -> an ``Encoder``:
 
     - ``http(s)://host/v1``: an OpenAI-compatible embeddings endpoint (``served_model`` picks the model);
     - ``bundled:<name>``, a local folder or a hub name (``syncse_ray.models.resolve_model``): a
       sentence-transformers model when the folder has ``modules.json`` and no ``pooler`` is given, else a plain
       transformers model with ``pooler`` (default ``cls``, as SimCSE's evaluation).
+
+    ``precision`` (auto, fp32, bf16, fp16) is the weights' dtype; ``auto`` resolves by the device and the folder's
+    own dtype (syncse_ray.hardware.resolve_precision). An endpoint ignores it.
 
     Every failure is a ``ModelError`` that says what could not be loaded and why.
     """
@@ -213,12 +232,13 @@ def load_encoder(reference: str, *, pooler: str | None = None, batch_size: int =
             raise ModelError(f"{reference} was trained with pooler {trained_pooler!r}; its folder pools that way "
                              f"(leave out --pooler, or pass {trained_pooler!r})")
         pooler = None  # the exported folder's modules are that pooler
+    precision = encoder_precision(precision, device, path)
     try:
         if (path / "modules.json").is_file() and pooler is None:
             return SentenceTransformerEncoder(reference, path, batch_size=batch_size,
-                                              max_seq_length=max_seq_length, device=device)
+                                              max_seq_length=max_seq_length, device=device, precision=precision)
         return TransformersEncoder(reference, path, pooler or "cls", batch_size=batch_size,
-                                   max_seq_length=max_seq_length, device=device)
+                                   max_seq_length=max_seq_length, device=device, precision=precision)
     except ModelError:
         raise
     except Exception as exc:  # transformers / sentence-transformers raise many types for a bad folder

@@ -82,6 +82,7 @@ def run(tmp_path_factory, minilm_path):
     history = [{"step": 1, "epoch": 1.0, "loss": 2.25, "lr": 5e-5, "samples_per_s": 3.0},
                {"step": 1, "stsb_dev": 70.1, "sickr_dev": 65.0, "dev_score": 67.55}]
     facts = training_facts(cfg, synth / "data", table, {"steps_per_epoch": 1, "total_steps": 1}, history, 0)
+    facts["precision"] = "fp32"  # what the run's train.precision (auto) resolved to, as run_train records it
     model = SimCSEModel.from_pretrained(str(minilm_path), "avg").eval()
     best = run_dir / "train" / "best"
     export_sentence_transformer(model, AutoTokenizer.from_pretrained(str(minilm_path)), best,
@@ -101,7 +102,7 @@ def test_model_card_at_export_states_the_training_run(run):
     text = card.text
     for expected in ("supervised SimCSE", "temperature 0.05", "hard-negative weight 0.5",
                      "Matryoshka prefixes [384, 64]", "false negatives: not handled", "batch size 2 × 2 worker(s)",
-                     "= 4 rows a step", "lr 5e-05", "max length 32", "precision fp32",
+                     "= 4 rows a step", "lr 5e-05", "max length 32", "precision fp32 (auto)",
                      "generator LLM `bundled:smollm2-135m-instruct`", "**Kept** 3 of 5 rows", "1 `inverted`",
                      str(run_dir / "synth" / "data"), "STS-B dev 70.10", "Not evaluated yet", "syncse pipeline",
                      "MatryoshkaLoss", "Training Logs", "a man is playing a guitar"):

@@ -166,7 +166,7 @@ def test_train_recipes_load_with_the_paper_hyperparameters():
     assert (sup.model, sup.pooler, sup.objective, sup.lr, sup.epochs, sup.max_seq_length) == (
         "roberta-base", "cls", "supervised", 5e-5, 3, 32)
     assert sup.batch_size * sup.num_workers * sup.gradient_accumulation_steps == 512
-    assert (sup.warmup_ratio, sup.precision, sup.eval_steps, sup.temperature) == (0.0, "bf16", 25, 0.05)
+    assert (sup.warmup_ratio, sup.precision, sup.eval_steps, sup.temperature) == (0.0, "auto", 25, 0.05)
     unsup = load_config(repo / "configs" / "train_simcse_unsup_roberta_base.yaml").train
     assert (unsup.objective, unsup.pooler, unsup.lr, unsup.epochs) == ("unsupervised", "cls_before_pooler", 3e-5, 1)
     assert unsup.batch_size * unsup.num_workers == 64

@@ -1,8 +1,14 @@
 """The base class every config section derives from, and which of its fields determine a stage's output."""
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from syncse_ray.hardware import normalize_precision
+
+# `auto` (resolved by the machine's capability, syncse_ray.hardware) or fp32 / bf16 / fp16; vLLM's and torch's
+# names (bfloat16, float32, half, ...) are read as the same three.
+PrecisionSetting = Annotated[str, AfterValidator(normalize_precision)]
 
 # json_schema_extra of a field that changes where or how fast a stage runs, not what it writes.
 _RESOURCE = {"output": False}

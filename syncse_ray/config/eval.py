@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from syncse_ray.config.base import Section, resource
+from syncse_ray.config.base import PrecisionSetting, Section, resource
 from syncse_ray.pooling import Pooler
 
 
@@ -16,6 +16,8 @@ class EvalConfig(Section):
     tasks: list[str] = Field(default_factory=lambda: ["sts"],
                              description="sts, sts:<name>, sts-dev, transfer, transfer:<name>, mteb:<task|sts|reranking>")
     batch_size: int = Field(64, gt=0)
+    precision: PrecisionSetting = Field("auto", description="the encoder's weights: auto (bf16 where the CPU or "
+                                                             "GPU has it natively, else fp32 / fp16), fp32, bf16")
     max_seq_length: int | None = Field(None, gt=0)
     served_model: str | None = Field(None, description="model name sent to an http(s)://…/v1 endpoint")
     mteb_source: Literal["auto", "hub", "local"] = Field(

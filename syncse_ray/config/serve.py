@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from syncse_ray.config.base import Section
+from syncse_ray.config.base import PrecisionSetting, Section
 
 
 class AutoscalingConfig(Section):
@@ -42,6 +42,9 @@ class ServeConfig(RequestLimits):
     num_replicas: int | None = Field(1, ge=1, description="fixed embedder replicas; None: use autoscaling")
     autoscaling: AutoscalingConfig = AutoscalingConfig()
     num_gpus_per_replica: float = Field(0.0, ge=0.0)
+    precision: PrecisionSetting = Field("auto", description="the encoder's weights on each replica: auto (bf16 "
+                                                             "where the replica's CPU/GPU has it, else fp32 / "
+                                                             "fp16), fp32, bf16, fp16")
     num_cpus_per_replica: float | None = Field(
         None, ge=0.0, description="None: 1, or on a local cluster the share that lets every replica fit")
     num_cpus_ingress: float = Field(0.25, ge=0.0, description="the FastAPI ingress (validation, search)")

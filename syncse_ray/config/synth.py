@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from syncse_ray.config.base import Section, resource
+from syncse_ray.config.base import PrecisionSetting, Section, resource
 
 
 class SamplingConfig(Section):
@@ -23,7 +23,8 @@ class EngineConfig(Section):
     num_gpus_per_engine: float = resource(0.0, ge=0.0, description="0 on CPU")
     num_cpus_per_engine: float = resource(1.0, ge=0.0)
     tensor_parallel_size: int = Field(1, ge=1)
-    dtype: str = "auto"
+    dtype: PrecisionSetting = Field("auto", description="auto: bf16 on a CPU with AMX / AVX512-BF16, else fp32; "
+                                                         "on a GPU vLLM's own choice (the model's dtype)")
     max_model_len: int = Field(2048, gt=0)
     max_num_seqs: int = resource(64, gt=0)
     gpu_memory_utilization: float = resource(0.9, gt=0.0, le=1.0, description="GPU: share of GPU memory vLLM uses")
@@ -73,6 +74,7 @@ class JudgeConfig(Section):
                                  "log-probabilities); none: the first candidate that passes the exact filters")
     model: str = Field("bundled:all-minilm-l6-v2", description="embedding judge: bundled: name, folder or hub name")
     pooler: str | None = Field(None, description="embedding judge pooler for a plain transformers model")
+    precision: PrecisionSetting = Field("auto", description="embedding judge weights: auto, fp32, bf16, fp16")
     batch_size: int = resource(128, ge=1, description="embedding judge batch size")
     num_actors: int = resource(1, ge=1, description="embedding judge actors")
     num_gpus_per_actor: float = resource(0.0, ge=0.0)

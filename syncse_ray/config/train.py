@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from syncse_ray.config.base import Section, resource
+from syncse_ray.config.base import PrecisionSetting, Section, resource
 from syncse_ray.pooling import Pooler
 
 
@@ -89,7 +89,8 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_ratio: float = Field(0.0, ge=0.0, le=1.0)
     max_grad_norm: float = Field(1.0, ge=0.0, description="clip the global gradient norm; 0: off")
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: PrecisionSetting = Field("auto", description="auto: bf16 on a GPU with bf16 or a CPU with AMX / "
+                                                             "AVX512-BF16, fp16 on older GPUs, else fp32")
     backend: Literal["deepspeed", "ddp"] = "deepspeed"
     deepspeed: DeepSpeedConfig = DeepSpeedConfig()
     num_workers: int = Field(1, ge=1)

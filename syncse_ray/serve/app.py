@@ -70,14 +70,14 @@ class Embedder:
 
     def __init__(self, model: str, *, device: str, max_batch_size: int, batch_wait_timeout_s: float,
                  torch_threads: int | None, max_batch_tokens: int | None = None,
-                 min_batch_fill: float | None = None):
+                 min_batch_fill: float | None = None, precision: str = "auto"):
         import torch
 
         from syncse_ray.serve.encoder import SentenceEncoder
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.encoder = SentenceEncoder(model, device=device)
+        self.encoder = SentenceEncoder(model, device=device, precision=precision)
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.min_batch_fill = min_batch_fill
@@ -87,7 +87,7 @@ class Embedder:
 
     def info(self) -> dict[str, Any]:
         return {"dimension": self.encoder.dimension, "max_tokens": self.encoder.max_tokens,
-                "path": str(self.encoder.path)}
+                "path": str(self.encoder.path), "precision": self.encoder.precision}
 
     def batching_stats(self) -> dict[str, Any]:
         """Embed calls run and model batches run by this replica (how much the batcher merged), the forward
@@ -223,6 +223,7 @@ def build_app(config: ServeConfig | None = None, /, *, api_key: str | None = Non
         max_batch_size=cfg.max_batch_size,
         max_batch_tokens=cfg.max_batch_tokens,
         min_batch_fill=cfg.min_batch_fill,
+        precision=cfg.precision,
         batch_wait_timeout_s=cfg.batch_wait_timeout_s,
         torch_threads=None if on_gpu else max(1, round(cpus)),
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from syncse_ray.encoders import SentenceTransformerEncoder
+from syncse_ray.encoders import SentenceTransformerEncoder, encoder_precision
 from syncse_ray.models import resolve_model
 from syncse_ray.serve.batching import plan_batches, run_batches
 from syncse_ray.serve.encoding import normalize
@@ -18,9 +18,11 @@ class SentenceEncoder(SentenceTransformerEncoder):
     """Any sentence-transformers folder or model reference (`resolve_model`). Vectors are float32 and unit
     length, so inner product is cosine similarity."""
 
-    def __init__(self, model: str | Path, *, device: str = "cpu", cache_dir: Path | None = None):
+    def __init__(self, model: str | Path, *, device: str = "cpu", cache_dir: Path | None = None,
+                 precision: str = "auto"):
         self.path = resolve_model(model, cache_dir)
-        super().__init__(str(model), self.path, batch_size=64, max_seq_length=None, device=device)
+        super().__init__(str(model), self.path, batch_size=64, max_seq_length=None, device=device,
+                         precision=encoder_precision(precision, device, self.path))
         self.passes = 0  # forward passes run by encode_in_batches
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from syncse_ray.config.synth import EngineConfig
+from syncse_ray.hardware import VLLM_DTYPES, resolve_precision, this_machine
 
 CPU_DEFAULT_KV_CACHE_BYTES = 1 << 30
 
@@ -20,11 +21,24 @@ def vllm_is_cpu_build() -> bool:
     return current_platform.is_cpu()
 
 
-def engine_kwargs(model_path: str | Path, cfg: EngineConfig, *, on_cpu: bool, seed: int = 0) -> dict[str, Any]:
-    """Keyword arguments for `vllm.LLM` (pure: no vLLM import, unit-testable)."""
+def engine_dtype(cfg: EngineConfig, *, on_cpu: bool, cpu_flags=None) -> str:
+    """vLLM's `dtype` for the engine config: on CPU `auto` is bf16 only where the CPU has native bf16 (AMX,
+    AVX512-BF16), else float32 (syncse_ray.hardware); on a GPU `auto` is left to vLLM (the model's dtype)."""
+    if cfg.dtype == "auto":
+        if not on_cpu:
+            return "auto"
+        flags = this_machine().cpu_flags if cpu_flags is None else cpu_flags
+        return VLLM_DTYPES[resolve_precision("auto", device="cpu", cpu_flags=flags)]
+    return VLLM_DTYPES[cfg.dtype]
+
+
+def engine_kwargs(model_path: str | Path, cfg: EngineConfig, *, on_cpu: bool, seed: int = 0,
+                  cpu_flags=None) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM` (pure but for reading this CPU's flags when `cpu_flags` is None: no vLLM
+    import, unit-testable)."""
     kwargs: dict[str, Any] = {
         "model": str(model_path),
-        "dtype": cfg.dtype,
+        "dtype": engine_dtype(cfg, on_cpu=on_cpu, cpu_flags=cpu_flags),
         "max_model_len": cfg.max_model_len,
         "max_num_seqs": cfg.max_num_seqs,
         "tensor_parallel_size": cfg.tensor_parallel_size,
@@ -35,8 +49,6 @@ def engine_kwargs(model_path: str | Path, cfg: EngineConfig, *, on_cpu: bool, se
     if on_cpu:
         kwargs["kv_cache_memory_bytes"] = cfg.kv_cache_memory_bytes or CPU_DEFAULT_KV_CACHE_BYTES
         kwargs["enforce_eager"] = True if cfg.enforce_eager is None else cfg.enforce_eager
-        if cfg.dtype == "auto":
-            kwargs["dtype"] = "bfloat16"
     else:
         kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         if cfg.kv_cache_memory_bytes:

@@ -78,7 +78,7 @@ class TextEncoder:
 
         device = "cuda" if judge_cfg.num_gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
         self.encoder = load_encoder(judge_cfg.model, pooler=judge_cfg.pooler, batch_size=judge_cfg.batch_size,
-                                    cache_dir=cache_dir, device=device)
+                                    cache_dir=cache_dir, device=device, precision=judge_cfg.precision)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         vecs = self.encoder.encode(list(batch["text"]), show_progress=False)

@@ -133,6 +133,14 @@ def training_facts(cfg, data_path: Path, table, plan: dict[str, int], history: l
     }
 
 
+def _precision(train: dict[str, Any], facts: dict[str, Any]) -> str:
+    """`bf16`, or `bf16 (auto)` where the config said auto and the run resolved it."""
+    resolved = facts.get("precision")
+    if train["precision"] == "auto" and resolved:
+        return f"{resolved} (auto)"
+    return str(resolved or train["precision"])
+
+
 def folder_facts(facts: dict[str, Any], metrics: dict[str, Any], which: str, best_step: int) -> dict[str, Any]:
     """`facts` for one exported folder: `which` best or final, `metrics` its checkpoint's dev scores."""
     return {**facts, "folder": which, "checkpoint_metrics": metrics, "best_step": best_step}
@@ -309,7 +317,7 @@ def _syncse_section(facts: dict[str, Any], results: dict[str, Any] | None, base:
                  else "") + f" = {d['global_batch_size']} rows a step"
               + (f" (GradCache mini-batches of {t['mini_batch_size']})" if t.get("mini_batch_size") else ""),
               f"- {epochs}, {d['steps_per_epoch']} steps an epoch; dev evaluation every {t['eval_steps']} steps",
-              (f"- max length {t['max_seq_length']} tokens in training; precision {t['precision']}; "
+              (f"- max length {t['max_seq_length']} tokens in training; precision {_precision(t, facts)}; "
               f"{t['backend']}{zero}; {'GPU' if t['use_gpu'] else 'CPU'}; seed {t['seed']}"), "",
               "### Dev scores (model selection: mean of STS-B dev and SICK-R trial, Spearman ×100)", ""]
     lines += [(f"- this folder: step {metrics.get('step')}, STS-B dev {_fmt(metrics.get('stsb_dev'))}, "

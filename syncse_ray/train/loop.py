@@ -56,6 +56,26 @@ def _all_mean(value: float) -> float:
     return t.item() / dist.get_world_size()
 
 
+def _run_precision(requested: str, device_type: str, state: dict | None, rank: int) -> str:
+    """The precision this run trains in: `requested` resolved on this worker's device (syncse_ray.hardware), except
+    that a resumed `auto` run keeps the precision its checkpoints were written in (a DeepSpeed checkpoint loads
+    into an engine of the same precision; a run folder moved to a machine that resolves `auto` differently goes
+    on as it started)."""
+    from syncse_ray.hardware import precision_here, slow_precision_warning, this_machine
+
+    resolved = precision_here(requested, device_type)
+    pinned = (state or {}).get("precision")
+    if requested == "auto" and pinned and pinned != resolved:
+        if rank == 0:
+            print(f"[train] precision auto: this run started in {pinned} and resumes in {pinned} (a new run on "
+                  f"this machine would use {resolved})", flush=True)
+        return pinned
+    warning = slow_precision_warning(resolved, device=device_type, cpu_flags=this_machine().cpu_flags)
+    if warning and rank == 0:
+        print(f"[train] warning: {warning}", flush=True)
+    return resolved
+
+
 def train_loop_per_worker(config: dict) -> dict:
     spec = LoopSpec(**config)
     t = spec.train
@@ -74,6 +94,12 @@ def train_loop_per_worker(config: dict) -> dict:
 
     rank, world = _rank(), ray.train.get_context().get_world_size()
     device = ray.train.torch.get_device()
+    checkpoint = ray.train.get_checkpoint()
+    state = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = json.loads((Path(directory) / CHECKPOINT_STATE).read_text())
+    t = t.model_copy(update={"precision": _run_precision(t.precision, device.type, state, rank)})
 
     # Model: the same MLP initialisation on every worker, then per-worker randomness (dropout, masking).
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(spec.model_path), t.pooler)
@@ -105,11 +131,9 @@ def train_loop_per_worker(config: dict) -> dict:
 
     # Resume: the engine state and the step (= data position) from the latest checkpoint, if any.
     step, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             engine.load(Path(directory))
-            state = json.loads((Path(directory) / CHECKPOINT_STATE).read_text())
         step, history = state["step"], state["history"]
         if rank == 0:
             print(f"[train] resumed from checkpoint at step {step}/{spec.total_steps}", flush=True)
@@ -121,7 +145,8 @@ def train_loop_per_worker(config: dict) -> dict:
             weights = engine.full_state_dict()
             if rank == 0:
                 torch.save(weights, Path(tmp) / CHECKPOINT_WEIGHTS)
-                (Path(tmp) / CHECKPOINT_STATE).write_text(json.dumps({"step": step, "history": history}))
+                (Path(tmp) / CHECKPOINT_STATE).write_text(json.dumps({"step": step, "history": history,
+                                                                      "precision": t.precision}))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                              checkpoint_dir_name=f"checkpoint_step_{step:07d}")
 
@@ -133,7 +158,7 @@ def train_loop_per_worker(config: dict) -> dict:
             return
         from syncse_ray.io import write_json_atomic
 
-        shown.update(record, total_steps=spec.total_steps)
+        shown.update(record, total_steps=spec.total_steps, precision=t.precision)
         write_json_atomic(Path(spec.progress_file), shown)
 
     def evaluate() -> dict:
@@ -199,7 +224,7 @@ def train_loop_per_worker(config: dict) -> dict:
                            f"Lower train.lr, raise train.temperature, or use fp32/bf16 instead of fp16.")
                 if rank == 0:
                     print(f"[train] {message}", flush=True)
-                return {"stopped": message, "step": step, "start_step": start_step}
+                return {"stopped": message, "step": step, "start_step": start_step, "precision": t.precision}
             stepped = cache.replay(engine.backward_and_step) if cache is not None else engine.backward_and_step(loss)
             window_loss += mean_loss / accum
             step_loss += mean_loss / accum
@@ -233,5 +258,5 @@ def train_loop_per_worker(config: dict) -> dict:
         if step < min((epoch + 1) * spec.steps_per_epoch, spec.total_steps):
             raise RuntimeError(f"the data shard of worker {rank} ended after step {step}, before the planned "
                                f"{spec.steps_per_epoch} steps of epoch {epoch}")
-    return {"stopped": None, "step": step, "start_step": start_step}
+    return {"stopped": None, "step": step, "start_step": start_step, "precision": t.precision}
 

@@ -67,6 +67,7 @@ class TrainResult:
     output_dir: Path
     final_scores: dict[str, float]
     resumed_from_step: int  # the step the last attempt started from (0: from scratch)
+    precision: str | None = None  # what train.precision resolved to (auto: by the workers' device)
 
 
 def training_settings(cfg: Config) -> TrainConfig:
@@ -111,17 +112,19 @@ def run_train(cfg: Config) -> TrainResult:
     best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1]["dev_score"])
     final_metrics = result.metrics
     history = _read_history(result.checkpoint)
+    precision = result.return_value["precision"]
     metrics_path = out / "metrics.jsonl"
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
     facts = training_facts(cfg, data_path, table, plan, history, seed)
+    facts["precision"] = precision
     best_dir = _export(best_ckpt, spec, out / "best", best_metrics,
-                       folder_facts(facts, best_metrics, "best", best_metrics["step"]))
+                       folder_facts(facts, best_metrics, "best", best_metrics["step"]), precision)
     final_dir = _export(result.checkpoint, spec, out / "final", final_metrics,
-                        folder_facts(facts, final_metrics, "final", best_metrics["step"]))
+                        folder_facts(facts, final_metrics, "final", best_metrics["step"]), precision)
     summary = TrainResult(best_dir=best_dir, final_dir=final_dir, best_score=best_metrics["dev_score"],
                           best_step=best_metrics["step"], steps=final_metrics["step"], metrics_path=metrics_path,
                           output_dir=out, final_scores={k: v for k, v in final_metrics.items() if k != "step"},
-                          resumed_from_step=result.return_value["start_step"])
+                          resumed_from_step=result.return_value["start_step"], precision=precision)
     stage_marker.mark_done(out, "train", settings, result=json.loads(json.dumps(asdict(summary), default=str)))
     return summary
 
@@ -218,7 +221,8 @@ def _read_history(checkpoint) -> list[dict]:
         return json.loads((Path(directory) / CHECKPOINT_STATE).read_text())["history"]
 
 
-def _export(checkpoint, spec: LoopSpec, out_dir: Path, metrics: dict, card: dict | None = None) -> Path:
+def _export(checkpoint, spec: LoopSpec, out_dir: Path, metrics: dict, card: dict | None = None,
+            precision: str = "fp32") -> Path:
     import torch
     from transformers import AutoTokenizer
 
@@ -227,9 +231,10 @@ def _export(checkpoint, spec: LoopSpec, out_dir: Path, metrics: dict, card: dict
     t = spec.train
     model = load_checkpoint_model(checkpoint, spec.model_path, t.pooler, t.mlm_weight > 0)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
-    meta = {"base_model": t.model, "checkpoint": str(checkpoint.path), **metrics,
+    meta = {"base_model": t.model, "checkpoint": str(checkpoint.path), "precision": precision, **metrics,
             **({"card": card} if card is not None else {})}
-    dtype = torch.bfloat16 if t.precision == "bf16" else None  # the weights as trained (bf16: lossless)
+    # the weights as trained (bf16: lossless); an encoder loading them casts to its own precision
+    dtype = torch.bfloat16 if precision == "bf16" else None
     with torch.no_grad():
         return export_sentence_transformer(model, tokenizer, out_dir, metadata=meta, dtype=dtype)
 
