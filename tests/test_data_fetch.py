@@ -208,11 +208,11 @@ def test_an_interrupted_fetch_leaves_no_half_written_file(hub, hf_cache, tmp_pat
     def dies_half_way(source, revision, out):
         (out / "senteval" / "STS").mkdir(parents=True)
         (out / "senteval" / "STS" / "half.txt").write_text("half")
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt("killed while writing senteval-sts")
 
     monkeypatch.setitem(fetch_module.DATASETS, "senteval-sts", spec.__class__(**{**spec.__dict__,
                                                                                  "write": dies_half_way}))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="killed while writing senteval-sts"):
         fetch(data, only=["senteval-sts"], source=hf_cache(root))
     assert not (data / "senteval").exists() and not [p for p in data.iterdir() if p.name.startswith(".")]
     assert "senteval-sts" not in read_manifest(data)["datasets"]

@@ -14,7 +14,7 @@ from syncse_ray.interrupts import Interrupted, reclaim_signals, resume_hint, sto
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stop_signal_raises_interrupted_with_the_shells_exit_code(sig, code):
     before = signal.getsignal(sig)
-    with pytest.raises(Interrupted) as caught, stop_on_signals():
+    with pytest.raises(Interrupted, match=f"stopped by {sig.name}") as caught, stop_on_signals():
         os.kill(os.getpid(), sig)
         signal.sigtimedwait([], 0.1)
     assert caught.value.exit_code == code and caught.value.name == sig.name
@@ -26,7 +26,7 @@ def test_reclaim_puts_the_handler_back_only_inside_the_block():
     with stop_on_signals():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # what ray.init's own handler does to ours
         reclaim_signals()
-        with pytest.raises(Interrupted):
+        with pytest.raises(Interrupted, match="stopped by SIGTERM"):
             os.kill(os.getpid(), signal.SIGTERM)
             signal.sigtimedwait([], 0.1)
     before = signal.getsignal(signal.SIGTERM)

@@ -45,7 +45,7 @@ def test_token_budget_splits_and_long_inputs_run_alone():
     assert plan_batches([300, 300], max_batch_size=64, max_batch_tokens=511, max_tokens=256) == [[0], [1]]
     assert plan_batches([], max_batch_size=4, max_batch_tokens=10) == []
     assert plan_batches([3] * 5, max_batch_size=2) == [[0, 1], [2, 3], [4]]  # no budget: the count only
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_batch_size must be at least 1, got 0"):
         plan_batches([1], max_batch_size=0)
 
 

@@ -137,13 +137,14 @@ def test_openapi_documents_the_request_bodies_the_handlers_read():
                                 limits=LIMITS))
     document = api.openapi()
     paths = document["paths"]
-    for path, good, bad in (("/v1/embeddings", {"input": ["a", "b"], "model": "m"}, {"input": [1, 2]}),
-                            ("/v1/search", {"query": "q", "top_k": 3}, {"query": "q", "top_k": "3"})):
+    for path, good, bad, why in (
+            ("/v1/embeddings", {"input": ["a", "b"], "model": "m"}, {"input": [1, 2]}, "1 is not of type 'string'"),
+            ("/v1/search", {"query": "q", "top_k": 3}, {"query": "q", "top_k": "3"}, "'3' is not of type 'integer'")):
         post = paths[path]["post"]
         schema = {**post["requestBody"]["content"]["application/json"]["schema"],
                   "components": document["components"]}
         jsonschema.validate(good, schema)
-        with pytest.raises(jsonschema.ValidationError):
+        with pytest.raises(jsonschema.ValidationError, match=why):
             jsonschema.validate(bad, schema)
         error_ref = post["responses"]["4XX"]["content"]["application/json"]["schema"]["$ref"]
         assert "error" in document["components"]["schemas"][error_ref.rsplit("/", 1)[1]]["properties"]

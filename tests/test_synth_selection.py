@@ -72,9 +72,9 @@ def test_no_judge_takes_the_first_candidates_that_pass_the_filters():
 def test_thresholds_bad_ranges():
     with pytest.raises(ValueError, match="min_positive"):
         JudgeConfig(min_positive=0.9, max_positive=0.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"margin\n  Input should be greater than or equal to 0"):
         JudgeConfig(margin=-0.1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"method\n  Input should be 'embedding', .*input_value='oracle'"):
         JudgeConfig(method="oracle")
 
 

@@ -76,7 +76,7 @@ def test_seeds_are_distinct_per_row_and_kind():
     # vLLM seeds the i-th of n samples with seed + i: candidates of different requests never share a seed.
     candidate_seeds = {s + i for s in seeds for i in range(32)}
     assert len(candidate_seeds) == 60_000 * 32 and max(candidate_seeds) < 2**63
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="row index -1 out of range"):
         request_seed(0, -1, POSITIVE)
 
 
