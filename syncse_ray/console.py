@@ -64,9 +64,20 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def eta_seconds(seconds: float, done: float | None, total: float | None, base: float = 0.0) -> float | None:
+    """Seconds left at the rate of the progress made over the last `seconds` (from `base` done to `done`); None
+    before any progress and once done."""
+    if done is None or not total or done >= total or done <= base or seconds <= 0:
+        return None
+    return seconds * (total - done) / (done - base)
+
+
 class StageDisplay:
     """One stage's progress. Stage code calls `update(completed, total, **info)` (info: short values shown as
-    `key value`); a `poll` function, if set, is called on every refresh and returns the same or None."""
+    `key value`); a `poll` function, if set, is called on every refresh and returns the same or None.
+
+    The line's ETA is the rate since the total was set (or changed: a new phase) over what is left, so work done
+    before (chunks or steps of an earlier, resumed run; an earlier phase) does not count as speed."""
 
     def __init__(self, console: Console, name: str, interactive: bool, interval: float):
         self.console, self.name, self.interactive, self.interval = console, name, interactive, interval
@@ -75,6 +86,7 @@ class StageDisplay:
         self.info: dict[str, Any] = {}
         self.poll: Callable[[], tuple[float | None, float | None, dict[str, Any]] | None] | None = None
         self.started = time.time()
+        self._base = (self.started, 0.0)  # (when, completed) the ETA's rate is measured from
         self.status = "done"  # the stage sets "skipped" when its output already matched the config
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -85,6 +97,8 @@ class StageDisplay:
     # -- what stage code calls
     def update(self, completed: float | None = None, total: float | None = None, **info: Any) -> None:
         with self._lock:
+            if total is not None and total != self.total:
+                self._base = (time.time(), completed if completed is not None else self.completed or 0.0)
             if completed is not None:
                 self.completed = completed
             if total is not None:
@@ -144,10 +158,9 @@ class StageDisplay:
         with self._lock:
             done = "" if self.completed is None else (
                 f" {self.completed:g}/{self.total:g}" if self.total else f" {self.completed:g}")
-            eta = ""
-            if self.completed and self.total and self.completed < self.total:
-                elapsed = time.time() - self.started
-                eta = f" eta {_duration(elapsed * (self.total - self.completed) / self.completed)}"
+            since, base = self._base
+            left = eta_seconds(time.time() - since, self.completed, self.total, base)
+            eta = "" if left is None else f" eta {_duration(left)}"
             info = self._info_text()
         return f"{self.name}:{done} {info} elapsed {_duration(time.time() - self.started)}{eta}".replace("  ", " ")
 
