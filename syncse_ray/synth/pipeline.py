@@ -5,13 +5,20 @@ parsed and filtered; LLM judge) -> embedding judge actors -> select and write.
 scratch: the same pipeline writes sentences first (phase 1), whose output is staged and annotated (phase 2).
 A restart with the same config skips finished chunks; a folder written by another config is refused.
 A finished folder gets README.md, its dataset card (`syncse_ray.synth.card`).
+
+Progress counts requests, not chunks: a chunk is one engine call of many requests, minutes long on a slow CPU.
+The engine actors report the requests they finish inside a chunk (and their output tokens) to a small Ray actor,
+`ProgressBoard`, which the driver reads every `POLL_S` seconds (`PhaseProgress` turns that and the finished chunks'
+summaries into the `progress` calls). Ray carries the counts, so this works with engine actors on other nodes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,12 +40,79 @@ from syncse_ray.synth.inputs import SynthInputError, iter_input_sentences
 from syncse_ray.synth.judge import EmbeddingJudge, uses_embedding
 from syncse_ray.synth.layout import ANNOTATE, STAGED_INPUT_SCHEMA, Layout, PhaseLayout
 from syncse_ray.synth.prompts import check_pack, load_prompt_pack
-from syncse_ray.synth.stages import BuildRequests, FinishChunk, Generator, PhaseSpec
+from syncse_ray.synth.stages import BuildRequests, FinishChunk, Generator, PhaseSpec, chunk_request_count
 
 STAGE = "synth"
 log = logging.getLogger(__name__)
-# (phase, chunks done, chunks total, the finished chunk's summary: kept, dropped, requests, output_tokens, ...)
+# (phase, requests done, requests total, what finished since the previous call or None). Both counts are the
+# phase's requests, chunks finished by an earlier run included. What finished: {requests, output_tokens} as the
+# engine finishes requests inside running chunks; when a chunk is done, its summary (kept, dropped, reasons, ...)
+# with `requests` and `output_tokens` less what was already passed for it. Summed over the calls, every key
+# equals the sum of the chunk summaries of this run. Calls may come from a second thread, one at a time.
 ProgressFn = Callable[[str, int, int, dict[str, Any] | None], None]
+POLL_S = 2.0  # how often the driver reads the engine actors' counts (ProgressBoard)
+COUNTED = ("requests", "output_tokens")  # what the engine actors count inside a chunk
+
+
+class ProgressBoard:
+    """The Ray actor (`ray.remote(ProgressBoard)`) the Generators report their running chunk's counts to
+    (`stages.ChunkProgress`) and the driver reads: {chunk: (requests, output_tokens)}, the latest report for each
+    chunk. Plain Python (tested without Ray); one per phase run, ended with it."""
+
+    def __init__(self) -> None:
+        self._chunks: dict[int, tuple[int, int]] = {}
+
+    def report(self, chunk: int, requests: int, output_tokens: int) -> None:
+        self._chunks[int(chunk)] = (int(requests), int(output_tokens))
+
+    def snapshot(self) -> dict[int, tuple[int, int]]:
+        return dict(self._chunks)
+
+
+class PhaseProgress:
+    """One phase's `progress` calls, counted in requests (`ProgressFn`). `running(snapshot)` adds the requests and
+    output tokens finished inside running chunks (a ProgressBoard snapshot); `chunk_done(summary)` adds a finished
+    chunk's summary less what `running` already added for it. A running chunk's counts only grow: a chunk retried
+    on a new actor reports from 0 again, and the retry's summary settles its counts. Pure (no Ray); thread-safe."""
+
+    def __init__(self, phase: str, pending: dict[int, int], finished_requests: int, progress: ProgressFn):
+        self.phase, self.progress = phase, progress
+        self.pending = dict(pending)  # this run's chunks not done yet -> their requests
+        self.total = finished_requests + sum(pending.values())
+        self.done = finished_requests
+        self._shown: dict[int, list[int]] = {}  # running chunk -> COUNTED values passed on so far
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            self.progress(self.phase, self.done, self.total, None)
+
+    def running(self, snapshot: dict[int, tuple[int, int]]) -> None:
+        with self._lock:
+            added = dict.fromkeys(COUNTED, 0)
+            for chunk, counts in snapshot.items():
+                if chunk not in self.pending:  # done (its summary counted), or not this run's
+                    continue
+                shown = self._shown.setdefault(chunk, [0] * len(COUNTED))
+                for i, (key, value) in enumerate(zip(COUNTED, counts)):
+                    if key == "requests":
+                        value = min(value, self.pending[chunk])
+                    if value > shown[i]:
+                        added[key] += value - shown[i]
+                        shown[i] = value
+            if any(added.values()):
+                self._emit(added)
+
+    def chunk_done(self, summary: dict[str, Any]) -> None:
+        with self._lock:
+            chunk = int(summary["chunk"])
+            self.pending.pop(chunk, None)
+            shown = self._shown.pop(chunk, [0] * len(COUNTED))
+            self._emit({**summary, **{k: summary.get(k, 0) - v for k, v in zip(COUNTED, shown)}})
+
+    def _emit(self, added: dict[str, Any]) -> None:
+        self.done += added.get("requests", 0)
+        self.progress(self.phase, self.done, self.total, added)
 
 
 class SynthError(SyncseError, RuntimeError):
@@ -121,27 +195,55 @@ def _scratch_rows(phase: PhaseLayout) -> Iterator[dict[str, Any]]:
                    "sentence_instruction": r["instruction"], "sentence_seed": r["seed"]}
 
 
+def _start_board() -> Any:
+    """A ProgressBoard actor (no CPU reserved), or None when it cannot start: then progress is per chunk."""
+    import ray
+
+    try:
+        return ray.remote(ProgressBoard).options(num_cpus=0).remote()
+    except Exception as exc:  # noqa: BLE001 (progress is never worth a failed run)
+        log.warning("synth progress inside chunks is off: %s: %s", type(exc).__name__, exc)
+        return None
+
+
+def _watch_board(board: Any, tracker: PhaseProgress, stop: threading.Event) -> None:
+    """Pass the board's counts to `tracker` every POLL_S seconds until `stop`; a read that fails is skipped."""
+    import ray
+
+    while not stop.wait(POLL_S):
+        try:
+            snapshot = ray.get(board.snapshot.remote(), timeout=10 * POLL_S)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("synth progress board not read: %s: %s", type(exc).__name__, exc)
+            continue
+        if not stop.is_set():
+            tracker.running(snapshot)
+
+
 def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None, cache_dir: Path) -> int:
-    """Run every unfinished chunk of a phase through the Ray Data pipeline, streaming their summaries.
-    Returns how many chunks were already finished (by an earlier, interrupted run)."""
+    """Run every unfinished chunk of a phase through the Ray Data pipeline, reporting progress in requests as they
+    finish (module docstring). Returns how many chunks were already finished (by an earlier, interrupted run)."""
     import ray
 
     phase = spec.layout
     phase.remove_temp_files()
     pending = sorted(set(range(num_chunks)) - phase.finished_chunks())
-    done = num_chunks - len(pending)
+    tracker = None
     if progress:
-        progress(phase.phase, done, num_chunks, None)
+        tracker = PhaseProgress(phase.phase, {c: chunk_request_count(spec, c) for c in pending},
+                                sum(s.get("requests", 0) for s in phase.summaries()), progress)
+        tracker.start()
     if not pending:
-        return done
+        return num_chunks
     engine, judge = spec.cfg.engine, spec.cfg.judge
     # The caller's progress replaces Ray Data's bars (which print log lines when there is no terminal).
     ray.data.DataContext.get_current().enable_progress_bars = progress is None
+    board = _start_board() if tracker else None
     # Request building and finishing are light next to generation: up to one actor each per engine.
     helpers = ray.data.ActorPoolStrategy(min_size=1, max_size=engine.num_engines)
     ds = (ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
           .map(BuildRequests, fn_constructor_args=(spec,), num_cpus=0.5, compute=helpers)
-          .map_batches(Generator, fn_constructor_args=(spec,), batch_size=1,
+          .map_batches(Generator, fn_constructor_args=(spec, board), batch_size=1,
                        compute=ray.data.ActorPoolStrategy(size=engine.num_engines),
                        num_gpus=engine.num_gpus_per_engine, num_cpus=engine.num_cpus_per_engine))
     if phase.phase == ANNOTATE and uses_embedding(judge.method):
@@ -149,10 +251,22 @@ def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None, ca
                             compute=ray.data.ActorPoolStrategy(size=judge.num_actors),
                             num_gpus=judge.num_gpus_per_actor, num_cpus=judge.num_cpus_per_actor)
     ds = ds.map(FinishChunk, fn_constructor_args=(spec,), num_cpus=0.5, compute=helpers)
-    for row in ds.iter_rows():
-        done += 1
-        if progress:
-            progress(phase.phase, done, num_chunks, json.loads(row["summary"]))
+    stop, watcher = threading.Event(), None
+    if board is not None:
+        watcher = threading.Thread(target=_watch_board, args=(board, tracker, stop), name="syncse-synth-progress",
+                                   daemon=True)
+        watcher.start()
+    try:
+        for row in ds.iter_rows():
+            if tracker:
+                tracker.chunk_done(json.loads(row["summary"]))
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join(timeout=5)
+        if board is not None:
+            with contextlib.suppress(Exception):  # already gone with its cluster
+                ray.kill(board)
     return num_chunks - len(pending)
 
 

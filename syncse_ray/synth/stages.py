@@ -6,14 +6,22 @@ one chunk.
 A chunk's kept and dropped rows are written as whole files under fixed names and its summary last, so a
 chunk retried after an actor death or a restart after a killed driver rewrites the same files: every input
 id ends up exactly once in kept or dropped.
+
+Progress inside a chunk: a chunk is one `LLM.chat` call of many requests (minutes on a slow CPU). Given a
+progress board (a Ray actor, `synth.pipeline.ProgressBoard`), the Generator counts the requests the engine
+finishes and their output tokens as they finish (`ChunkProgress`, fed by `finished_counts` from an engine step hook) and reports
+them to the board every `REPORT_EVERY_S` seconds; the driver reads the board. The engine still gets the whole
+chunk in one call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -107,6 +115,15 @@ def build_requests(spec: PhaseSpec, chunk: int) -> list[Request]:
     return order_for_prefix_cache(requests) if cfg.prefix_aware_requests else requests
 
 
+def chunk_request_count(spec: PhaseSpec, chunk: int) -> int:
+    """How many requests `build_requests(spec, chunk)` makes, without building them (the progress total)."""
+    if spec.layout.phase == ANNOTATE:
+        reasons = pq.read_table(spec.layout.input_chunk(chunk), columns=["drop_reason"]).column(0)
+        return 2 * reasons.null_count  # two requests (positive, hard negative) per live row
+    per = spec.cfg.scratch.requests_per_chunk
+    return max(0, min((chunk + 1) * per, spec.cfg.scratch.num_requests) - chunk * per)
+
+
 class BuildRequests:
     """Ray Data `map` step: chunk id -> the chunk's requests (JSON, so Arrow needs no nested schema)."""
 
@@ -167,9 +184,72 @@ def engine_died(exc: BaseException) -> bool:
     return False
 
 
+REPORT_EVERY_S = 2.0  # how often a Generator sends its running chunk's counts to the progress board
+
+
+def finished_counts(outputs: Iterable[Any]) -> tuple[int, int]:
+    """(requests, output tokens) of the finished requests among one engine step's outputs (vLLM `RequestOutput`s;
+    a request with n samples is one output holding all n, finished when its last sample is)."""
+    requests = tokens = 0
+    for out in outputs or ():
+        if getattr(out, "finished", False):
+            requests += 1
+            tokens += sum(len(c.token_ids or ()) for c in getattr(out, "outputs", None) or ())
+    return requests, tokens
+
+
+class ChunkProgress:
+    """The requests of the chunk being generated that the engine finished, and their output tokens: passed to
+    `send(chunk, requests, output_tokens)` (cumulative for the chunk) at most every `every_s` seconds, and by
+    `flush`. No Ray here (`send` is the caller's); a send that fails never stops generation."""
+
+    def __init__(self, chunk: int, send: Callable[[int, int, int], object], every_s: float = REPORT_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.chunk, self.requests, self.output_tokens = chunk, 0, 0
+        self._send, self._every, self._clock = send, every_s, clock
+        self._sent_at, self._sent = clock(), (0, 0)
+
+    def add(self, requests: int, output_tokens: int) -> None:
+        self.requests += requests
+        self.output_tokens += output_tokens
+        if self._clock() - self._sent_at >= self._every:
+            self.flush()
+
+    def flush(self) -> None:
+        counts = (self.requests, self.output_tokens)
+        if counts == self._sent:
+            return
+        self._sent_at, self._sent = self._clock(), counts
+        with contextlib.suppress(Exception):  # progress is never worth a failed chunk
+            self._send(self.chunk, *counts)
+
+
+def observe_engine_steps(llm: Any, observe: Callable[[list], None]) -> bool:
+    """Call `observe(outputs)` after every step of `llm`'s engine. vLLM's `LLM.chat`/`generate` add all their
+    requests, then call `llm.llm_engine.step()` until none is left (vllm/entrypoints/common/offline.py,
+    `_run_engine`); with the final-only output kind they set, a step returns the requests it finished. The batch
+    the engine schedules is unchanged. Returns False when the engine has no `step` (then progress is per chunk).
+    (`use_tqdm=<a tqdm class>`, the other hook, is told how many samples finished but not their tokens.)"""
+    engine = getattr(llm, "llm_engine", None)
+    step = getattr(engine, "step", None)
+    if not callable(step):
+        return False
+
+    def observed_step(*args: Any, **kwargs: Any) -> Any:
+        outputs = step(*args, **kwargs)
+        with contextlib.suppress(Exception):  # progress is never worth a failed chunk
+            observe(outputs)
+        return outputs
+
+    engine.step = observed_step
+    return True
+
+
 class Generator:
     """Ray Data actor: one vLLM engine per actor, one `LLM.chat` call per chunk (k samples per request, seeded),
     then the chunk's candidates, scored by the LLM judge when it is on (a second call on the same engine).
+    With a progress `board` (an actor handle), the requests of the chunk's call are counted as they finish and
+    reported to it (module docstring); the judge's call is not counted.
 
     When the engine-core process dies (killed, OOM, crashed; `engine.watch_engine` sees it, or vLLM raises
     `EngineDeadError`), the actor ends its own process: Ray Data's actors
@@ -177,7 +257,7 @@ class Generator:
     again on a fresh engine. A chunk's files are written only after generation, so it still lands exactly once,
     and the reaper ends the dead engine's other processes."""
 
-    def __init__(self, spec: PhaseSpec):
+    def __init__(self, spec: PhaseSpec, board: Any = None):
         from syncse_ray.synth.engine import build_llm, watch_engine
         from syncse_ray.synth.reaper import start_reaper
 
@@ -187,8 +267,20 @@ class Generator:
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = cfg.engine.max_model_len
         self.chunk: int | None = None  # the chunk being generated, for the messages below
+        self.board = board
+        self.progress: ChunkProgress | None = None  # set while the chunk's generation call runs
+        if board is not None:
+            observe_engine_steps(self.llm, self._observe)
         start_reaper()  # the engine's processes must not outlive this actor (see reaper.py)
         watch_engine(lambda pid: self._engine_died(f"engine process {pid} ended"))
+
+    def _observe(self, outputs: list) -> None:
+        progress = self.progress
+        if progress is not None:
+            progress.add(*finished_counts(outputs))
+
+    def _report(self, chunk: int, requests: int, output_tokens: int) -> None:
+        self.board.report.remote(chunk, requests, output_tokens)  # fire and forget
 
     def _engine_died(self, detail: object) -> None:
         print(f"[synth] the vLLM engine of this actor died (chunk {self.chunk}: {detail}); ending the actor so Ray "
@@ -219,7 +311,14 @@ class Generator:
                                          presence_penalty=s.presence_penalty,
                                          frequency_penalty=s.frequency_penalty, max_tokens=s.max_tokens,
                                          seed=r.seed))
-        outputs = self.llm.chat(convs, params, use_tqdm=False) if convs else []
+        if convs and self.board is not None and self.chunk is not None:
+            self.progress = ChunkProgress(self.chunk, self._report)
+        try:
+            outputs = self.llm.chat(convs, params, use_tqdm=False) if convs else []
+            if self.progress is not None:
+                self.progress.flush()
+        finally:
+            self.progress = None
         for i, out in zip(live, outputs):
             completions = sorted(out.outputs, key=lambda c: c.index)
             results[i] = {"texts": [c.text for c in completions], "prompt_tokens": len(out.prompt_token_ids or []),
