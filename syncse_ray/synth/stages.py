@@ -9,9 +9,9 @@ id ends up exactly once in kept or dropped.
 
 Progress inside a chunk: a chunk is one `LLM.chat` call of many requests (minutes on a slow CPU). Given a
 progress board (a Ray actor, `synth.pipeline.ProgressBoard`), the Generator counts the requests the engine
-finishes and their output tokens as they finish (`ChunkProgress`, fed by `finished_counts` from an engine step hook) and reports
-them to the board every `REPORT_EVERY_S` seconds; the driver reads the board. The engine still gets the whole
-chunk in one call.
+finishes and their output tokens as they finish (`observe_engine_steps`, `finished_counts`, `ChunkProgress`) and
+reports them to the board every `REPORT_EVERY_S` seconds; the driver reads the board. The engine still gets the
+whole chunk in one call.
 """
 
 from __future__ import annotations
