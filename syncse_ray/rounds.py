@@ -22,7 +22,7 @@ from typing import Any
 
 from syncse_ray import stage_marker
 from syncse_ray.config import Config
-from syncse_ray.synth.reselect import improved
+from syncse_ray.synth.reselect import improved, round_1_agreement
 
 
 def round_dir(cfg: Config, r: int) -> Path:
@@ -54,6 +54,20 @@ def _tokens(cfg: Config) -> int | None:
     return json.loads(path.read_text()).get("output_tokens") if path.is_file() else None
 
 
+def synth_agreement(synth_dir: Path) -> dict[str, Any]:
+    """Round 1's judge agreement on its own kept triplets (`reselect.round_1_agreement`), read from the synthesis'
+    data/ (pos_score, neg_score per kept triplet)."""
+    import pyarrow.parquet as pq
+
+    data = Path(synth_dir) / "data"
+    pos: list[float | None] = []
+    neg: list[float | None] = []
+    if data.is_dir() and any(data.glob("*.parquet")):
+        table = pq.read_table(data, columns=["pos_score", "neg_score"])
+        pos, neg = table.column("pos_score").to_pylist(), table.column("neg_score").to_pylist()
+    return round_1_agreement(pos, neg)
+
+
 def _sts_avg(results_path: Path) -> float | None:
     """The STS average of an evaluation (SentEval "avg"; the mean of the STS tasks run when it has no avg row)."""
     from syncse_ray.eval.results import sts_scores
@@ -80,8 +94,10 @@ def run_rounds(cfg: Config, record: dict[str, Any], result, console) -> Config:
         row: dict[str, Any] = {"round": r}
         if r == 1:
             synth = run_stage("round_1/synth", STAGE_RUNNERS["synth"], rcfg, record, result, console)
+            # every kept triplet is round 1's own choice; whether its judge scores the positive above the negative
+            # is measured (the margins need not guarantee it)
             row.update(kept=synth["kept"], tokens=_tokens(rcfg), same_as_round_1=synth["kept"],
-                       round_1_judge_agreement=1.0)  # its judge selected with a margin: agreement by construction
+                       **synth_agreement(rcfg.stage_dir("synth")))
         else:
             judge_model = str((previous.stage_dir("train") / "best").resolve())
             version = (stage_marker.read_marker(previous.stage_dir("train")) or {}).get("fingerprint")
@@ -89,11 +105,14 @@ def run_rounds(cfg: Config, record: dict[str, Any], result, console) -> Config:
             def select(c: Config, display, r=r, judge_model=judge_model, version=version) -> dict[str, Any]:
                 out = run_select(c, r, judge_model, version, round_dir(c, r) / "select")
                 return {"skipped": out.skipped, **{k: out.stats.get(k) for k in (
-                    "kept", "dropped", "mined", "same_as_round_1", "round_1_judge_agreement")}}
+                    "kept", "dropped", "mined", "same_as_round_1", "round_1_judge_agreement", "round_1_judged",
+                    "round_1_judge_agreement_note")}}
 
             sel = run_stage(f"round_{r}/select", select, rcfg, record, result, console)
             row.update(kept=sel["kept"], mined=sel["mined"], same_as_round_1=sel["same_as_round_1"], tokens=0,
-                       round_1_judge_agreement=sel["round_1_judge_agreement"])
+                       round_1_judge_agreement=sel["round_1_judge_agreement"], round_1_judged=sel["round_1_judged"],
+                       **({"round_1_judge_agreement_note": sel["round_1_judge_agreement_note"]}
+                          if sel.get("round_1_judge_agreement_note") else {}))
         train = run_stage(f"round_{r}/train", STAGE_RUNNERS["train"], rcfg, record, result, console)
         row.update(steps=train["steps"], dev_score=train["best_dev_score"])
         rounds.append(row)

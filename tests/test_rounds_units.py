@@ -13,7 +13,9 @@ from syncse_ray.synth.reselect import (
     MINED_INDEX,
     Mining,
     improved,
+    judge_agrees,
     mined_candidates,
+    round_1_agreement,
     round_stats,
     select_round,
     transfer_thresholds,
@@ -108,7 +110,46 @@ def test_round_stats_count_kept_mined_and_agreement():
             {"reason": None, "negative_source": "mined", "same_as_round_1": False, "round_1_judge_agrees": None},
             {"reason": INVERTED}]
     assert round_stats(rows) == {"anchors": 4, "kept": 3, "dropped": 1, "reasons": {INVERTED: 1}, "mined": 1,
-                                 "same_as_round_1": 1, "round_1_judge_agreement": 0.5}
+                                 "same_as_round_1": 1, "round_1_judge_agreement": 0.5, "round_1_judged": 2}
+    only_mined = round_stats([rows[2], rows[3]])
+    assert only_mined["round_1_judge_agreement"] is None and only_mined["round_1_judged"] == 0
+    assert "mined negatives" in only_mined["round_1_judge_agreement_note"]
+
+
+def test_a_judge_agrees_only_when_it_scores_the_positive_strictly_higher():
+    assert judge_agrees(0.8, 0.5) is True
+    assert judge_agrees(0.6, 0.6) is False  # a tie: margin 0 and relative_margin 1 keep it
+    assert judge_agrees(0.5, 0.7) is False
+    assert judge_agrees(None, 0.2) is None and judge_agrees(0.7, float("nan")) is None
+
+
+def test_round_1_agreement_is_measured_on_its_kept_triplets(tmp_path):
+    """Round 1's agreement comes from its data (pos_score, neg_score), not from the rule that selected them: with
+    margin 0 and relative_margin 1 (both allowed) a kept negative may tie its positive."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from syncse_ray.rounds import synth_agreement
+
+    selected = JudgeConfig(margin=0.0, relative_margin=1.0)
+    positive = Candidate(POSITIVE, 0, "a person is cycling", sim=0.6)
+    tie = select_round("a man rides a bike", [positive], [Candidate(HARD_NEGATIVE, 0, "tie", sim=0.6)], selected)
+    assert tie.selection.reason is None  # the rule keeps it ...
+    assert judge_agrees(tie.selection.positive.sim, tie.selection.negative.sim) is False  # ... its judge disagrees
+
+    scores = {"pos_score": [0.8, 0.6, 0.9, None, 0.7], "neg_score": [0.5, 0.6, 0.3, 0.2, float("nan")]}
+    assert round_1_agreement(scores["pos_score"], scores["neg_score"]) == {
+        "round_1_judge_agreement": 2 / 3, "round_1_judged": 3}
+    (tmp_path / "synth" / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"sent0": ["a"] * 5, **scores}), tmp_path / "synth" / "data" / "part-00000.parquet")
+    assert synth_agreement(tmp_path / "synth") == {"round_1_judge_agreement": 2 / 3, "round_1_judged": 3}
+
+    # undefined, said so: no kept triplet scored by an embedding judge, or no triplet at all
+    unscored = round_1_agreement([None, None], [0.1, None])
+    assert unscored["round_1_judge_agreement"] is None and unscored["round_1_judged"] == 0
+    assert "no embedding scores" in unscored["round_1_judge_agreement_note"]
+    empty = synth_agreement(tmp_path / "missing")
+    assert empty["round_1_judge_agreement"] is None and "no kept triplets" in empty["round_1_judge_agreement_note"]
 
 
 def test_round_configs_write_into_round_folders(tmp_path):

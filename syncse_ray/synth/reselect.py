@@ -105,14 +105,41 @@ def improved(dev_scores: list[float], min_delta: float | None) -> bool:
     return dev_scores[-1] > max(dev_scores[:-1]) + min_delta
 
 
+def judge_agrees(pos_score: float | None, neg_score: float | None) -> bool | None:
+    """Whether a judge scores a triplet's positive strictly above its negative (a tie is no agreement); None when
+    it did not score both (None or NaN)."""
+    if pos_score is None or neg_score is None or np.isnan(pos_score) or np.isnan(neg_score):
+        return None
+    return bool(pos_score > neg_score)
+
+
+def judge_agreement(verdicts: Iterable[bool | None]) -> dict:
+    """`round_1_judge_agreement`: the share of True among the verdicts that are not None (`judge_agrees`), over
+    `round_1_judged` of them; when none was judged the agreement is None and `round_1_judge_agreement_note` says
+    why (the report shows "–")."""
+    judged = [bool(v) for v in verdicts if v is not None]
+    out = {"round_1_judge_agreement": sum(judged) / len(judged) if judged else None, "round_1_judged": len(judged)}
+    if not judged:
+        out["round_1_judge_agreement_note"] = ("round 1's judge scored no kept triplet's positive and negative "
+                                               "(no kept triplets, or only mined negatives / no embedding scores)")
+    return out
+
+
+def round_1_agreement(pos_scores: Iterable[float | None], neg_scores: Iterable[float | None]) -> dict:
+    """Round 1's judge on round 1's own kept triplets (their pos_score / neg_score): measured, not assumed. The
+    selection rule keeps a negative at most min(positive - margin, relative_margin * positive), which is below
+    the positive only when margin > 0 or relative_margin < 1 with a positive positive score, and the config
+    requires neither (margin 0, relative_margin 1 keeps ties)."""
+    return judge_agreement(judge_agrees(p, n) for p, n in zip(pos_scores, neg_scores, strict=True))
+
+
 def round_stats(rows: list[dict]) -> dict:
     """Counts for one round's selection from its result rows (`reason` None: kept; `negative_source`;
     `same_as_round_1`: the kept row chose round 1's (positive, negative); `round_1_judge_agrees`: round 1's judge
     scores its positive above its negative, None when it did not score both, as for a mined negative)."""
     kept = [r for r in rows if r["reason"] is None]
-    judged = [r["round_1_judge_agrees"] for r in kept if r.get("round_1_judge_agrees") is not None]
     return {"anchors": len(rows), "kept": len(kept), "dropped": len(rows) - len(kept),
             "reasons": dict(Counter(r["reason"] for r in rows if r["reason"])),
             "mined": sum(r.get("negative_source") == "mined" for r in kept),
             "same_as_round_1": sum(bool(r.get("same_as_round_1")) for r in kept),
-            "round_1_judge_agreement": sum(judged) / len(judged) if judged else None}
+            **judge_agreement(r.get("round_1_judge_agrees") for r in kept)}
