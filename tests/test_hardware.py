@@ -114,3 +114,16 @@ def test_an_explicit_bf16_warns_once_on_the_console_and_a_bad_one_is_a_config_er
     bad = _syncse("config", "show", "configs/quickstart.yaml", "--set", "synth.engine.dtype=int3")
     assert bad.returncode == 2 and "synth.engine.dtype" in bad.stderr and "unknown precision" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_resumed_auto_run_keeps_the_precision_its_checkpoints_were_written_in(monkeypatch, capsys):
+    import syncse_ray.hardware as hw
+    from syncse_ray.train.loop import _run_precision
+
+    avx2 = hw.Machine(cpu_model="AMD EPYC", cpu_flags=frozenset(AVX2), cores=2, memory_gib=8.0)
+    monkeypatch.setattr(hw, "this_machine", lambda: avx2)
+    assert _run_precision("auto", "cpu", None, rank=0) == "fp32"  # a new run here
+    assert _run_precision("auto", "cpu", {"step": 4, "precision": "bf16"}, rank=0) == "bf16"  # started on AMX
+    assert "resumes in bf16" in capsys.readouterr().out
+    assert _run_precision("fp32", "cpu", {"step": 4, "precision": "bf16"}, rank=0) == "fp32"  # explicit wins
+    assert _run_precision("auto", "cpu", {"step": 4}, rank=0) == "fp32"  # a checkpoint from before the record
