@@ -64,10 +64,16 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+MIN_SHARE_FOR_ETA = 0.05
+
+
 def eta_seconds(seconds: float, done: float | None, total: float | None, base: float = 0.0) -> float | None:
     """Seconds left at the rate of the progress made over the last `seconds` (from `base` done to `done`); None
-    before any progress and once done."""
+    once done, and until 5% of the work since `base` is done (the first requests of a synthesis finish after the
+    engine's start-up, and one request's rate said 76 minutes for a run of 2)."""
     if done is None or not total or done >= total or done <= base or seconds <= 0:
+        return None
+    if done - base < MIN_SHARE_FOR_ETA * (total - base):
         return None
     return seconds * (total - done) / (done - base)
 

@@ -195,6 +195,7 @@ def test_chunk_request_count_matches_the_requests_built(tmp_path):
 def test_eta_is_the_rate_since_the_baseline():
     assert eta_seconds(60, 10, 100) == pytest.approx(540)
     assert eta_seconds(60, 60, 100, base=50) == pytest.approx(240)  # 10 done in 60 s, 40 left
+    assert eta_seconds(90, 1, 256) is None  # one request after the engine's start-up says nothing yet
     for args in ((60, 0, 100), (60, None, 100), (60, 100, 100), (60, 5, None), (60, 50, 100, 50), (0, 5, 10)):
         assert eta_seconds(*args) is None
 
