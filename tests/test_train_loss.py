@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 from syncse_ray.train.losses import GaussianDecay, GuideMask, JudgeScores, MatryoshkaLoss, SimCSELoss
 
@@ -109,6 +110,26 @@ def test_judge_scores_as_reference_match_float64_formula(phi, ratio, sigma):
     assert loss.item() != pytest.approx(SimCSELoss(0.05, 0.4)(a, p, h).item(), rel=1e-3)  # it did act
 
 
+def test_judge_scores_take_a_copied_anchor_out_of_the_loss():
+    """What the real DeepSpeed run (test_train_run.py) tells an honoured judge-score reference from an ignored one
+    by: with each hard negative a near copy of its anchor, the copies dominate the plain loss; scored 1.0 by the
+    judge, they leave the softmax (even rows: the positive scored 0.9, mask_ratio 1.0) or their logit falls to
+    about 0 (odd rows: the positive scored 1.0 too, Gaussian decay), so the loss is the batch's without them."""
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(8, 16, generator=g)
+    p = a + 0.9 * torch.randn(8, 16, generator=g)
+    h = a + 0.1 * torch.randn(8, 16, generator=g)  # the anchor again, through another dropout mask
+    judge = JudgeScores(torch.tensor([0.9, 1.0] * 4), torch.ones(8))
+    honoured = SimCSELoss(0.05, mask=GuideMask(None, 1.0), decay=GaussianDecay(4.0))(a, p, h, reference=judge)
+    logits = F.normalize(a, dim=-1) @ F.normalize(torch.cat([p, h]), dim=-1).T / 0.05
+    logits[torch.arange(8), 8 + torch.arange(8)] = float("-inf")
+    without_copies = F.cross_entropy(logits, torch.arange(8)).item()
+    assert honoured.item() == pytest.approx(without_copies, rel=1e-4)
+    assert SimCSELoss(0.05)(a, p, h).item() > without_copies + 2.0
+    masked_only = SimCSELoss(0.05, mask=GuideMask(None, 1.0))(a, p, h, reference=judge).item()
+    assert masked_only > without_copies + 1.0  # the odd rows' copies: only the decay takes them out
+
+
 def test_judge_scores_leave_in_batch_negatives_and_unscored_rows_alone():
     labels = torch.arange(3)
     rho = JudgeScores(torch.tensor([0.9, float("nan"), 0.5]), torch.tensor([0.95, 0.99, 0.2])).matrix(6, labels,
@@ -199,6 +220,7 @@ def _worker(rank: int, world: int, port: int, n_total: int, queue, options: str 
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo processes a case (~10 s each)
 @pytest.mark.parametrize("options", ["plain", "guide", "matryoshka", "judge"])
 def test_two_workers_equal_one_worker_with_the_global_batch(free_port, options):
     n_total = 8
