@@ -31,6 +31,14 @@ def eval_command(
     batch_size: Annotated[int | None, typer.Option(help="Sentences per encoding batch.")] = None,
     served_model: Annotated[str | None, typer.Option(help="Model name for an embeddings endpoint.")] = None,
     mteb_source: Annotated[str | None, typer.Option(help="mteb data: auto, hub or local.")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help="The weights' dtype: auto (the model's own where this CPU/GPU runs it natively), fp32, bf16, "
+             "fp16.")] = None,
+    score_cache: Annotated[bool | None, typer.Option(
+        "--score-cache/--no-score-cache",
+        help="Read and keep the SentEval scores in <cache_dir>/scores, keyed by a hash of the model's files, the "
+             "pooler, precision and data. Default: on for bundled: and hub models, off for folders and "
+             "endpoints.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config whose eval section gives the defaults.")] = None,
     set_: SetOption = None,
 ) -> None:
@@ -40,7 +48,7 @@ def eval_command(
     task_list = [t.strip() for spec in tasks or [] for t in spec.split(",") if t.strip()]
     try:  # command-line values win over the config; assignment validates them like the config does
         for key, value in (("model", model), ("pooler", pooler), ("batch_size", batch_size),
-                           ("served_model", served_model), ("mteb_source", mteb_source),
+                           ("served_model", served_model), ("mteb_source", mteb_source), ("precision", precision),
                            ("tasks", task_list or None)):
             if value is not None:
                 setattr(ev, key, value)
@@ -53,6 +61,7 @@ def eval_command(
     out_dir = out or cfg.stage_dir("eval")
 
     from syncse_ray.eval import render_table, run_eval
+    from syncse_ray.eval.score_cache import cacheable_reference
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -61,7 +70,11 @@ def eval_command(
     log.setLevel(logging.INFO)
     results = run_eval(ev.model, ev.tasks, cfg.data_dir, out_dir, pooler=ev.pooler, batch_size=ev.batch_size,
                        max_seq_length=ev.max_seq_length, served_model=ev.served_model,
-                       mteb_source=ev.mteb_source, kfold=ev.kfold, cache_dir=cfg.cache_dir)
+                       mteb_source=ev.mteb_source, kfold=ev.kfold, cache_dir=cfg.cache_dir,
+                       precision=ev.precision,
+                       score_cache=cacheable_reference(ev.model) if score_cache is None else score_cache)
     typer.echo(render_table(results))
+    cached = results.get("cached_tasks") or []
     console.print(f"[green]wrote[/] {out_dir / 'results.json'} and {out_dir / 'results.md'} "
-                  f"({results['seconds']:.0f} s)")
+                  f"({results['seconds']:.0f} s" + (f"; from the score cache: {', '.join(cached)}" if cached else "")
+                  + ")")

@@ -10,6 +10,10 @@ Task specs:
 
 Every task's data is read (and every mteb name checked) before the model is loaded, so a bad data directory or
 task name fails in seconds with a message naming the file or task.
+
+With ``score_cache=True`` the SentEval tasks' scores are looked up in the user cache first (``score_cache.py``:
+keyed by the model's files, pooler, precision, batch size, data files and scoring code); a task found there is not scored
+again, its record says ``"cached": true``, and when every task is found the model is not even loaded.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from syncse_ray.encoders import DEFAULT_BATCH_SIZE, CachedEncoder, Encoder, load
 from syncse_ray.errors import SyncseError
 from syncse_ray.eval.mteb_tasks import MTEB_GROUPS, expand_task_names, get_mteb_task, run_mteb
 from syncse_ray.eval.results import average_record, write_results
+from syncse_ray.eval.score_cache import ScoreCache, encoder_identity, score_key
 from syncse_ray.eval.sts import STS_TEST_TASKS, StsData, read_sick, read_sts_test, read_stsb, spearman_cosine
 from syncse_ray.eval.transfer import (
     TRANSFER_TASKS,
@@ -87,9 +92,12 @@ def _sts_record(model: str, protocol: str, task: str, data: StsData, encoder: En
     score = spearman_cosine(emb[:len(data.s1)], emb[len(data.s1):], data.gold)
     log.info("%s %s: %.2f (%d pairs)", protocol, task, score, len(data.gold))
     return {"model": model, "protocol": protocol, "task": task, "split": data.split,
-            "metric": "spearman_cosine", "score": score, "n": len(data.gold),
-            "data": ", ".join(str(p) for p in data.files[:2]) + (" ..." if len(data.files) > 2 else ""),
+            "metric": "spearman_cosine", "score": score, "n": len(data.gold), "data": _sts_label(data),
             "data_fingerprint": data.fingerprint(), "time": _now(), "seconds": time.perf_counter() - start}
+
+
+def _sts_label(data: StsData) -> str:
+    return ", ".join(str(p) for p in data.files[:2]) + (" ..." if len(data.files) > 2 else "")
 
 
 def _transfer_record(model: str, data: TransferData, embed: Callable[[Sequence[str]], np.ndarray],
@@ -109,13 +117,18 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
              batch_size: int = DEFAULT_BATCH_SIZE, max_seq_length: int | None = None,
              served_model: str | None = None, mteb_source: str = "auto", kfold: int = 10,
              cache_dir: Path | None = None, show_progress: bool = True,
-             progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[int, int, str], None] | None = None, precision: str = "auto",
+             score_cache: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on ``tasks`` (module docstring) and return the results dict (``results.py``); with
     ``out_dir``, also write ``results.json`` and ``results.md`` there. ``progress(done, total, task)`` is called
     before the first task and after each one.
 
     ``model`` is a reference for ``load_encoder`` (folder, ``bundled:<name>``, hub name, ``http(s)://…/v1``
-    endpoint) or an already loaded ``Encoder``. Each distinct sentence is encoded once per call."""
+    endpoint) or an already loaded ``Encoder``. Each distinct sentence is encoded once per call.
+
+    ``score_cache``: read and write the SentEval tasks' scores in ``<cache_dir>/scores`` (``score_cache.py``; a
+    model reference only, never an endpoint). Use it for models that cannot change under their name, or where
+    the cache is wanted: the key holds a content hash of the folder, so changed weights are always a miss."""
     plan = parse_tasks(tasks)
     data_dir = default_data_dir() if data_dir is None else data_dir
     started, t0 = _now(), time.perf_counter()
@@ -135,15 +148,52 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
     for name in plan["mteb"]:
         get_mteb_task(name)
 
-    if isinstance(model, str):
-        encoder: Encoder = load_encoder(model, pooler=pooler, batch_size=batch_size,
-                                        max_seq_length=max_seq_length, served_model=served_model,
-                                        cache_dir=cache_dir)
-    else:
-        encoder = model
-    name = encoder.name
-    if not isinstance(encoder, CachedEncoder):
-        encoder = CachedEncoder(encoder)
+    name = model if isinstance(model, str) else model.name
+    identity = None
+    if score_cache and isinstance(model, str):
+        identity = encoder_identity(model, pooler=pooler, precision=precision, max_seq_length=max_seq_length,
+                                    batch_size=batch_size, cache_dir=cache_dir)
+    cache = ScoreCache.in_cache_dir(cache_dir) if identity is not None else None
+    # Each cacheable task: (protocol, task) -> (data label, data fingerprint); all looked up before any loading.
+    cacheable = {**{("senteval-sts", t): (_sts_label(d), d.fingerprint()) for t, d in sts_data.items()},
+                 **{("senteval-sts-dev", t): (_sts_label(d), d.fingerprint()) for t, d in dev_data.items()},
+                 **{("senteval-transfer", d.task): (str(d.files[0].parent), d.fingerprint())
+                    for d in transfer_data}}
+    keys = {} if cache is None else {
+        (protocol, task): score_key(identity, protocol=protocol, task=task, data_fingerprint=fp, kfold=kfold)
+        for (protocol, task), (_, fp) in cacheable.items()}
+    hits = {pt: entry for pt, key in keys.items() if (entry := cache.get(key)) is not None}  # type: ignore[union-attr]
+    all_cached = bool(hits) and len(hits) == len(cacheable) and not plan["mteb"]
+
+    encoder: CachedEncoder | None = None
+    if not all_cached:  # the model is loaded only when some task has to be scored
+        loaded: Encoder = model if not isinstance(model, str) else load_encoder(
+            model, pooler=pooler, batch_size=batch_size, max_seq_length=max_seq_length,
+            served_model=served_model, cache_dir=cache_dir, precision=precision)
+        encoder = loaded if isinstance(loaded, CachedEncoder) else CachedEncoder(loaded)
+    inner = getattr(encoder, "inner", encoder)
+    key_precision = identity["precision"] if identity else None
+    if cache is not None and inner is not None and key_precision != "checkpoint" \
+            and getattr(inner, "precision", key_precision) != key_precision:  # cannot happen: one resolver
+        log.warning("score cache: the encoder runs in %s, not %s as its key says; its scores are not stored",
+                    getattr(inner, "precision", None), key_precision)
+        cache = None
+
+    def cached(protocol: str, task: str) -> dict[str, Any] | None:
+        """The task's record from the score cache (marked `cached`), or None."""
+        entry = hits.get((protocol, task))
+        if entry is None:
+            return None
+        label, fingerprint = cacheable[(protocol, task)]
+        rec = {**entry["record"], "model": name, "data": label, "data_fingerprint": fingerprint, "cached": True}
+        log.info("%s %s: %.2f (cached)", protocol, task, rec["score"])
+        return rec
+
+    def stored(rec: dict[str, Any]) -> dict[str, Any]:
+        """`rec`, just scored, after storing it in the score cache."""
+        if cache is not None:
+            cache.put(keys[(rec["protocol"], rec["task"])], rec, type(inner).__name__)
+        return rec
 
     total = len(sts_data) + len(dev_data) + len(transfer_data) + len(plan["mteb"])
     order = [*sts_data, *dev_data, *(d.task for d in transfer_data), *plan["mteb"]]
@@ -155,7 +205,8 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
     tick(0)
     records: list[dict[str, Any]] = []
     for task, data in sts_data.items():
-        records.append(_sts_record(name, "senteval-sts", task, data, encoder, show_progress))
+        records.append(cached("senteval-sts", task)
+                       or stored(_sts_record(name, "senteval-sts", task, data, encoder, show_progress)))
         tick(len(records))
     if sts_data:
         avg = average_record(records, "senteval-sts", STS_TEST_TASKS)
@@ -164,13 +215,14 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
             log.info("senteval-sts avg of 7: %.2f", avg["score"])
     done = len(sts_data)
     for task, data in dev_data.items():
-        records.append(_sts_record(name, "senteval-sts-dev", task, data, encoder, show_progress))
+        records.append(cached("senteval-sts-dev", task)
+                       or stored(_sts_record(name, "senteval-sts-dev", task, data, encoder, show_progress)))
         done += 1
         tick(done)
     transfer_records = []
     for data in transfer_data:
-        transfer_records.append(_transfer_record(name, data,
-                                                 lambda s: encoder.encode(s, show_progress=show_progress), kfold))
+        transfer_records.append(cached("senteval-transfer", data.task) or stored(_transfer_record(
+            name, data, lambda s: encoder.encode(s, show_progress=show_progress), kfold)))
         done += 1
         tick(done)
     records += transfer_records
@@ -185,9 +237,15 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
             records.append({"model": name, **rec})
         tick(total)
 
-    results = {"model": name, "encoder": type(getattr(encoder, "inner", encoder)).__name__,
+    if inner is not None:
+        encoder_class, used_precision = type(inner).__name__, getattr(inner, "precision", None)
+    else:  # every score came from the cache
+        encoder_class, used_precision = next(iter(hits.values()))["encoder"], identity["precision"]  # type: ignore[index]
+    results = {"model": name, "encoder": encoder_class, "precision": used_precision,
                "data_dir": str(data_dir), "tasks": list(tasks), "started": started, "finished": _now(),
-               "seconds": time.perf_counter() - t0, "skipped": skipped, "records": records}
+               "seconds": time.perf_counter() - t0, "skipped": skipped, "records": records,
+               # cached: no task was scored (the model was not loaded); cached_tasks: those read from the cache
+               "cached": all_cached, "cached_tasks": [task for _, task in hits]}
     if out_dir is not None:
         write_results(results, out_dir)
     return results
