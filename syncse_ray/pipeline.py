@@ -91,7 +91,7 @@ def run_eval_stage(cfg: Config, progress: Callable[[int, int, str], None] | None
     results = run_eval(model, ev.tasks, cfg.data_dir, out, pooler=ev.pooler, batch_size=ev.batch_size,
                        max_seq_length=ev.max_seq_length, served_model=ev.served_model,
                        mteb_source=ev.mteb_source, kfold=ev.kfold, cache_dir=cfg.cache_dir,
-                       show_progress=progress is None, progress=progress)
+                       show_progress=progress is None, progress=progress, precision=ev.precision)
     stage_marker.mark_done(out, "eval", settings)
     from syncse_ray.train.card import update_model_card
     update_model_card(model, out)  # the model card of a syncse-ray folder gets the STS table
@@ -105,7 +105,9 @@ def base_eval_dir(cfg: Config) -> Path:
 def run_base_eval(cfg: Config, progress: Callable[[int, int, str], None] | None = None
                   ) -> tuple[dict[str, Any], bool]:
     """The encoder before training (train.model, train.pooler) on eval.tasks, into <eval dir>/base; skipped when
-    done with the same settings (it does not depend on the data or the training run)."""
+    done with the same settings (it does not depend on the data or the training run). Its scores are the same in
+    every run folder, so they come from the score cache in cache_dir when any run scored them before
+    (syncse_ray.eval.score_cache: results.json then says `"cached": true`, and the model is not loaded)."""
     from syncse_ray.eval import run_eval
     from syncse_ray.eval.results import load_results
 
@@ -114,12 +116,14 @@ def run_base_eval(cfg: Config, progress: Callable[[int, int, str], None] | None 
     # cls: a fresh MLP before training would be noise; score the plain CLS vector
     pooler = "cls_before_pooler" if cfg.train.pooler == "cls" else cfg.train.pooler
     settings = {"model": cfg.train.model, "pooler": pooler, "tasks": ev.tasks, "batch_size": ev.batch_size,
-                "max_seq_length": ev.max_seq_length, "data_dir": str(Path(cfg.data_dir).resolve())}
+                "max_seq_length": ev.max_seq_length, "precision": ev.precision,
+                "data_dir": str(Path(cfg.data_dir).resolve())}
     if stage_marker.is_done(out, settings) and (out / "results.json").is_file():
         return load_results(out / "results.json"), True
     results = run_eval(cfg.train.model, ev.tasks, cfg.data_dir, out, pooler=pooler, batch_size=ev.batch_size,
                        max_seq_length=ev.max_seq_length, cache_dir=cfg.cache_dir,
-                       show_progress=progress is None, progress=progress)
+                       show_progress=progress is None, progress=progress, precision=ev.precision,
+                       score_cache=True)
     stage_marker.mark_done(out, "eval-base", settings)
     return results, False
 
@@ -161,10 +165,15 @@ def _run_synth(cfg: Config, display: StageDisplay) -> dict[str, Any]:
                        dropped=totals["dropped"],
                        **{"out tok/s": f"{totals['output_tokens'] / max(time.time() - started, 1e-9):.1f}"})
 
+    from syncse_ray.synth.engine import engine_dtype
+
+    engine = cfg.synth.engine
     result = run_synth(cfg, progress=progress)
     display.update(kept=result.kept, dropped=result.dropped)
     return {"skipped": result.skipped, "kept": result.kept, "dropped": result.dropped,
-            "requested": result.requested}
+            "requested": result.requested,
+            # what synth.engine.dtype resolves to here (auto on a GPU: vLLM's own choice)
+            "engine_dtype": engine_dtype(engine, on_cpu=engine.num_gpus_per_engine == 0)}
 
 
 def _run_train(cfg: Config, display: StageDisplay) -> dict[str, Any]:
@@ -179,7 +188,7 @@ def _run_train(cfg: Config, display: StageDisplay) -> dict[str, Any]:
     skipped = before is not None and after is not None and before["finished_at"] == after["finished_at"]
     return {"skipped": skipped, "steps": result.steps, "best_step": result.best_step,
             "best_dev_score": result.best_score, "resumed_from_step": result.resumed_from_step,
-            "best_dir": str(result.best_dir)}
+            "best_dir": str(result.best_dir), "precision": result.precision}
 
 
 def _run_eval(cfg: Config, display: StageDisplay) -> dict[str, Any]:
@@ -191,16 +200,18 @@ def _run_eval(cfg: Config, display: StageDisplay) -> dict[str, Any]:
             display.update(i * total + done, len(runs) * total, model=runs[i], task=task)
         return progress
 
-    base_skipped = True
+    base_skipped, base_cached = True, False
     if with_base:
-        _, base_skipped = run_base_eval(cfg, progress_of(0))
+        base, base_skipped = run_base_eval(cfg, progress_of(0))
+        base_cached = bool(base.get("cached"))
     results, skipped = run_eval_stage(cfg, progress_of(len(runs) - 1))
     from syncse_ray.eval.results import sts_scores
 
     avg = sts_scores(results).get("avg")
     if avg is not None:
         display.update(**{"STS avg": f"{avg:.2f}"})
-    return {"skipped": skipped and base_skipped, "results": str(cfg.stage_dir("eval") / "results.json")}
+    return {"skipped": skipped and base_skipped, "results": str(cfg.stage_dir("eval") / "results.json"),
+            **({"base_cached": True} if base_cached else {})}
 
 
 def summary_rows(cfg: Config, result: PipelineResult) -> list[list[str]]:
@@ -211,9 +222,13 @@ def summary_rows(cfg: Config, result: PipelineResult) -> list[list[str]]:
         what = ""
         if stage in ("synth", "select"):
             what = f"{entry.get('kept')} triplets kept, {entry.get('dropped')} dropped"
+            if entry.get("engine_dtype"):
+                what += f" (engine {entry['engine_dtype']})"
         elif stage == "train":
             dev = entry.get("best_dev_score")
             what = f"{entry.get('steps')} steps, best dev {dev:.2f} at step {entry.get('best_step')}" if dev else ""
+            if what and entry.get("precision"):
+                what += f" ({entry['precision']})"
         elif stage == "eval" and entry.get("results"):
             what = _sts_summary(Path(entry["results"]))
         elif stage == "index":
@@ -225,15 +240,19 @@ def summary_rows(cfg: Config, result: PipelineResult) -> list[list[str]]:
 
 def _sts_summary(results_path: Path) -> str:
     """STS avg (or each STS task run, when not all seven were) before -> after training."""
-    from syncse_ray.eval.results import sts_scores
+    from syncse_ray.eval.results import load_results, sts_scores
 
-    trained, base = sts_scores(results_path), sts_scores(results_path.parent / "base" / "results.json")
+    base_path = results_path.parent / "base" / "results.json"
+    trained, base = sts_scores(results_path), sts_scores(base_path)
     if not trained:
         return f"results in {results_path}"
     tasks = ["avg"] if "avg" in trained else list(trained)
     label = {"avg": "STS avg"}
-    return ", ".join(f"{label.get(t, t)} " + (f"{base[t]:.2f} -> " if t in base else "") + f"{trained[t]:.2f}"
+    text = ", ".join(f"{label.get(t, t)} " + (f"{base[t]:.2f} -> " if t in base else "") + f"{trained[t]:.2f}"
                      for t in tasks)
+    if base and load_results(base_path).get("cached"):
+        text += " (before training: cached scores)"
+    return text
 
 
 def _run_index(cfg: Config, display: StageDisplay) -> dict[str, Any]:

@@ -205,13 +205,17 @@ def _eval_section(eval_dir: Path, base_dir: Path | None = None) -> list[str]:
     if not (base_dir / "results.json").is_file():
         return ["## Evaluation", "", render_table(trained), ""]
     base = load_results(base_dir / "results.json")
-    base = {**base, "model": f"before training: {base['model']}"}
+    cached = " (cached scores)" if base.get("cached") else ""  # from the score cache: the same in every run
+    base = {**base, "model": f"before training{cached}: {base['model']}"}
     trained = {**trained, "model": f"after training: {Path(trained['model']).name}"}
     scores = [{(r["protocol"], r["task"]): r["score"] for r in run["records"]} for run in (base, trained)]
     gains = [f"{task if task != 'avg' else 'average'} {scores[1][key] - scores[0][key]:+.2f}"
              for key in scores[1] if key in scores[0] for task in [key[1]]]
+    note = [("The scores before training come from the score cache in the cache dir: an earlier run scored the "
+             "same model files with the same pooler and precision on the same data, so this run did not."), ""]
     return ["## Evaluation", "", "Before and after training (same encoder, same pooler):", "",
-            render_table([base, trained]), "", f"Gain from training: {', '.join(gains)}.", ""]
+            render_table([base, trained]), "", f"Gain from training: {', '.join(gains)}.", "",
+            *(note if cached else [])]
 
 
 def _rounds_section(record: dict[str, Any], run_dir: Path) -> list[str]:
