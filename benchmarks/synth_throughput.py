@@ -10,6 +10,12 @@ Measures, in one process, one after another (never two engines busy at once):
   3. `run_synth` on the same sentences and seed: the same requests as 2, through Ray Data actors
 Engine start-up is excluded everywhere (the pipeline's span runs from its first chunk's engine call to its
 last chunk's files being written). Goals: pipeline / raw >= 0.95; prefix-aware / naive >= 1.3.
+
+Every figure carries the CPU it ran on (`describe_cpu()`, its capability tier, any ATEN_CPU_CAPABILITY /
+ONEDNN_MAX_CPU_ISA cap), the engine's resolved dtype and the vLLM kernel library its engine process loaded
+(`_C`: AVX512-BF16/AMX build, `_C_AVX512`, `_C_AVX2`). `--config configs/quickstart.yaml` measures the quickstart's
+requests (its SNLI premises, candidates, sampling and engine set-up); `--skip-naive` runs only the prefix-aware
+raw arm (benchmarks/engine_setups.py compares engine set-ups with it).
 """
 
 from __future__ import annotations
@@ -35,10 +41,10 @@ from syncse_ray.synth.prompts import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _sentences(data_dir: Path, rows: int) -> list[str]:
-    """The first `rows` distinct non-empty Wikipedia sentences (so staging drops none of them)."""
+def _sentences(path: Path, rows: int) -> list[str]:
+    """The first `rows` distinct non-empty sentences of a text file, one a line (so staging drops none)."""
     seen, out = set(), []
-    for line in (data_dir / "seeds" / "wiki1m_sample.txt").read_text(encoding="utf-8").splitlines():
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
         text = line.strip()
         if normalize(text) and normalize(text) not in seen and len(text.split()) <= 60:
             seen.add(normalize(text))
@@ -61,6 +67,40 @@ def _requests(sentences: list[str], *, seed: int, chunk_size: int, prefix_aware:
     return out
 
 
+def _loaded_vllm_kernels() -> list[str]:
+    """The vLLM kernel libraries (`_C*.abi3.so`) mapped into the engine's processes (or this one): which ISA
+    build vLLM chose. vLLM picks it from torch.cpu._is_avx512*_supported(), i.e. from cpuid, not from
+    ATEN_CPU_CAPABILITY."""
+    from syncse_ray.synth.engine import engine_processes
+
+    found = set()
+    for pid in [p.pid for p in engine_processes()] + [os.getpid()]:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        found |= {Path(line.split()[-1]).name for line in maps.splitlines()
+                  if "/vllm/_C" in line and line.split()[-1].endswith(".so")}
+    return sorted(found)
+
+
+def _machine_record(cfg) -> dict:
+    """What every figure ran on: the CPU as this process sees it and the dtype the engine was built with."""
+    import torch
+
+    from syncse_ray.hardware import this_machine
+    from syncse_ray.synth.engine import engine_dtype
+
+    machine = this_machine()
+    return {"cpu": machine.describe_cpu(), "cpu_capability": machine.cpu_capability,
+            "native_capability": machine.native_capability, "capability_cap": machine.cap,
+            "emulated": machine.cpu_capability != machine.native_capability,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "engine_dtype": engine_dtype(cfg.synth.engine, on_cpu=True),
+            "ld_preload": os.environ.get("LD_PRELOAD", ""),
+            "vllm_isa_overridden": os.environ.get("SYNCSE_BENCH_VLLM_ISA", "")}
+
+
 def _raw_run(llm, cfg, requests, chunk_size: int) -> dict:
     """One `LLM.chat` call per chunk with `synth.candidates` samples a request (as the pipeline does), prefix
     cache emptied first."""
@@ -69,7 +109,7 @@ def _raw_run(llm, cfg, requests, chunk_size: int) -> dict:
     llm.reset_prefix_cache()
     sampling = {POSITIVE: cfg.synth.positive_sampling, HARD_NEGATIVE: cfg.synth.hard_negative_sampling}
     per_call = 2 * chunk_size
-    out_tokens = prompt_tokens = 0
+    out_tokens = prompt_tokens = by_length = candidates = 0
     start = time.perf_counter()
     for i in range(0, len(requests), per_call):
         batch = requests[i:i + per_call]
@@ -81,10 +121,13 @@ def _raw_run(llm, cfg, requests, chunk_size: int) -> dict:
         for o in llm.chat([r.messages for r in batch], params, use_tqdm=False):
             out_tokens += sum(len(c.token_ids) for c in o.outputs)  # k candidates a request, as the pipeline
             prompt_tokens += len(o.prompt_token_ids)
+            by_length += sum(c.finish_reason == "length" for c in o.outputs)  # cut at max_tokens
+            candidates += len(o.outputs)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "requests": len(requests), "output_tokens": out_tokens,
             "prompt_tokens": prompt_tokens, "output_tokens_per_s": out_tokens / seconds,
-            "requests_per_s": len(requests) / seconds}
+            "requests_per_s": len(requests) / seconds, "candidates": candidates,
+            "candidates_cut_at_max_tokens": by_length, "load_average_1m_at_end": os.getloadavg()[0]}
 
 
 def _pipeline_run(cfg) -> dict:
@@ -108,6 +151,11 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=24, help="rows per chunk / engine call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("SYNCSE_DATA_DIR", "../shared/data")))
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "synth_partial_cpu.yaml",
+                        help="recipe whose synth settings and synth.input sentences (a text file) are measured, "
+                             "e.g. configs/quickstart.yaml")
+    parser.add_argument("--skip-naive", action="store_true", help="only the prefix-aware raw arm (and the others asked)")
+    parser.add_argument("--warmup-rows", type=int, default=8, help="sentences of the untimed warm-up call")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "synth_throughput.json")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run, e.g. synth.engine.cpu_threads_bind=0-1")
@@ -116,11 +164,15 @@ def main() -> None:
                         help="also a raw run with synth.exemplar_sets=N (fixed exemplar sets; 0: skip it)")
     args = parser.parse_args()
 
-    sentences = _sentences(args.data_dir, args.rows)
+    recipe = load_config(args.config, [f"data_dir={args.data_dir}", *args.overrides])
+    if recipe.synth.input_format not in ("text", "auto") or (
+            recipe.synth.input_format == "auto" and Path(recipe.synth.input).suffix in (".jsonl", ".parquet", ".csv")):
+        raise SystemExit(f"{args.config}: synth.input must be a text file, one sentence a line")
+    sentences = _sentences(Path(recipe.synth.input), args.rows)
     work = Path(tempfile.mkdtemp(prefix="synth-bench-"))
     input_path = work / "sentences.txt"
     input_path.write_text("\n".join(sentences) + "\n", encoding="utf-8")
-    cfg = load_config(REPO / "configs" / "synth_partial_cpu.yaml", [
+    cfg = load_config(args.config, [f"data_dir={args.data_dir}",
         f"run_dir={work / 'run'}", f"synth.input={input_path}", "synth.limit=null",
         f"synth.chunk_size={args.chunk_size}", f"seed={args.seed}", "synth.prefix_aware_requests=true",
         *args.overrides])
@@ -128,10 +180,15 @@ def main() -> None:
     from syncse_ray.models import resolve_model
     from syncse_ray.synth.engine import build_llm
 
+    machine = _machine_record(cfg)
     llm = build_llm(resolve_model(cfg.synth.model, cfg.cache_dir), cfg.synth.engine, seed=args.seed)
-    _raw_run(llm, cfg, _requests(sentences[:8], seed=args.seed, chunk_size=8, prefix_aware=True), 8)  # warm-up
-    naive = _raw_run(llm, cfg, _requests(sentences, seed=args.seed, chunk_size=args.chunk_size,
-                                         prefix_aware=False), args.chunk_size)
+    machine["vllm_kernels"] = _loaded_vllm_kernels()
+    warm = args.warmup_rows
+    _raw_run(llm, cfg, _requests(sentences[:warm], seed=args.seed, chunk_size=warm, prefix_aware=True), warm)
+    naive = None
+    if not args.skip_naive:
+        naive = _raw_run(llm, cfg, _requests(sentences, seed=args.seed, chunk_size=args.chunk_size,
+                                             prefix_aware=False), args.chunk_size)
     aware = _raw_run(llm, cfg, _requests(sentences, seed=args.seed, chunk_size=args.chunk_size,
                                          prefix_aware=True), args.chunk_size)
     fixed = None
@@ -141,37 +198,55 @@ def main() -> None:
     del llm
     gc.collect()
 
-    report = {"rows": args.rows, "chunk_size": args.chunk_size, "overrides": args.overrides, "raw_naive": naive,
-              "raw_prefix_aware": aware}
+    engine = cfg.synth.engine
+    setup = {"config": str(args.config), "candidates": cfg.synth.candidates,
+             "max_tokens": [cfg.synth.positive_sampling.max_tokens, cfg.synth.hard_negative_sampling.max_tokens],
+             "max_num_seqs": engine.max_num_seqs, "cpu_threads_bind": engine.cpu_threads_bind,
+             "kv_cache_memory_bytes": engine.kv_cache_memory_bytes, "dtype_setting": engine.dtype}
+    for run in (naive, aware, fixed):
+        if run is not None:
+            run.update(machine)  # every figure says what it ran on
+    report = {"rows": args.rows, "chunk_size": args.chunk_size, "overrides": args.overrides, "machine": machine,
+              "setup": setup, "raw_prefix_aware": aware}
+    if naive is not None:
+        report["raw_naive"] = naive
     if fixed is not None:
         report["raw_fixed_exemplar_sets"] = fixed
         report["exemplar_sets"] = args.exemplar_sets
-        report["fixed_sets_vs_naive_requests_per_s"] = fixed["requests_per_s"] / naive["requests_per_s"]
+        if naive is not None:
+            report["fixed_sets_vs_naive_requests_per_s"] = fixed["requests_per_s"] / naive["requests_per_s"]
     if not args.raw_only:
         from syncse_ray.ray_env import init_ray
 
         init_ray(cfg.ray)
         pipeline = _pipeline_run(cfg)
+        pipeline.update({**machine, "vllm_kernels": []})  # its engine is in a Ray actor: kernels not read
         report["pipeline_prefix_aware"] = pipeline
         report["pipeline_vs_raw_output_tokens_per_s"] = pipeline["output_tokens_per_s"] / aware["output_tokens_per_s"]
-    report.update({
-        "prefix_aware_vs_naive_requests_per_s": aware["requests_per_s"] / naive["requests_per_s"],
-        "prefix_aware_vs_naive_output_tokens_per_s": aware["output_tokens_per_s"] / naive["output_tokens_per_s"],
-        "load_average_1m_at_end": os.getloadavg()[0],
-    })
+    if naive is not None:
+        report.update({
+            "prefix_aware_vs_naive_requests_per_s": aware["requests_per_s"] / naive["requests_per_s"],
+            "prefix_aware_vs_naive_output_tokens_per_s": aware["output_tokens_per_s"] / naive["output_tokens_per_s"],
+        })
+    report["load_average_1m_at_end"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
+    print(f"cpu: {machine['cpu']}  engine dtype: {machine['engine_dtype']}  vLLM kernels: "
+          f"{', '.join(machine['vllm_kernels']) or '?'}  torch: {machine['torch_cpu_capability']}")
     for name in ("raw_naive", "raw_prefix_aware", "raw_fixed_exemplar_sets", "pipeline_prefix_aware"):
         if name not in report:
             continue
         r = report[name]
         print(f"{name:24s} {r['requests']:5d} req {r['seconds']:7.1f} s  {r['requests_per_s']:6.2f} req/s  "
-              f"{r['output_tokens_per_s']:7.1f} out tok/s  ({r['prompt_tokens']} prompt / {r['output_tokens']} out)")
+              f"{r['output_tokens_per_s']:7.1f} out tok/s  ({r['prompt_tokens']} prompt / {r['output_tokens']} out)  "
+              f"[{r['cpu_capability']}{' emulated' if r['emulated'] else ''}, {r['engine_dtype']}]")
     if "pipeline_vs_raw_output_tokens_per_s" in report:
         print(f"pipeline / raw (output tok/s):        {report['pipeline_vs_raw_output_tokens_per_s']:.3f}  "
               "(goal >= 0.95)")
-    print(f"prefix-aware / naive (requests/s):    {report['prefix_aware_vs_naive_requests_per_s']:.3f}  (goal >= 1.3)")
-    if fixed is not None:
+    if naive is not None:
+        print(f"prefix-aware / naive (requests/s):    {report['prefix_aware_vs_naive_requests_per_s']:.3f}  "
+              "(goal >= 1.3)")
+    if fixed is not None and naive is not None:
         print(f"{args.exemplar_sets} fixed exemplar sets / naive (requests/s): "
               f"{report['fixed_sets_vs_naive_requests_per_s']:.3f}  (goal >= 1.3)")
     print(f"report: {args.out}")
