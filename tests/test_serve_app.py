@@ -233,8 +233,9 @@ def test_auth_required_on_every_route_but_healthz(server):
             _assert_error(response, 401, "invalid_api_key")
         assert httpx.get(server.url + "/healthz", headers=headers, timeout=30).status_code == 200
     client = OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0, timeout=30)
-    with pytest.raises(AuthenticationError):
+    with pytest.raises(AuthenticationError, match="^Error code: 401 - missing or invalid API key") as caught:
         client.embeddings.create(input="x", model="model")
+    assert caught.value.code == "invalid_api_key"
 
 
 def test_concurrent_load_has_no_errors(server, reference):
@@ -270,23 +271,27 @@ def test_concurrent_load_has_no_errors(server, reference):
 
     embedder = serve.get_deployment_handle("Embedder", app_name="syncse-test")
     before = embedder.batching_stats.remote().result()
-    problems = asyncio.run(asyncio.wait_for(run(), timeout=120))  # raises TimeoutError past 120 s
+    problems = asyncio.run(run())  # a hang is bounded by each request's 60 s and the test's process timeout
     assert problems == [], problems[:5]
     after = embedder.batching_stats.remote().result()
     calls, batches = after["calls"] - before["calls"], after["batches"] - before["batches"]
     assert calls == clients * per_client and batches < calls  # concurrent requests shared model batches
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)  # bounds a hang; the run itself is bounded by its number of cases, not by time
 def test_schemathesis_against_the_served_app(server):
     """schemathesis 4 over the live Serve app on loopback (its own /openapi.json): every operation, positive
-    and negative cases, bounded in count and time; no 5xx and every response as documented."""
+    and negative cases, bounded in count; no 5xx and every response as documented."""
     import schemathesis
     from _schemathesis import config, run
 
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json", config=config())
-    stats = run(schema, headers=server.headers, max_examples=100, time_limit_s=420)
+    stats = run(schema, headers=server.headers, max_examples=100)
     print(f"schemathesis served: {stats.requests} requests, statuses {dict(stats.statuses)}, "
-          f"per operation {dict(stats.per_operation)}, timed out: {stats.timed_out}")
+          f"per operation {dict(stats.per_operation)}, no cases: {stats.no_cases}")
     assert stats.failures == [], stats.failures[:3]
     assert stats.server_errors == 0 and stats.requests >= 100
+    served = httpx.get(server.url + "/openapi.json", timeout=30).json()["paths"]
+    assert {t.rsplit(" ", 1)[0] for t in stats.tried} == {f"{m.upper()} {p}" for p, item in served.items()
+                                                           for m in item}
+    assert stats.untested == []  # every operation and mode that has cases was sent
