@@ -1,7 +1,8 @@
 """Shared fixtures: data and model paths, one vLLM engine and one local Ray cluster per test session, free ports.
 
-Markers: `slow` on every test that starts Ray, a vLLM engine, a server or a training run; the fast subset
-(`pytest -m "not slow"`) runs in under two minutes."""
+Markers: `slow` on every test that starts Ray, a vLLM engine, a server or a training run, and on model checks
+that take seconds each (exports and reloads, multi-process loss checks); the fast subset (`pytest -m "not
+slow"`) stays under two minutes on an AVX2 laptop (README, "Test budget")."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import socket
 from pathlib import Path
 
 import pytest
+
+from syncse_ray.errors import SyncseError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -146,3 +149,67 @@ def minilm_encoder(minilm_path):
     from syncse_ray.encoders import CachedEncoder, load_encoder
 
     return CachedEncoder(load_encoder("bundled:all-minilm-l6-v2", batch_size=64))
+
+
+QUICKSTART_RUN = REPO / "runs" / "quickstart"
+QUICKSTART_CONSOLE = REPO / "runs" / "quickstart.console.txt"  # .ci/run tees README command 1's output here
+
+
+def _comparable(cfg) -> str:
+    from syncse_ray.config import dump_config
+
+    return dump_config(cfg.model_copy(update={"run_dir": Path("run")}))
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(data_dir, tmp_path_factory) -> tuple[Path, list[str]]:
+    """README command 1's run folder and what it printed: `runs/quickstart` and the console output `.ci/run` keeps
+    beside it, when that run did every stage with the config as it is now and this data dir; else the quickstart
+    runs here once, in a folder of the session's own. Tests read it and copy what they change (it is the user's)."""
+    import json
+    import subprocess
+    import sys
+
+    from syncse_ray.config import load_config
+
+    wanted = load_config(REPO / "configs" / "quickstart.yaml", [f"data_dir={data_dir}"])
+    try:
+        record = json.loads((QUICKSTART_RUN / "pipeline.json").read_text())["stages"]
+        ran = load_config(QUICKSTART_RUN / "config.yaml")
+        lines = QUICKSTART_CONSOLE.read_text().splitlines()
+        if (_comparable(ran) == _comparable(wanted) and set(record) == {"synth", "train", "eval"}
+                and any(line.startswith("report ") for line in lines)
+                and all(any(line.startswith(f"{s}: done in") for line in lines) for s in ("synth", "train", "eval"))):
+            return QUICKSTART_RUN, lines
+    except (OSError, ValueError, KeyError, SyncseError):
+        pass
+    run_dir = tmp_path_factory.mktemp("quickstart") / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("SYNCSE_VERBOSE", "RAY_ADDRESS")}
+    proc = subprocess.run([str(Path(sys.executable).with_name("syncse")), "pipeline", "configs/quickstart.yaml",
+                           "--set", f"run_dir={run_dir}", "--set", f"data_dir={data_dir}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    if proc.returncode != 0:
+        pytest.fail("the quickstart failed:\n" + "\n".join(lines[-60:]))
+    return run_dir, lines
+
+
+# -- the suite's budget (README, "Test budget"): printed at the end of every run, so a CI log shows a regression.
+BUDGET_S = {"fast": 120, "slow": 25 * 60}  # on a 2-core AVX2 machine (an AMX one takes about half)
+_spent: dict[str, float] = {"fast": 0.0, "slow": 0.0}
+
+
+def pytest_runtest_logreport(report):
+    kind = "slow" if "slow" in report.keywords else "fast"
+    _spent[kind] += report.duration  # setup + call + teardown of each test
+
+
+def pytest_terminal_summary(terminalreporter):
+    from syncse_ray.hardware import this_machine
+
+    cpu = this_machine().describe_cpu()
+    for kind, spent in _spent.items():
+        if spent:
+            over = "  OVER BUDGET" if spent > BUDGET_S[kind] else ""
+            terminalreporter.write_line(f"suite budget: {kind} tests {spent:.0f} s of {BUDGET_S[kind]} s{over} "
+                                        f"({cpu})")

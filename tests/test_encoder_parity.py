@@ -36,6 +36,7 @@ def tiny_decoder(tmp_path_factory, smollm2_path):
     return folder
 
 
+@pytest.mark.slow  # 14 exports and reloads (~45 s in all on 2 cores)
 @pytest.mark.parametrize("backbone", ["encoder", "decoder"])
 @pytest.mark.parametrize("pooler", POOLERS)
 def test_train_export_eval_and_serve_vectors_agree(pooler, backbone, minilm_path, tiny_decoder, tmp_path):

@@ -102,6 +102,7 @@ def test_padding_side_does_not_change_smollm2_vectors(smollm2_path, smollm2_toke
     assert _cos(right, single).min() >= 0.99999
 
 
+@pytest.mark.slow  # trains, exports and serves SmolLM2 in bf16 (~30-50 s each on 2 AMX cores, ~5x on AVX2)
 @pytest.mark.parametrize("pooler", ["avg", "last"])
 def test_smollm2_bf16_train_export_eval_and_serve_give_the_same_vectors(smollm2_path, smollm2_tokenizer, pooler,
                                                                        tmp_path):

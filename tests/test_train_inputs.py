@@ -111,6 +111,7 @@ def test_batch_is_one_dynamically_padded_tensor_of_all_views(minilm_path):
     assert batch["input_ids"].shape == (4, 3)  # padded to the longest in the batch, not to 32
 
 
+@pytest.mark.slow  # an export and reload a pooler (~7 s each)
 @pytest.mark.parametrize("pooler", ["cls", "cls_before_pooler", "avg", "avg_first_last"])
 def test_dropout_is_on_in_training_and_export_matches_every_pooler(pooler, minilm_path, tmp_path):
     from sentence_transformers import SentenceTransformer

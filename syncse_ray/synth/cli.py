@@ -7,7 +7,7 @@ from rich.table import Table
 
 from syncse_ray.cli_common import ConfigPath, SetOption, console, load_or_exit
 
-_PHASE_LABELS = {"sentences": "writing sentences (chunks)", "annotate": "positives + hard negatives (chunks)"}
+_PHASE_LABELS = {"sentences": "writing sentences (requests)", "annotate": "positives + hard negatives (requests)"}
 
 
 def summary_table(result) -> Table:
