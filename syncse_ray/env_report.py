@@ -18,7 +18,10 @@ def precision_settings(cfg, gpus: bool = False) -> list[tuple[str, str, str]]:
     """(setting, value, device) for every precision setting of a config: the device each runs on as configured
     (evaluation runs where the command runs: on a GPU when `gpus`)."""
     s, t, e, v = cfg.synth, cfg.train, cfg.synth.engine, cfg.serve
-    gpu = lambda flag: "cuda" if flag else "cpu"  # noqa: E731
+
+    def gpu(flag: bool) -> str:
+        return "cuda" if flag else "cpu"
+
     return [("synth.engine.dtype", e.dtype, gpu(e.num_gpus_per_engine > 0)),
             ("synth.judge.precision", s.judge.precision, gpu(s.judge.num_gpus_per_actor > 0)),
             ("train.precision", t.precision, gpu(t.use_gpu)),

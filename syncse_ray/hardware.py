@@ -79,7 +79,7 @@ def effective_flags(flags: Iterable[str], cap: str | None) -> frozenset[str]:
     tiers = [name for name, _ in CAPABILITIES]
     above = set().union(*(needs for name, needs in CAPABILITIES[tiers.index(cap) + 1:]))
     if tiers.index(cap) < tiers.index("avx512"):
-        above |= {f for f in flags if f.startswith("avx512") or f.startswith("amx")}
+        above |= {f for f in flags if f.startswith(("avx512", "amx"))}
     elif tiers.index(cap) < tiers.index("amx"):
         above |= {f for f in flags if f.startswith("amx")}
     return flags - above
@@ -222,7 +222,7 @@ def this_machine() -> Machine:
         if torch.cuda.is_available():
             gpus = tuple(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
             cuda_bf16 = torch.cuda.get_device_capability(0)[0] >= 8  # Ampere and later
-    except Exception:  # no torch, or a CUDA driver that cannot be asked: a CPU machine
+    except Exception:  # noqa: BLE001, S110 (no torch, or a CUDA driver that cannot be asked: a CPU machine)
         pass
     try:
         cores = len(os.sched_getaffinity(0))
