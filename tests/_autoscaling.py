@@ -139,7 +139,7 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
             procs = psutil.Process(head.pid).children(recursive=True)
         except psutil.Error:
             procs = []
-        stop_process_group(head, timeout_s=30)
+        stop_process_group(head, timeout_s=10)
         for proc in procs:  # anything the fake provider started outside the head's session
             try:
                 proc.kill()

@@ -3,8 +3,10 @@ test session's local one): a Ray head that runs only the driver and two worker n
 (`ray.cluster_utils.Cluster`), the run folder on storage every node sees. The driver joins through
 `ray.address`, as a `ray job submit` job does.
 
-1. Synthesis with two vLLM engine actors; once a chunk has finished, the worker node holding an engine is
-   removed (its raylet and every process on it killed), and a replacement node joins (what an autoscaler does).
+1. Synthesis with two vLLM engine actors, one on each worker node; once a chunk has finished, both engines are hit
+   at once: the vLLM engine-core process of one is SIGKILLed (its actor must notice, end itself and be restarted
+   with a new engine), and the node holding the other is removed (its raylet and every process on it killed) while
+   a replacement node joins (what an autoscaler does). No vLLM process of the run outlives it.
 2. Training with 2 workers; once the step-2 checkpoint is stored, the node holding a worker is removed and a
    replacement joins; Ray Train restarts the group from that checkpoint.
 
@@ -26,7 +28,7 @@ import psutil
 from _checkpoints import registered_checkpoint_step
 
 REPO = Path(__file__).resolve().parents[1]
-NODE_CPUS = 2  # per worker node: a node holds an engine and a helper, or a training worker and more
+NODE_CPUS = 3  # per worker node: one engine (2 CPUs: never two on a node) and a helper, or training workers
 
 
 def _on_node(node, marker: str) -> list[int]:
@@ -58,6 +60,61 @@ def _replace_node_when(cluster, nodes: list, ready, marker: str, events: list, t
         time.sleep(0.3)
 
 
+def _engine_processes(nodes: list) -> dict[int, str]:
+    """{pid: title} of the vLLM processes (titled `VLLM::…`: EngineCore, Worker) on `nodes`."""
+    found = {}
+    for node in nodes:
+        try:
+            children = psutil.Process(node.all_processes["raylet"][0].process.pid).children(recursive=True)
+        except psutil.Error:
+            continue
+        for proc in children:
+            try:
+                title = next((part for part in proc.cmdline() if part.startswith("VLLM::")), None)
+            except psutil.Error:
+                continue
+            if title is not None:
+                found[proc.pid] = title
+    return found
+
+
+def _hit_both_engines_when(cluster, nodes: list, ready, events: list, seen: dict, stop: threading.Event) -> None:
+    """Record every vLLM process of the run (`seen`); once `ready()` and an engine core runs on each of two worker
+    nodes, SIGKILL one engine core and remove the other engine's node (adding a node like it)."""
+    while not stop.is_set():
+        seen.update(_engine_processes(nodes))
+        if not events and ready():
+            cores = {n: _on_node(n, "VLLM::EngineCore") for n in nodes}
+            with_engine = [n for n in nodes if cores[n]]
+            if len(with_engine) == 2:
+                hit, removed = with_engine
+                pid = cores[hit][0]
+                psutil.Process(pid).kill()
+                events.append({"killed": "VLLM::EngineCore", "pid": pid, "at": time.time()})
+                pids = _on_node(removed, "Generator")
+                cluster.remove_node(removed, allow_graceful=False)
+                nodes.remove(removed)
+                nodes.append(cluster.add_node(num_cpus=NODE_CPUS))
+                events.append({"removed": "Generator", "pids": pids, "at": time.time()})
+        time.sleep(0.3)
+
+
+def _left_running(pids) -> list[int]:
+    """Those of `pids` still running after up to 60 s (zombies count as ended)."""
+    deadline = time.monotonic() + 60
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                continue
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(1)
+
+
 def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
     import ray._private.utils
     from ray.cluster_utils import Cluster
@@ -80,17 +137,31 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
     try:
         common = [f"data_dir={data_dir}", f"cache_dir={cache_dir}", f"ray.address={cluster.address}"]
 
-        # 1. Synthesis across the nodes; a node holding an engine is removed mid-run.
+        # 1. Synthesis across the nodes; mid-run one engine core is SIGKILLed and the other engine's node removed.
         synth_cfg = load_config(REPO / "configs" / "synth_partial_cpu.yaml", [
             *common, f"run_dir={tmp / 'synth-run'}", "synth.limit=16", "synth.chunk_size=2",
-            "synth.engine.num_engines=2", "synth.judge.num_cpus_per_actor=0.5"])
+            "synth.engine.num_engines=2", "synth.engine.num_cpus_per_engine=2",
+            "synth.engine.cpu_threads_bind=null", "synth.judge.num_cpus_per_actor=0.5"])
         done = tmp / "synth-run" / "synth" / "work" / "annotate" / "done"
-        killer = threading.Thread(target=_replace_node_when, daemon=True, args=(
-            cluster, nodes, lambda: any(done.glob("chunk-*.json")), "Generator", events))
-        killer.start()
-        synth = run_synth(synth_cfg)
-        killer.join(timeout=5)
-        result["synth"] = {"output_dir": str(synth.output_dir), "kept": synth.kept, "dropped": synth.dropped}
+        chunks_done: dict = {}
+
+        def first_chunk_done() -> bool:
+            chunks_done["at_hit"] = len(list(done.glob("chunk-*.json")))
+            return chunks_done["at_hit"] > 0
+
+        seen: dict[int, str] = {}
+        stop = threading.Event()
+        watcher = threading.Thread(target=_hit_both_engines_when, daemon=True,
+                                   args=(cluster, nodes, first_chunk_done, events, seen, stop))
+        watcher.start()
+        try:
+            synth = run_synth(synth_cfg)
+        finally:
+            stop.set()
+            watcher.join(timeout=10)
+        result["synth"] = {"output_dir": str(synth.output_dir), "kept": synth.kept, "dropped": synth.dropped,
+                           "chunks_done_at_hit": chunks_done.get("at_hit"), "engine_cores_seen": sum(t == "VLLM::EngineCore" for t in seen.values()),
+                           "left_running": _left_running(seen)}
 
         # 2. Training across the nodes; a node holding a worker is removed after the step-2 checkpoint.
         snli_triplets(data_dir / "seeds" / "snli" / "labels.dev").slice(0, 128).to_pandas().to_parquet(

@@ -1,7 +1,8 @@
 """More than one node, on one machine: synthesis and training across a head and worker nodes
-(`ray.cluster_utils.Cluster`), a worker node removed mid-synthesis and mid-training (after a checkpoint) and a
-replacement node joining. Every input id ends exactly once in the triplets or the dropped rows, and training
-finishes from its last checkpoint. The scenario runs in its own process (`tests/_multinode.py`)."""
+(`ray.cluster_utils.Cluster`); mid-synthesis one vLLM engine core SIGKILLed and the other engine's node removed, a
+worker node removed mid-training (after a checkpoint), and replacement nodes joining. Every input id ends exactly
+once in the triplets or the dropped rows, no vLLM process outlives the run, and training finishes from its last
+checkpoint. The scenario runs in its own process (`tests/_multinode.py`)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,14 @@ pytestmark = pytest.mark.slow  # a three-node Ray cluster, two vLLM engines, a t
 @pytest.mark.timeout(1000)
 def test_worker_nodes_removed_mid_synthesis_and_mid_training(tmp_path, data_dir, cache_dir, run_scenario):
     result = run_scenario("_multinode.py", tmp_path, str(data_dir), str(cache_dir), timeout=900)
-    removed = [e["removed"] for e in result["events"]]
+    removed = [e["removed"] for e in result["events"] if "removed" in e]
     assert removed == ["Generator", "RayTrainWorker"], result  # each removal hit the stage it meant to
+    assert [e["killed"] for e in result["events"] if "killed" in e] == ["VLLM::EngineCore"], result
+    synth_run = result["synth"]
+    assert 0 < synth_run["chunks_done_at_hit"] < 8, "the faults did not land mid-run"
+    # two engines at the start, and each hit engine replaced by a new one (the killed core's actor ended itself)
+    assert synth_run["engine_cores_seen"] >= 4, result
+    assert synth_run["left_running"] == [], "vLLM processes of the run outlived it"
 
     synth = Path(result["synth"]["output_dir"])
     rows = [r["id"] for folder in ("data", "dropped")

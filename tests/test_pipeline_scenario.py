@@ -74,7 +74,7 @@ def ray_head(tmp_path_factory, free_port):
             time.sleep(2)
         yield address, env
     finally:
-        stop_process_group(head, timeout_s=60)
+        stop_process_group(head, timeout_s=10)  # then SIGKILL: nothing of it is kept
         log.close()
 
 

@@ -1,6 +1,8 @@
 """Synth stage end to end: the real vLLM engine (bundled SmolLM2) in Ray Data actors on a local Ray cluster.
 
-Each run starts its own engine actor (~35 s on 2 cores), so checks are grouped into few runs.
+Each run starts its own engine actor (~35 s on 2 cores), so checks are grouped into few runs: one partial run that
+is SIGKILLed and resumed feeds every partial-mode check. The engine-core kill is in the multi-node scenario
+(tests/_multinode.py).
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ def _partial_config(tmp_path: Path, input_path: Path, **overrides) -> object:
     return load_config(REPO / "configs" / "synth_partial_cpu.yaml", sets)
 
 
-def test_partial_on_real_sentences(tmp_path, data_dir, cache_dir, ray_local):
+def test_partial_on_real_sentences_killed_and_resumed_exactly_once(tmp_path, data_dir, cache_dir, kill_tree):
+    """`syncse synth` on real sentences (and rows each input filter drops), SIGKILLed with everything it started once
+    two chunks are done, then the same command again: every input id exactly once, the verified triplets."""
     real = (data_dir / "seeds" / "wiki1m_sample.txt").read_text(encoding="utf-8").splitlines()[:30]
     giant = " ".join(["word"] * 2500)  # cannot fit the 2048-token context with its prompt
     stsb_test = [line.split("\t")[5] for line in (data_dir / "senteval/STS/STSBenchmark/sts-test.csv")
@@ -51,12 +55,39 @@ def test_partial_on_real_sentences(tmp_path, data_dir, cache_dir, ray_local):
     lines = real + ["", real[0], giant, stsb_test[0].capitalize(), stsb_test[1]]
     input_path = tmp_path / "sentences.txt"
     input_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cfg = _partial_config(tmp_path, input_path, cache_dir=cache_dir)
+    settings = [f"run_dir={tmp_path / 'run'}", f"data_dir={data_dir}", f"cache_dir={cache_dir}",
+                f"synth.input={input_path}", "synth.limit=null", "synth.chunk_size=5"]
+    cmd = [str(Path(sys.executable).with_name("syncse")), "synth", str(REPO / "configs" / "synth_partial_cpu.yaml"),
+           *(arg for s in settings for arg in ("--set", s))]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = tmp_path / "run" / "synth"
+    done_dir = out / "work" / "annotate" / "done"
 
-    result = run_synth(cfg)
+    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 600
+        while len(list(done_dir.glob("chunk-*.json"))) < 2:
+            assert first.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, "two chunks never finished"
+            time.sleep(0.2)
+    finally:
+        kill_tree(first)
+    finished_before = len(list(done_dir.glob("chunk-*.json")))
+    assert not (out / "stage.json").exists()
 
-    out = result.output_dir
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "triplets kept" in second.stdout, second.stdout
+    cfg = _partial_config(tmp_path, input_path, data_dir=data_dir, cache_dir=cache_dir, **{"synth.chunk_size": 5})
+    result = run_synth(cfg)  # finished: read back, nothing rerun (no Ray needed)
+    assert result.skipped and result.output_dir == out
+
     kept, dropped = _check_exactly_once(out, {f"p{i:09d}" for i in range(len(lines))})
+    manifest = json.loads((out / "manifest.json").read_text())
+    annotate = manifest["phases"]["annotate"]
+    assert manifest["chunks_finished_before_this_run"]["annotate"] == finished_before
+    assert 2 <= finished_before < annotate["chunks"], "the kill did not land part-way"
+    assert annotate["kept"] == len(kept)
     assert result.requested == len(lines) == result.kept + result.dropped
     assert result.kept == len(kept) > 0
     assert pads.dataset(out / "data").schema.names == TRIPLET_SCHEMA.names
@@ -86,9 +117,8 @@ def test_partial_on_real_sentences(tmp_path, data_dir, cache_dir, ray_local):
     seeds = [r["positive_seed"] for r in kept] + [r["hard_negative_seed"] for r in kept]
     assert len(seeds) == len(set(seeds))
 
-    manifest = json.loads((out / "manifest.json").read_text())
     stats = json.loads((out / "stats.json").read_text())
-    annotate = manifest["phases"]["annotate"]
+    # Every request counted once, including the killed run's finished chunks (their summaries were kept).
     assert annotate["requests"] == 2 * 31 and annotate["output_tokens"] > 0 and annotate["prompt_tokens"] > 0
     # 4 candidates a request; the 2 requests of the over-long row never ran and carry one error candidate each.
     assert annotate["candidates"] == 4 * (annotate["requests"] - 2) + 2
@@ -97,13 +127,12 @@ def test_partial_on_real_sentences(tmp_path, data_dir, cache_dir, ray_local):
     assert 0 < stats["diversity"]["sent1"]["distinct_2"] <= 1 and stats["sampled_rows"] == result.kept
     assert json.loads((out / "stage.json").read_text())["stage"] == "synth"
 
-    # Same config again: finished, nothing rerun. Another config: refused, nothing touched.
+    # Another config: refused, nothing touched.
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    assert run_synth(cfg).skipped
     with pytest.raises(ClaimError, match="different config"):
-        run_synth(_partial_config(tmp_path, input_path, cache_dir=cache_dir, seed=1))
+        run_synth(_partial_config(tmp_path, input_path, data_dir=data_dir, cache_dir=cache_dir, seed=1))
     with pytest.raises(ClaimError, match="different config"):
-        run_synth(_partial_config(tmp_path, tmp_path / "missing.txt", cache_dir=cache_dir))
+        run_synth(_partial_config(tmp_path, tmp_path / "missing.txt", data_dir=data_dir, cache_dir=cache_dir))
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
 
 
@@ -163,36 +192,3 @@ def test_scratch_writes_sentences_then_triplets(tmp_path, cache_dir, ray_local):
     assert manifest["phases"]["annotate"]["judge_prompt_tokens"] > 0 and manifest["judge_tokens"] > 0
     assert manifest["phases"]["sentences"]["requests"] == 2
     assert manifest["phases"]["sentences"]["kept"] == len(sentences)
-
-
-def test_resume_after_driver_kill_is_exactly_once(tmp_path, cache_dir, kill_tree):
-    run_dir = tmp_path / "run"
-    data_dir = Path(os.environ.get("SYNCSE_DATA_DIR") or REPO.parent / "shared" / "data")
-    syncse = Path(sys.executable).with_name("syncse")
-    cmd = [str(syncse), "synth", str(REPO / "configs" / "synth_partial_cpu.yaml"),
-           "--set", f"run_dir={run_dir}", "--set", f"cache_dir={cache_dir}", "--set", "synth.limit=12",
-           "--set", "synth.chunk_size=2", "--set", f"synth.input={data_dir / 'seeds' / 'wiki1m_sample.txt'}"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    done_dir = run_dir / "synth" / "work" / "annotate" / "done"
-
-    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 400
-        while time.time() < deadline and len(list(done_dir.glob("chunk-*.json"))) < 2:
-            assert first.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.2)
-    finally:
-        kill_tree(first)
-    finished_before = len(list(done_dir.glob("chunk-*.json")))
-    assert 2 <= finished_before < 6, "the kill did not land part-way"
-    assert not (run_dir / "synth" / "stage.json").exists()
-
-    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=500, check=False)
-    assert second.returncode == 0, second.stderr[-3000:]
-    out = run_dir / "synth"
-    kept, _ = _check_exactly_once(out, {f"p{i:09d}" for i in range(12)})
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["chunks_finished_before_this_run"]["annotate"] == finished_before
-    assert manifest["phases"]["annotate"]["chunks"] == 6
-    assert manifest["phases"]["annotate"]["kept"] == len(kept)
-    assert "triplets kept" in second.stdout
