@@ -1,4 +1,4 @@
-"""Shared fixtures: data and model paths, one vLLM engine and one local Ray cluster per test session, free ports.
+"""Shared fixtures: data and model paths, one local Ray cluster per test session, free ports.
 
 Markers: `slow` on every test that starts Ray, a vLLM engine, a server or a training run, and on model checks
 that take seconds each (exports and reloads, multi-process loss checks); the fast subset (`pytest -m "not
@@ -118,16 +118,6 @@ def minilm_path() -> Path:
     from syncse_ray.models import resolve_model
 
     return resolve_model("bundled:all-minilm-l6-v2")
-
-
-@pytest.fixture(scope="session")
-def vllm_engine(smollm2_path):
-    """One real vLLM engine on the bundled SmolLM2 for the whole session."""
-    from syncse_ray.synth.engine import build_llm
-
-    llm = build_llm(smollm2_path)
-    yield llm
-    del llm
 
 
 @pytest.fixture(scope="session")

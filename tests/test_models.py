@@ -91,25 +91,6 @@ def test_killed_conversion_process_leaves_nothing_valid(tmp_path):
     assert status["bundled:smollm2-135m-instruct"] == "not prepared"
 
 
-@pytest.mark.slow
-def test_smollm2_chat_reply_with_real_vllm(vllm_engine):
-    """A question the 135M instruct model answers right, greedily: the prompt went through its chat template
-    (without it, the same model answers "" to this question), the weights are the instruct model's, and the
-    reply ends at the template's end-of-turn token, not at the token limit. Chosen by trying: "The answer to
-    this classic math problem is 4." from vLLM in bf16 and fp32 and from transformers; "What is the capital of
-    France?" is not robust (vLLM bf16 on an AMX CPU answers "L'Étoile, la Marseillaise, ...", fp32 "Paris")."""
-    import re
-
-    from vllm import SamplingParams
-
-    out = vllm_engine.chat([[{"role": "user", "content": "What is 2 + 2?"}]],
-                           SamplingParams(temperature=0.0, max_tokens=32))[0]
-    assert out.prompt.endswith("<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n"), out.prompt
-    reply = out.outputs[0]
-    assert re.search(r"\b4\b", reply.text) and not re.search(r"\b(3|5|22)\b", reply.text), reply.text
-    assert reply.finish_reason == "stop", (reply.finish_reason, reply.text)
-
-
 def _table_rows(stdout: str) -> list[list[str]]:
     """The body rows of a rich table, cell by cell."""
     return [[cell.strip() for cell in line.strip().strip("│").split("│")] for line in stdout.splitlines()

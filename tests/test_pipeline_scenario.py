@@ -154,6 +154,13 @@ def _step(progress: Path) -> int:
 @pytest.mark.timeout(2400)
 def test_stopped_by_signals_resumed_through_the_job_server_rerun_without_work(ray_head, tmp_path, data_dir):
     address, env = ray_head
+    t0 = time.monotonic()
+    marks = []  # seconds at the end of each step (printed: `pytest -s` shows where the time goes)
+
+    def mark(step: str) -> None:
+        marks.append(f"{step} {time.monotonic() - t0:.0f}s")
+        print("scenario: " + ", ".join(marks))
+
     run_dir = tmp_path / "run"
     done_chunks = run_dir / "synth" / "work" / "annotate" / "done"
 
@@ -166,6 +173,7 @@ def test_stopped_by_signals_resumed_through_the_job_server_rerun_without_work(ra
     finished = sorted(done_chunks.glob("chunk-*.json"))
     assert finished and not (run_dir / "synth" / "stage.json").exists()
     _assert_none_left(started)
+    mark("1 SIGINT")
 
     # 2. The same command; SIGTERM while training runs, after its step-2 checkpoint is registered.
     code, text, started = _stop_cli_when(
@@ -179,6 +187,7 @@ def test_stopped_by_signals_resumed_through_the_job_server_rerun_without_work(ra
     assert manifest["chunks_finished_before_this_run"]["annotate"] >= len(finished)  # the Ctrl-C kept them
     assert (run_dir / "synth" / "stage.json").is_file() and not (run_dir / "train" / "stage.json").exists()
     _assert_none_left(started)
+    mark("2 SIGTERM")
 
     # 3. The same config through the job server: synthesis skipped, training resumed, evaluation run.
     code, log = _submit(address, env, run_dir, data_dir)
@@ -208,12 +217,16 @@ def test_stopped_by_signals_resumed_through_the_job_server_rerun_without_work(ra
         log_file = run_dir / "logs" / f"{stage}.log"
         assert log_file.is_file() and log_file.stat().st_size > 0, stage
 
+    mark("3 job")
+
     # 4. The CLI once more: every stage skipped, in a few lines, nothing rewritten.
     model_mtime = (run_dir / "train" / "best" / "modules.json").stat().st_mtime
     code, again = _run_cli(run_dir, data_dir)
     assert code == 0 and len(again) < 20, "\n".join(again)
     assert all(any(line.startswith(f"{stage}: skipped") for line in again) for stage in ("synth", "train", "eval"))
     assert (run_dir / "train" / "best" / "modules.json").stat().st_mtime == model_mtime
+
+    mark("4 rerun")
 
     # 5. A bad value through the job server: one error line naming the setting; the run folder as it was.
     code, log = _submit(address, env, run_dir, data_dir, ["train.lr=-1"])
@@ -223,3 +236,4 @@ def test_stopped_by_signals_resumed_through_the_job_server_rerun_without_work(ra
     assert len(errors) == 1 and "train.lr: Input should be greater than 0" in errors.pop(), log[-3000:]
     assert "Traceback" not in log, log[-3000:]
     assert (run_dir / "train" / "best" / "modules.json").stat().st_mtime == model_mtime
+    mark("5 bad value")

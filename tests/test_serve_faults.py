@@ -16,8 +16,8 @@ pytestmark = pytest.mark.slow  # a local Ray cluster, Serve, two model replicas
 
 APP = "syncse-faults"
 CLIENTS = 4
-LOAD_SECONDS = 24.0
-KILL_AT = 6.0
+LOAD_SECONDS = 14.0
+KILL_AT = 4.0
 TEXTS = [f"sentence number {i} about a cat sitting on the mat near the window" for i in range(8)]
 
 

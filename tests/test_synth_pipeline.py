@@ -163,8 +163,8 @@ def test_bad_input_fails_clearly_and_leaves_no_claim(tmp_path, cache_dir):
 def test_scratch_writes_sentences_then_triplets(tmp_path, cache_dir, ray_local):
     cfg = load_config(REPO / "configs" / "synth_scratch_cpu.yaml", [
         f"run_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}", "synth.scratch.num_requests=2",
-        "synth.scratch.requests_per_chunk=1", "synth.scratch.sentences_per_request=8",
-        "synth.sentence_sampling.max_tokens=320",
+        "synth.scratch.requests_per_chunk=1", "synth.scratch.sentences_per_request=5",
+        "synth.sentence_sampling.max_tokens=200",
         # Both judges: the LLM's yes/no log-probabilities on the same engine, then MiniLM.
         "synth.judge.method=embedding+llm", "synth.judge.llm_min_entailment=0.0",
         "synth.judge.llm_min_contradiction=0.0"])
