@@ -47,7 +47,7 @@ def bare_loop(model_path: Path, table, batch: int, max_len: int, steps: int, war
     from syncse_ray.train.losses import SimCSELoss
     from syncse_ray.train.model import SimCSEModel
 
-    from syncse_ray.pooling import prepare_tokenizer
+    from syncse_ray.models.pooling import prepare_tokenizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -121,7 +121,7 @@ def main() -> None:
     import ray
 
     from syncse_ray.config.root import default_data_dir
-    from syncse_ray.models import resolve_model
+    from syncse_ray.models.references import resolve_model
     from syncse_ray.train.data import read_training_table
 
     data_dir = default_data_dir()

@@ -8,7 +8,7 @@
 selection on the dev sets. Nothing here imports Ray.
 """
 
-from syncse_ray.encoders import Encoder, load_encoder
+from syncse_ray.models.encoders import Encoder, load_encoder
 from syncse_ray.eval.results import render_table, write_results
 from syncse_ray.eval.runner import EvalError, run_eval
 from syncse_ray.eval.sts import DataError, load_sts_dev, spearman_cosine

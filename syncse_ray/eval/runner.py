@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from syncse_ray.datadir import default_data_dir
-from syncse_ray.encoders import DEFAULT_BATCH_SIZE, CachedEncoder, Encoder, load_encoder
+from syncse_ray.data.datadir import default_data_dir
+from syncse_ray.models.encoders import DEFAULT_BATCH_SIZE, CachedEncoder, Encoder, load_encoder
 from syncse_ray.errors import SyncseError
 from syncse_ray.eval.mteb_tasks import MTEB_GROUPS, expand_task_names, get_mteb_task, run_mteb
 from syncse_ray.eval.results import average_record, write_results

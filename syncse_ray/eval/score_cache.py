@@ -125,8 +125,8 @@ def make_identity(*, model: str, pooler: str | None, precision: str, device: str
 def cacheable_reference(reference: str) -> bool:
     """Whether `syncse eval` caches this reference's scores by default: `bundled:` and hub names (models that do
     not change under a name); not local folders (a trained model is scored once) nor endpoints."""
-    from syncse_ray.encoders import is_endpoint
-    from syncse_ray.models import BUNDLED_PREFIX
+    from syncse_ray.models.encoders import is_endpoint
+    from syncse_ray.models.references import BUNDLED_PREFIX
 
     if reference.startswith(BUNDLED_PREFIX):
         return True
@@ -139,9 +139,9 @@ def encoder_identity(reference: str, *, pooler: str | None, precision: str | Non
                      batch_size: int, cache_dir: Path | None) -> dict[str, Any] | None:
     """The identity of the encoder `load_encoder(reference, ...)` would build here, or None for an endpoint. Its
     precision is the one `load_encoder` resolves `precision` to for this folder on this machine."""
-    from syncse_ray import encoders
+    from syncse_ray.models import encoders
     from syncse_ray.hardware import this_machine
-    from syncse_ray.models import resolve_model
+    from syncse_ray.models.references import resolve_model
 
     if encoders.is_endpoint(reference):
         return None

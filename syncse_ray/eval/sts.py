@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from syncse_ray.datadir import MissingDataError, missing_data
+from syncse_ray.data.datadir import MissingDataError, missing_data
 from syncse_ray.errors import SyncseError
 
 Pairs = tuple[list[str], list[str], np.ndarray]

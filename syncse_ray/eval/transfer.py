@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from syncse_ray.datadir import fetch_command
+from syncse_ray.data.datadir import fetch_command
 from syncse_ray.eval.sts import DataError, files_fingerprint
 
 C_GRID = tuple(2.0 ** t for t in range(-2, 4))

@@ -37,7 +37,7 @@ from ray.serve.handle import DeploymentHandle
 from syncse_ray.config import ConfigError, RayConfig, ServeConfig
 from syncse_ray.config.loader import apply_overrides
 from syncse_ray.config.serve import RequestLimits
-from syncse_ray.models import BUNDLED_PREFIX
+from syncse_ray.models.references import BUNDLED_PREFIX
 from syncse_ray.serve.continuous_batching import ContinuousBatcher
 from syncse_ray.serve.http import ApiBackend, create_api
 from syncse_ray.serve.index import VectorIndex, read_corpus
@@ -262,7 +262,7 @@ APP_NAME = "syncse"
 def start_server(settings: ServeConfig, ray_config: RayConfig | None = None) -> str:
     """Join or start Ray (`init_ray`), start Serve's HTTP proxy on settings.host:port, deploy the app and
     return its base URL once it is ready. `stop_server()` undoes it."""
-    from syncse_ray.ray_env import init_ray
+    from syncse_ray.runtime.ray_env import init_ray
 
     build_app(settings)  # a config error (model, key) before any cluster is started or joined
     init_ray(ray_config)
@@ -278,7 +278,7 @@ def read_cluster(settings: ServeConfig) -> ClusterResources:
     (what Ray Data reads too); the local cluster `init_ray` started never does."""
     import ray
 
-    from syncse_ray.ray_env import started_local_cluster
+    from syncse_ray.runtime.ray_env import started_local_cluster
 
     local = started_local_cluster()
     largest: dict[str, float] = {}

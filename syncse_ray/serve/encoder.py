@@ -1,5 +1,5 @@
 """The sentence encoder behind the endpoint and the index: the project's sentence-transformers encoder
-(`syncse_ray.encoders`), unit-length output and token counts."""
+(`syncse_ray.models.encoders`), unit-length output and token counts."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from syncse_ray.encoders import SentenceTransformerEncoder, encoder_precision
-from syncse_ray.models import resolve_model
+from syncse_ray.models.encoders import SentenceTransformerEncoder, encoder_precision
+from syncse_ray.models.references import resolve_model
 from syncse_ray.serve.batching import plan_batches, run_batches
 from syncse_ray.serve.encoding import normalize
 from syncse_ray.serve.tokens import TokenCounts, token_lengths

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from syncse_ray.datadir import fetch_command
+from syncse_ray.data.datadir import fetch_command
 from syncse_ray.errors import SyncseError
 from syncse_ray.synth.filters import NgramIndex, text_hash
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from syncse_ray.datadir import is_inside, missing_data
+from syncse_ray.data.datadir import is_inside, missing_data
 from syncse_ray.io import InputFileError, iter_batches
 
 SynthInputError = InputFileError  # the synth stage's name for it

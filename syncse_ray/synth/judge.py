@@ -1,7 +1,7 @@
 """The judges that score candidates. Prompts and scoring are pure; the embedding judge is a Ray Data actor
 (the class is plain Python: Ray Data constructs it once per actor).
 
-- embedding: cos(anchor, candidate) under an encoder the project can load (`syncse_ray.encoders.load_encoder`).
+- embedding: cos(anchor, candidate) under an encoder the project can load (`syncse_ray.models.encoders.load_encoder`).
 - llm: the synthesis engine asked one yes/no question per candidate, answered in one token; the score is
   P(yes) / (P(yes) + P(no)) from the first token's log-probabilities (every top token that reads "yes" or
   "no" once stripped and lower-cased counts), not parsed prose. 0.5 when neither appears in the top tokens.
@@ -74,7 +74,7 @@ class TextEncoder:
     def __init__(self, judge_cfg, cache_dir: str | None):
         import torch
 
-        from syncse_ray.encoders import load_encoder
+        from syncse_ray.models.encoders import load_encoder
 
         device = "cuda" if judge_cfg.num_gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
         self.encoder = load_encoder(judge_cfg.model, pooler=judge_cfg.pooler, batch_size=judge_cfg.batch_size,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from syncse_ray import stage_marker
+from syncse_ray.runtime import stage_marker
 from syncse_ray.config import Config
 from syncse_ray.config.base import output_settings
 from syncse_ray.config.synth import JudgeConfig
@@ -161,7 +161,7 @@ def run_select(cfg: Config, round_index: int, encoder_model: str, encoder_versio
                out_dir: Path) -> SelectResult:
     """Select round `round_index`'s triplets with the encoder at `encoder_model` (round r-1's best) into
     `out_dir`; skipped when finished with the same settings."""
-    from syncse_ray.ray_env import init_ray
+    from syncse_ray.runtime.ray_env import init_ray
 
     nr = cfg.pipeline.next_round
     synth_dir = cfg.stage_dir("synth")

@@ -27,12 +27,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from syncse_ray import stage_marker
+from syncse_ray.runtime import stage_marker
 from syncse_ray.config import Config
 from syncse_ray.config.base import output_settings
 from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic, write_table_atomic
-from syncse_ray.ray_env import init_ray
+from syncse_ray.runtime.ray_env import init_ray
 from syncse_ray.synth import filters
 from syncse_ray.synth.card import CARD, write_dataset_card
 from syncse_ray.synth.decontaminate import DecontaminationError, EvalOverlapIndex
@@ -353,7 +353,7 @@ def _write_card(layout: Layout) -> None:
 
 def _check_judge(cfg: Config) -> None:
     """Fail before any generation when the embedding judge's model cannot be found or read."""
-    from syncse_ray.models import ModelError, resolve_model
+    from syncse_ray.models.references import ModelError, resolve_model
 
     judge = cfg.synth.judge
     if not uses_embedding(judge.method):
@@ -382,7 +382,7 @@ def _overlap_for_staging(cfg: Config) -> EvalOverlapIndex | None:
 
 def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
     """Run (or resume, or skip if finished) the synth stage for `cfg`; returns counts and paths."""
-    from syncse_ray.models import resolve_model
+    from syncse_ray.models.references import resolve_model
 
     synth = cfg.synth
     layout = Layout(Path(cfg.stage_dir(STAGE)))

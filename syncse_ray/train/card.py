@@ -59,7 +59,7 @@ CITATIONS = {
 def base_model_hub_id(reference: str) -> str | None:
     """The hub id of a base model reference, for the card's `base_model`: a bundled model's origin, a hub name
     as given; None for a local folder (the hub's `base_model` must be a hub id)."""
-    from syncse_ray.models import BUNDLED, BUNDLED_PREFIX
+    from syncse_ray.models.references import BUNDLED, BUNDLED_PREFIX
 
     if reference.startswith(BUNDLED_PREFIX):
         bundled = BUNDLED.get(reference[len(BUNDLED_PREFIX):])

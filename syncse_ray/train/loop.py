@@ -85,7 +85,7 @@ def train_loop_per_worker(config: dict) -> dict:
     import ray.train.torch
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
-    from syncse_ray.pooling import prepare_tokenizer
+    from syncse_ray.models.pooling import prepare_tokenizer
     from syncse_ray.train.data import tokenize_views, views
     from syncse_ray.train.dev import dev_scores
     from syncse_ray.train.engines import build_engine
@@ -122,7 +122,7 @@ def train_loop_per_worker(config: dict) -> dict:
         cache = GradCache(lambda inputs: engine(**inputs)[0], loss_fn)
     guide = None
     if spec.guide_path:
-        from syncse_ray.encoders import load_encoder
+        from syncse_ray.models.encoders import load_encoder
 
         guide = load_encoder(spec.guide_path, pooler=t.false_negatives.guide_pooler, device=str(device))
     if rank == 0:

@@ -14,7 +14,7 @@ Output layout (cfg.stage_dir("train"), default <run_dir>/train):
                      train_state.json) — a relaunch of the same config resumes from the latest one
     progress.json    the latest step, loss and dev score while it runs (the pipeline's progress display)
     run_config.json  the fingerprint of the settings this folder is being trained with
-    stage.json       completion marker (syncse_ray.stage_marker), written last
+    stage.json       completion marker (syncse_ray.runtime.stage_marker), written last
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from syncse_ray import stage_marker
+from syncse_ray.runtime import stage_marker
 from syncse_ray.config import Config, TrainConfig
 from syncse_ray.errors import SyncseError, SyncseRunError
 from syncse_ray.train.card import folder_facts, training_facts
@@ -137,7 +137,7 @@ def _from_marker(marker: dict) -> TrainResult:
 def _check_model(reference: str, cache_dir: Path, setting: str = "train.model", what: str = "base model") -> Path:
     from transformers import AutoConfig, AutoTokenizer
 
-    from syncse_ray.models import ModelError, resolve_model
+    from syncse_ray.models.references import ModelError, resolve_model
 
     try:
         path = resolve_model(reference, cache_dir)
@@ -170,7 +170,7 @@ def _plan_steps(rows: int, tcfg: TrainConfig) -> dict[str, int]:
 
 
 def _dev_sets(data_dir: Path, max_pairs: int | None) -> dict:
-    from syncse_ray.datadir import MissingDataError
+    from syncse_ray.data.datadir import MissingDataError
     from syncse_ray.eval.sts import load_sts_dev
 
     try:
@@ -190,7 +190,7 @@ def _fit(spec: LoopSpec, table, ray_cfg, out: Path):
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.train.v2.api.exceptions import TrainingFailedError
 
-    from syncse_ray.ray_env import init_ray
+    from syncse_ray.runtime.ray_env import init_ray
 
     init_ray(ray_cfg)
     tcfg = spec.train

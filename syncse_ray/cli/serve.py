@@ -11,7 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
-from syncse_ray.cli_common import App, SetOption, console, err_console, fail, load_or_exit
+from syncse_ray.cli.common import App, SetOption, console, err_console, fail, load_or_exit
 from syncse_ray.config import ServeConfig
 from syncse_ray.config.loader import format_validation_error
 

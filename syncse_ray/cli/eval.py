@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from syncse_ray.cli_common import SetOption, console, fail, load_or_exit
+from syncse_ray.cli.common import SetOption, console, fail, load_or_exit
 from syncse_ray.config.loader import format_validation_error
-from syncse_ray.pooling import POOLERS
+from syncse_ray.models.pooling import POOLERS
 
 
 def eval_command(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from syncse_ray.cli_common import ConfigPath, SetOption, console, load_or_exit
+from syncse_ray.cli.common import ConfigPath, SetOption, console, load_or_exit
 
 _PHASE_LABELS = {"sentences": "writing sentences (requests)", "annotate": "positives + hard negatives (requests)"}
 

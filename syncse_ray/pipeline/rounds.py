@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from syncse_ray import stage_marker
+from syncse_ray.runtime import stage_marker
 from syncse_ray.config import Config
 from syncse_ray.synth.reselect import improved, round_1_agreement
 
@@ -80,7 +80,7 @@ def _sts_avg(results_path: Path) -> float | None:
 
 def run_rounds(cfg: Config, record: dict[str, Any], result, console) -> Config:
     """Run (or resume) every round; returns the best round's config (module docstring)."""
-    from syncse_ray.pipeline import STAGE_RUNNERS, run_stage, write_record
+    from syncse_ray.pipeline.run import STAGE_RUNNERS, run_stage, write_record
     from syncse_ray.synth.next_round import run_select
 
     nr = cfg.pipeline.next_round

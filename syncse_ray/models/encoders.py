@@ -5,7 +5,7 @@
     encoder = load_encoder("http://localhost:8000/v1")           # OpenAI-compatible embeddings endpoint
     vectors = encoder.encode(["a sentence", "another"])          # float32 [n, d]
 
-Poolers for plain transformers models are `syncse_ray.pooling`'s (the one implementation training uses); ``cls``
+Poolers for plain transformers models are `syncse_ray.models.pooling`'s (the one implementation training uses); ``cls``
 is the model's own MLP pooler (``pooler_output``). The weights load in ``precision`` (default ``auto``: the
 checkpoint's own dtype where the device runs it natively, so the bundled SmolLM2's bf16 stays bf16 on AMX and
 becomes fp32 on an AVX2 CPU; syncse_ray.hardware); ``encoder.precision`` says which.
@@ -25,8 +25,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from tqdm.auto import tqdm
 
-from syncse_ray.models import ModelError, resolve_model
-from syncse_ray.pooling import POOLERS, needs_hidden_states, pool, prepare_tokenizer
+from syncse_ray.models.references import ModelError, resolve_model
+from syncse_ray.models.pooling import POOLERS, needs_hidden_states, pool, prepare_tokenizer
 
 DEFAULT_BATCH_SIZE = 64
 
@@ -209,7 +209,7 @@ def load_encoder(reference: str, *, pooler: str | None = None, batch_size: int =
     """Any model reference the project knows -> an ``Encoder``:
 
     - ``http(s)://host/v1``: an OpenAI-compatible embeddings endpoint (``served_model`` picks the model);
-    - ``bundled:<name>``, a local folder or a hub name (``syncse_ray.models.resolve_model``): a
+    - ``bundled:<name>``, a local folder or a hub name (``syncse_ray.models.references.resolve_model``): a
       sentence-transformers model when the folder has ``modules.json`` and no ``pooler`` is given, else a plain
       transformers model with ``pooler`` (default ``cls``, as SimCSE's evaluation).
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncse_ray.cli_common import ConfigPath, SetOption, console, load_or_exit
+from syncse_ray.cli.common import ConfigPath, SetOption, console, load_or_exit
 
 
 def train_command(config: ConfigPath, set_: SetOption = None) -> None:

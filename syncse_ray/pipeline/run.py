@@ -10,7 +10,7 @@ synthesis resumes its unfinished chunks, training resumes from its latest checkp
     <run_dir>/synth/ train/ eval/ [index/]
     <run_dir>/report.md        + report_*.png
 
-With `pipeline.rounds > 1` the stages run once per round in <run_dir>/round_<r>/ (syncse_ray.rounds).
+With `pipeline.rounds > 1` the stages run once per round in <run_dir>/round_<r>/ (syncse_ray.pipeline.rounds).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from syncse_ray import stage_marker
+from syncse_ray.runtime import stage_marker
 from syncse_ray.config import Config, dump_config
 from syncse_ray.config.base import output_settings
-from syncse_ray.console import NO_DISPLAY, RunConsole, StageDisplay
+from syncse_ray.pipeline.console import NO_DISPLAY, RunConsole, StageDisplay
 from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic
-from syncse_ray.ray_env import disconnect_ray, stop_local_ray
+from syncse_ray.runtime.ray_env import disconnect_ray, stop_local_ray
 
 log = logging.getLogger(__name__)
 
@@ -321,8 +321,8 @@ def run_pipeline(cfg: Config, *, console: RunConsole | None = None) -> PipelineR
     """Run the configured stages in order (module docstring). With `console` (the CLI and jobs/ pass one),
     each stage shows one progress display and its output goes to <run_dir>/logs/, and a summary table ends the
     run; without, output goes where it always goes (the Python API). Stages that need Ray join or start it
-    themselves (syncse_ray.ray_env.init_ray), so a rerun whose stages are all done starts nothing."""
-    from syncse_ray.report import write_report
+    themselves (syncse_ray.runtime.ray_env.init_ray), so a rerun whose stages are all done starts nothing."""
+    from syncse_ray.pipeline.report import write_report
 
     stages = _check_plan(cfg)
     run_dir = Path(cfg.run_dir)
@@ -333,7 +333,7 @@ def run_pipeline(cfg: Config, *, console: RunConsole | None = None) -> PipelineR
     with console.run(run_dir) if console else contextlib.nullcontext():
         try:
             if cfg.pipeline.rounds > 1:
-                from syncse_ray.rounds import run_rounds
+                from syncse_ray.pipeline.rounds import run_rounds
 
                 cfg = run_rounds(cfg, record, result, console)  # the best round's config: its model is the run's
                 if "index" in stages:

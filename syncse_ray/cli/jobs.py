@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from syncse_ray.config import Config, load_config
 from syncse_ray.errors import SyncseError
-from syncse_ray.interrupts import as_interrupted, resume_hint, stop_on_signals
-from syncse_ray.ray_env import disconnect_ray, init_ray
+from syncse_ray.runtime.interrupts import as_interrupted, resume_hint, stop_on_signals
+from syncse_ray.runtime.ray_env import disconnect_ray, init_ray
 
 
 def _synth(cfg: Config) -> None:
@@ -29,20 +29,20 @@ def _train(cfg: Config) -> None:
 
 
 def _eval(cfg: Config) -> None:
-    from syncse_ray.pipeline import run_eval_stage
+    from syncse_ray.pipeline.run import run_eval_stage
 
     run_eval_stage(cfg)
 
 
 def _index(cfg: Config) -> None:
-    from syncse_ray.pipeline import run_index_stage
+    from syncse_ray.pipeline.run import run_index_stage
 
     run_index_stage(cfg)
 
 
 def _pipeline(cfg: Config) -> None:
-    from syncse_ray.console import RunConsole
-    from syncse_ray.pipeline import run_pipeline
+    from syncse_ray.pipeline.console import RunConsole
+    from syncse_ray.pipeline.run import run_pipeline
 
     run_pipeline(cfg, console=RunConsole())
 
