@@ -170,9 +170,9 @@ def render_rounds(rounds: list[dict]) -> str:
 
 def evaluate(args, model: str, out_dir: Path, pooler: str | None) -> dict:
     """SentEval-"all" STS of `model`, cached in out_dir (same model folder, same training marker)."""
-    from syncse_ray.runtime import stage_marker
     from syncse_ray.eval import run_eval
     from syncse_ray.eval.results import load_results
+    from syncse_ray.runtime import stage_marker
 
     train_marker = stage_marker.read_marker(Path(model).parent) if Path(model).is_dir() else None
     settings = {"model": model, "pooler": pooler, "trained": (train_marker or {}).get("finished_at"),

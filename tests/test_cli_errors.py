@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from syncse_ray.cli import app
-from syncse_ray.errors import SyncseError
 from syncse_ray.cli.jobs import job_main
+from syncse_ray.errors import SyncseError
 
 
 def _run(*args: str):
@@ -95,8 +95,8 @@ def test_pipeline_errors_are_one_line_with_the_exit_code(tmp_path, data_dir, min
     assert code == 2 and "no-such-model" in _error_line(lines), lines
 
     # A training folder another config (lr 1e-3) has claimed: refused, naming train.lr and both values.
-    from syncse_ray.runtime import stage_marker
     from syncse_ray.config import load_config
+    from syncse_ray.runtime import stage_marker
     from syncse_ray.train.trainer import training_settings
 
     other = load_config("configs/quickstart.yaml", [f"run_dir={tmp_path / 'run'}", *train_only,

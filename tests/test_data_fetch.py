@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from syncse_ray.cli import app
 from syncse_ray.data.datadir import MissingDataError, default_data_dir, fetch_command, user_data_dir
+from syncse_ray.data.fetch import DATASETS, WIKI1M_SAMPLE_LINES, Source, fetch, read_manifest, sha256_file
 from syncse_ray.errors import SyncseError
 from syncse_ray.eval.sts import STS_YEAR_SUBSETS, load_sts_dev, load_sts_test, read_sick, read_stsb
-from syncse_ray.data.fetch import DATASETS, WIKI1M_SAMPLE_LINES, Source, fetch, read_manifest, sha256_file
 from syncse_ray.train.data import read_training_table, snli_triplets
 
 REPO = Path(__file__).resolve().parents[1]

@@ -257,8 +257,8 @@ def test_without_the_cache_flag_nothing_is_read_or_written(tmp_path, loads):
 
 def test_report_and_console_summary_say_the_base_scores_were_cached(tmp_path):
     from syncse_ray.config import load_config
-    from syncse_ray.pipeline.run import _sts_summary
     from syncse_ray.pipeline.report import write_report
+    from syncse_ray.pipeline.run import _sts_summary
 
     cfg = load_config(None, [f"run_dir={tmp_path}", "eval.compare_base=true"])
 

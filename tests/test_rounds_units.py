@@ -8,11 +8,11 @@ import pytest
 
 from syncse_ray.config import ConfigError, load_config
 from syncse_ray.config.synth import JudgeConfig
+from syncse_ray.pipeline.rounds import improved
 from syncse_ray.synth.prompts import HARD_NEGATIVE, POSITIVE
 from syncse_ray.synth.reselect import (
     MINED_INDEX,
     Mining,
-    improved,
     judge_agrees,
     mined_candidates,
     round_1_agreement,

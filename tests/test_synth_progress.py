@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from syncse_ray.config import load_config
-from syncse_ray.pipeline.console import StageDisplay, eta_seconds
 from syncse_ray.io import write_table_atomic
+from syncse_ray.pipeline.console import StageDisplay, eta_seconds
 from syncse_ray.synth.layout import STAGED_INPUT_SCHEMA, Layout
 from syncse_ray.synth.pipeline import PhaseProgress, ProgressBoard
 from syncse_ray.synth.stages import (

@@ -34,8 +34,8 @@ def load_or_exit(config: Path | None, overrides: list[str] | None) -> Config:
     """Load a config for a command (a bad file or override is a `ConfigError`: one line, exit 2); warn once for
     each explicit bf16 that will run on a CPU without native bf16."""
     cfg = load_config(config, overrides or [])
-    from syncse_ray.runtime.env_report import precision_settings
     from syncse_ray.hardware import cpu_flags_here, slow_precision_warning
+    from syncse_ray.runtime.env_report import precision_settings
 
     for key, value, device in precision_settings(cfg):
         if value != "bf16" or device != "cpu":

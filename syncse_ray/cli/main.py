@@ -9,10 +9,10 @@ import typer
 from rich.table import Table
 
 from syncse_ray.cli.common import App, ConfigPath, SetOption, console, fail, load_or_exit
-from syncse_ray.config import dump_config
-from syncse_ray.pipeline.console import VERBOSE_ENV, RunConsole
 from syncse_ray.cli.data import data_app
+from syncse_ray.config import dump_config
 from syncse_ray.models.references import BUNDLED, bundled_status, prepare_bundled
+from syncse_ray.pipeline.console import VERBOSE_ENV, RunConsole
 
 app = App(
     name="syncse",
@@ -85,8 +85,8 @@ def pipeline_command(
     """Synthesize -> train -> evaluate -> report (stages whose output matches the config are skipped). One
     progress line a stage; what Ray, vLLM, DeepSpeed and the models print goes to <run_dir>/logs/<stage>.log."""
     cfg = load_or_exit(config, set_)
-    from syncse_ray.runtime.interrupts import as_interrupted, resume_hint, stop_on_signals
     from syncse_ray.pipeline.run import run_pipeline
+    from syncse_ray.runtime.interrupts import as_interrupted, resume_hint, stop_on_signals
 
     with stop_on_signals():
         try:

@@ -8,10 +8,10 @@
 selection on the dev sets. Nothing here imports Ray.
 """
 
-from syncse_ray.models.encoders import Encoder, load_encoder
 from syncse_ray.eval.results import render_table, write_results
 from syncse_ray.eval.runner import EvalError, run_eval
 from syncse_ray.eval.sts import DataError, load_sts_dev, spearman_cosine
+from syncse_ray.models.encoders import Encoder, load_encoder
 
 __all__ = ["DataError", "Encoder", "EvalError", "load_encoder", "load_sts_dev", "render_table", "run_eval",
            "spearman_cosine", "write_results"]

@@ -107,6 +107,16 @@ def sts_scores(source: str | Path | dict[str, Any]) -> dict[str, float]:
     return _scores(load_results(source), "senteval-sts")
 
 
+def sts_average(source: str | Path | dict[str, Any]) -> float | None:
+    """One number for an evaluation's STS: SentEval's "avg" (`average_record`: every one of the seven tasks) when
+    it has one, else the mean of the STS tasks it ran, so runs that evaluate the same subset (the rounds of one
+    run) can be compared; None without STS scores."""
+    sts = sts_scores(source)
+    if AVG in sts:
+        return sts[AVG]
+    return sum(sts.values()) / len(sts) if sts else None
+
+
 def render_table(results: str | Path | dict[str, Any] | Sequence[str | Path | dict[str, Any]]) -> str:
     """Markdown for one or more results (dicts, results.json paths or run folders): the SentEval STS table with
     the paper's RoBERTa-base rows, then dev, transfer and MTEB tables for whatever the runs contain."""

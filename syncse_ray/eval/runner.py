@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from syncse_ray.data.datadir import default_data_dir
-from syncse_ray.models.encoders import DEFAULT_BATCH_SIZE, CachedEncoder, Encoder, load_encoder
 from syncse_ray.errors import SyncseError
 from syncse_ray.eval.mteb_tasks import MTEB_GROUPS, expand_task_names, get_mteb_task, run_mteb
 from syncse_ray.eval.results import average_record, write_results
@@ -42,6 +41,7 @@ from syncse_ray.eval.transfer import (
     probe_accuracy,
     read_transfer,
 )
+from syncse_ray.models.encoders import DEFAULT_BATCH_SIZE, CachedEncoder, Encoder, load_encoder
 
 log = logging.getLogger("syncse_ray.eval")
 

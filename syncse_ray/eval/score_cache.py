@@ -139,8 +139,8 @@ def encoder_identity(reference: str, *, pooler: str | None, precision: str | Non
                      batch_size: int, cache_dir: Path | None) -> dict[str, Any] | None:
     """The identity of the encoder `load_encoder(reference, ...)` would build here, or None for an endpoint. Its
     precision is the one `load_encoder` resolves `precision` to for this folder on this machine."""
-    from syncse_ray.models import encoders
     from syncse_ray.hardware import this_machine
+    from syncse_ray.models import encoders
     from syncse_ray.models.references import resolve_model
 
     if encoders.is_endpoint(reference):

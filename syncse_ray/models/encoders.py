@@ -25,8 +25,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from tqdm.auto import tqdm
 
-from syncse_ray.models.references import ModelError, resolve_model
 from syncse_ray.models.pooling import POOLERS, needs_hidden_states, pool, prepare_tokenizer
+from syncse_ray.models.references import ModelError, resolve_model
 
 DEFAULT_BATCH_SIZE = 64
 

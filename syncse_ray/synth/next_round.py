@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from syncse_ray.runtime import stage_marker
 from syncse_ray.config import Config
 from syncse_ray.config.base import output_settings
 from syncse_ray.config.synth import JudgeConfig
 from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic, write_table_atomic
+from syncse_ray.runtime import stage_marker
 from syncse_ray.synth.layout import ROUND_DROPPED_SCHEMA, ROUND_TRIPLET_SCHEMA
 from syncse_ray.synth.prompts import HARD_NEGATIVE, POSITIVE
 from syncse_ray.synth.reselect import Mining, RoundPick, round_stats, select_round, transfer_thresholds

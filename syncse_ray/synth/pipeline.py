@@ -27,11 +27,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from syncse_ray.runtime import stage_marker
 from syncse_ray.config import Config
 from syncse_ray.config.base import output_settings
 from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic, write_table_atomic
+from syncse_ray.runtime import stage_marker
 from syncse_ray.runtime.ray_env import init_ray
 from syncse_ray.synth import filters
 from syncse_ray.synth.card import CARD, write_dataset_card

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from syncse_ray.runtime import stage_marker
 from syncse_ray.config import Config, TrainConfig
 from syncse_ray.errors import SyncseError, SyncseRunError
+from syncse_ray.runtime import stage_marker
 from syncse_ray.train.card import folder_facts, training_facts
 from syncse_ray.train.data import TrainDataError, read_training_table
 from syncse_ray.train.loop import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoopSpec, train_loop_per_worker
@@ -68,6 +69,7 @@ class TrainResult:
     final_scores: dict[str, float]
     resumed_from_step: int  # the step the last attempt started from (0: from scratch)
     precision: str | None = None  # what train.precision resolved to (auto: by the workers' device)
+    skipped: bool = False  # already trained with this config: the recorded result, nothing ran
 
 
 def training_settings(cfg: Config) -> TrainConfig:
@@ -78,9 +80,11 @@ def training_settings(cfg: Config) -> TrainConfig:
     return t.model_copy(update={"data": data_path.resolve(), "seed": cfg.seed if t.seed is None else t.seed})
 
 
-def run_train(cfg: Config) -> TrainResult:
+def run_train(cfg: Config, progress: Callable[..., None] | None = None) -> TrainResult:
     """Train with cfg.train (see docs/train.md); returns where the models are and how they scored. A config
-    that already finished in this folder returns its recorded result; an interrupted one resumes."""
+    that already finished in this folder returns its recorded result (`skipped`); an interrupted one resumes.
+    `progress` is accepted for the shape every stage has: training's progress is the file its workers write
+    (`read_progress(out)`), which a display polls."""
     tcfg = cfg.train
     out = cfg.stage_dir("train").resolve()
     settings = training_settings(cfg)
@@ -125,13 +129,15 @@ def run_train(cfg: Config) -> TrainResult:
                           best_step=best_metrics["step"], steps=final_metrics["step"], metrics_path=metrics_path,
                           output_dir=out, final_scores={k: v for k, v in final_metrics.items() if k != "step"},
                           resumed_from_step=result.return_value["start_step"], precision=precision)
-    stage_marker.mark_done(out, "train", settings, result=json.loads(json.dumps(asdict(summary), default=str)))
+    recorded = {k: v for k, v in asdict(summary).items() if k != "skipped"}
+    stage_marker.mark_done(out, "train", settings, result=json.loads(json.dumps(recorded, default=str)))
     return summary
 
 
 def _from_marker(marker: dict) -> TrainResult:
     recorded = marker["result"]
-    return TrainResult(**{k: (Path(v) if k.endswith(("_dir", "_path")) else v) for k, v in recorded.items()})
+    return TrainResult(**{k: (Path(v) if k.endswith(("_dir", "_path")) else v) for k, v in recorded.items()},
+                       skipped=True)
 
 
 def _check_model(reference: str, cache_dir: Path, setting: str = "train.model", what: str = "base model") -> Path:
