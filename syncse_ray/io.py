@@ -23,6 +23,7 @@ FORMATS = ("auto", "text", "jsonl", "parquet", "csv")
 FORMAT_SUFFIXES = {"parquet": (".parquet", ".pq"), "csv": (".csv", ".tsv"), "jsonl": (".jsonl", ".json", ".ndjson"),
                    "text": (".txt", ".text", "")}
 BATCH_ROWS = 8192
+CARD = "README.md"  # a folder's Hugging Face card: the dataset card of synth/, the model card of a model
 
 
 class InputFileError(SyncseError, ValueError):

@@ -31,6 +31,7 @@ from scipy.stats import spearmanr
 
 from syncse_ray.data.datadir import MissingDataError, missing_data
 from syncse_ray.errors import SyncseError
+from syncse_ray.models.vectors import cosine_rows
 
 Pairs = tuple[list[str], list[str], np.ndarray]
 
@@ -202,21 +203,10 @@ def load_sts_test(data_dir: str | Path) -> dict[str, Pairs]:
     return {task: read_sts_test(data_dir, task).pairs for task in STS_TEST_TASKS}
 
 
-def cosine_rows(emb1: np.ndarray, emb2: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity ``<a_i, b_i> / (|a_i| |b_i|)`` (a zero vector gives 0)."""
-    a = np.asarray(emb1, dtype=np.float64)
-    b = np.asarray(emb2, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"expected two [n, d] arrays of the same shape, got {a.shape} and {b.shape}")
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    dots = np.einsum("ij,ij->i", a, b)
-    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-
-
 def spearman_cosine(emb1: np.ndarray, emb2: np.ndarray, gold: np.ndarray) -> float:
     """``100 * spearman(cos(emb1_i, emb2_i), gold_i)``: the SentEval STS score of one evaluation set."""
     gold = np.asarray(gold, dtype=np.float64)
-    sims = cosine_rows(emb1, emb2)
+    sims = cosine_rows(np.asarray(emb1, dtype=np.float64), np.asarray(emb2, dtype=np.float64))
     if len(gold) != len(sims):
         raise ValueError(f"{len(sims)} embedding pairs but {len(gold)} gold scores")
     if len(gold) < 2:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from syncse_ray.models.batching import plan_batches, run_batches
 from syncse_ray.models.encoders import SentenceTransformerEncoder, encoder_precision
 from syncse_ray.models.references import resolve_model
-from syncse_ray.serve.batching import plan_batches, run_batches
-from syncse_ray.serve.encoding import normalize
+from syncse_ray.serve.encoding import unit_float32
 from syncse_ray.serve.tokens import TokenCounts, token_lengths
 
 
@@ -27,7 +27,7 @@ class SentenceEncoder(SentenceTransformerEncoder):
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         vectors = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-        return normalize(vectors)
+        return unit_float32(vectors)
 
     def encode_in_batches(self, texts: list[str], *, max_batch_size: int, max_batch_tokens: int | None,
                           min_fill: float | None = None, lengths: list[int] | None = None) -> np.ndarray:

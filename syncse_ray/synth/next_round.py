@@ -26,6 +26,7 @@ from syncse_ray.config.base import output_settings
 from syncse_ray.config.synth import JudgeConfig
 from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic, write_table_atomic
+from syncse_ray.models.vectors import unit_rows
 from syncse_ray.runtime import stage_marker
 from syncse_ray.synth.layout import ROUND_DROPPED_SCHEMA, ROUND_TRIPLET_SCHEMA
 from syncse_ray.synth.prompts import HARD_NEGATIVE, POSITIVE
@@ -82,7 +83,7 @@ def _encode(texts: list[str], encoder: JudgeConfig, cfg: Config) -> np.ndarray:
             vectors = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
         vectors[batch["i"]] = vecs
     assert vectors is not None
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return unit_rows(vectors)
 
 
 class RoundSelector:

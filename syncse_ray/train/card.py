@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from syncse_ray import __version__
-from syncse_ray.io import write_text_atomic
+from syncse_ray.io import CARD, write_text_atomic
+from syncse_ray.synth.layout import Layout
 
 log = logging.getLogger(__name__)
 
 TRAIN_META = "syncse_train.json"
-CARD = "README.md"
 SAMPLE_ROWS = 100  # rows kept for the card's column statistics and samples (sentence-transformers: the first 100)
 SECTION = "## Trained with syncse-ray"
 _EVAL_STAMP = "<!-- syncse-ray eval results: {} -->"
@@ -73,7 +73,8 @@ def synthesis_facts(data_path: Path) -> dict[str, Any] | None:
     """What the synthesis manifest says about the training data, when `data_path` is a synth stage's `data/`
     folder (its parent holds `manifest.json`); None otherwise."""
     path = Path(data_path)
-    manifest_file = (path.parent if path.is_dir() else path.parent.parent) / "manifest.json"
+    folder = Layout(path.parent if path.is_dir() else path.parent.parent)
+    manifest_file = folder.manifest
     if path.name != "data" or not manifest_file.is_file():
         return None
     try:
@@ -90,7 +91,7 @@ def synthesis_facts(data_path: Path) -> dict[str, Any] | None:
                                             "min_negative") if k in judge},
         "requested": manifest.get("requested"), "kept": annotate.get("kept"), "dropped": annotate.get("dropped"),
         "drop_reasons": annotate.get("drop_reasons") or {},
-        "dataset_card": (manifest_file.parent / CARD).is_file() or None,
+        "dataset_card": folder.card.is_file() or None,
     }
 
 
