@@ -1,4 +1,4 @@
-"""Synth progress in requests, inside chunks: the engine actor's counting (stages.ChunkProgress, the engine step
+"""Synth progress in requests, inside chunks: the engine actor's counting (steps.ChunkProgress, the engine step
 hook), the board and the driver's accounting (pipeline.ProgressBoard, PhaseProgress), the console's ETA.
 No Ray, no engine: fakes stand in for vLLM's LLM and its RequestOutputs."""
 
@@ -13,7 +13,7 @@ from syncse_ray.io import write_table_atomic
 from syncse_ray.pipeline.console import StageDisplay, eta_seconds
 from syncse_ray.synth.layout import STAGED_INPUT_SCHEMA, Layout
 from syncse_ray.synth.pipeline import PhaseProgress, ProgressBoard
-from syncse_ray.synth.stages import (
+from syncse_ray.synth.steps import (
     ChunkProgress,
     PhaseSpec,
     build_requests,

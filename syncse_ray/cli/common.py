@@ -30,7 +30,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def load_or_exit(config: Path | None, overrides: list[str] | None) -> Config:
+def load_command_config(config: Path | None, overrides: list[str] | None) -> Config:
     """Load a config for a command (a bad file or override is a `ConfigError`: one line, exit 2); warn once for
     each explicit bf16 that will run on a CPU without native bf16."""
     cfg = load_config(config, overrides or [])

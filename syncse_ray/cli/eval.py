@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from syncse_ray.cli.common import SetOption, console, fail, load_or_exit
+from syncse_ray.cli.common import SetOption, console, fail, load_command_config
 from syncse_ray.config.loader import format_validation_error
 from syncse_ray.models.pooling import POOLERS
 
@@ -44,7 +44,7 @@ def eval_command(
     set_: SetOption = None,
 ) -> None:
     """Evaluate a sentence encoder: SentEval STS (paper protocol), transfer probes, MTEB tasks."""
-    cfg = load_or_exit(config, set_)
+    cfg = load_command_config(config, set_)
     ev = cfg.eval
     task_list = [t.strip() for spec in tasks or [] for t in spec.split(",") if t.strip()]
     try:  # command-line values win over the config; assignment validates them like the config does

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from syncse_ray.cli.common import App, ConfigPath, SetOption, console, fail, load_or_exit
+from syncse_ray.cli.common import App, ConfigPath, SetOption, console, fail, load_command_config
 from syncse_ray.cli.data import data_app
 from syncse_ray.config import dump_config
 from syncse_ray.models.references import BUNDLED, bundled_status, prepare_bundled
@@ -29,7 +29,7 @@ app.add_typer(data_app, name="data")
 @config_app.command("show")
 def config_show(config: ConfigPath, set_: SetOption = None) -> None:
     """Print the resolved config (defaults filled in, overrides applied) as YAML."""
-    cfg = load_or_exit(config, set_)
+    cfg = load_command_config(config, set_)
     typer.echo(dump_config(cfg), nl=False)
 
 
@@ -84,7 +84,7 @@ def pipeline_command(
 ) -> None:
     """Synthesize -> train -> evaluate -> report (stages whose output matches the config are skipped). One
     progress line a stage; what Ray, vLLM, DeepSpeed and the models print goes to <run_dir>/logs/<stage>.log."""
-    cfg = load_or_exit(config, set_)
+    cfg = load_command_config(config, set_)
     from syncse_ray.pipeline.run import run_pipeline
     from syncse_ray.runtime.interrupts import as_interrupted, resume_hint, stop_on_signals
 
@@ -109,7 +109,7 @@ def env_command(
 
     from syncse_ray.runtime.env_report import collect
 
-    info = collect(load_or_exit(config, set_))
+    info = collect(load_command_config(config, set_))
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -138,7 +138,7 @@ def report_command(config: ConfigPath, set_: SetOption = None) -> None:
     """Write <run_dir>/report.md (and plots) again from the stage outputs of a run."""
     from syncse_ray.pipeline.report import write_report
 
-    console.print(f"[green]report[/] {write_report(load_or_exit(config, set_))}")
+    console.print(f"[green]report[/] {write_report(load_command_config(config, set_))}")
 
 
 def main() -> None:

@@ -42,7 +42,6 @@ dataset repos (the same files); the same code reads them (``hf_hub_download`` ->
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -460,12 +459,3 @@ def fetch(data_dir: Path, *, only: Sequence[str] | None = None, transfer: bool =
         if on_dataset is not None:
             on_dataset(result)
     return done
-
-
-def describe_datasets() -> str:
-    """One line per dataset (for --help)."""
-    out = io.StringIO()
-    for spec in DATASETS.values():
-        flag = "default" if spec.default else ("--transfer" if spec.transfer else "--only")
-        out.write(f"{spec.name} ({flag}): {spec.what} [{spec.repo}]\n")
-    return out.getvalue()

@@ -1,4 +1,5 @@
-"""The Ray Serve application: an `Embedder` deployment (the model, `@serve.batch`) behind a FastAPI ingress.
+"""The Ray Serve application: an `Embedder` deployment (the model; calls merged by `continuous_batching`'s
+`ContinuousBatcher`, not `@serve.batch`) behind a FastAPI ingress.
 
     from ray import serve
     from syncse_ray.serve.app import build_app
@@ -14,7 +15,7 @@ or, from a Serve config file / the Serve CLI (`cluster/serve_config.yaml`):
     serve run syncse_ray.serve.app:app_builder model=bundled:all-minilm-l6-v2 num_replicas=2
 
 Routes: POST /v1/embeddings, POST /v1/search, GET /v1/models, GET /healthz (see docs/serve.md).
-All request logic lives in the Ray-free modules (`http`: the FastAPI app, `protocol`, `encoding`, `index`);
+All request logic lives in the Ray-free modules (`http`: the FastAPI app, `protocol`, `responses`, `index`);
 this module runs it on Serve.
 """
 
@@ -66,7 +67,7 @@ class Embedder:
     """One copy of the model per replica. Calls carry chunks of at most `max_batch_size` texts; a
     `ContinuousBatcher` merges the chunks queued when the model is free into one model call of at most
     `max_batch_size` texts, which runs as forward passes of at most `max_batch_tokens` padded tokens and at least
-    `min_batch_fill` real tokens each (`batching.plan_batches`)."""
+    `min_batch_fill` real tokens each (`syncse_ray.models.batching.plan_batches`)."""
 
     def __init__(self, model: str, *, device: str, max_batch_size: int, batch_wait_timeout_s: float,
                  torch_threads: int | None, max_batch_tokens: int | None = None,

@@ -1,4 +1,4 @@
-"""`run_synth`: the synth stage end to end. Ray plumbing only; the per-chunk work lives in `stages`.
+"""`run_synth`: the synth stage end to end. Ray plumbing only; the per-chunk work lives in `steps`.
 
 partial: stage the input into chunks -> Ray Data: build requests -> vLLM actors (k candidates per request,
 parsed and filtered; LLM judge) -> embedding judge actors -> select and write.
@@ -40,7 +40,7 @@ from syncse_ray.synth.inputs import SynthInputError, iter_input_sentences
 from syncse_ray.synth.judge import EmbeddingJudge, uses_embedding
 from syncse_ray.synth.layout import ANNOTATE, STAGED_INPUT_SCHEMA, Layout, PhaseLayout
 from syncse_ray.synth.prompts import check_pack, load_prompt_pack
-from syncse_ray.synth.stages import BuildRequests, FinishChunk, Generator, PhaseSpec, chunk_request_count
+from syncse_ray.synth.steps import BuildRequests, FinishChunk, Generator, PhaseSpec, chunk_request_count
 
 STAGE = "synth"
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ COUNTED = ("requests", "output_tokens")  # what the engine actors count inside a
 
 class ProgressBoard:
     """The Ray actor (`ray.remote(ProgressBoard)`) the Generators report their running chunk's counts to
-    (`stages.ChunkProgress`) and the driver reads: {chunk: (requests, output_tokens)}, the latest report for each
+    (`steps.ChunkProgress`) and the driver reads: {chunk: (requests, output_tokens)}, the latest report for each
     chunk. Plain Python (tested without Ray); one per phase run, ended with it."""
 
     def __init__(self) -> None:

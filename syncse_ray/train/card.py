@@ -21,11 +21,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncse_ray import __version__
 from syncse_ray.io import CARD, write_text_atomic
 from syncse_ray.synth.layout import Layout
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from syncse_ray.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -105,25 +110,26 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def training_facts(cfg, data_path: Path, table, plan: dict[str, int], history: list[dict[str, Any]],
-                   seed: int | None = None) -> dict[str, Any]:
-    """Everything the model card says about a training run (JSON-able): `cfg` a Config, `table` the training
-    rows as read (pyarrow), `plan` steps per epoch / total steps, `history` the metrics log."""
+def training_facts(cfg: Config, data_path: Path, table: pa.Table, plan: dict[str, int],
+                   history: list[dict[str, Any]], seed: int | None = None) -> dict[str, Any]:
+    """Everything the model card says about a training run (JSON-able): `table` the training rows as read,
+    `plan` steps per epoch / total steps, `history` the metrics log."""
     from syncse_ray.config import TrainConfig, dump_config
     from syncse_ray.config.base import output_settings
 
-    t = cfg.train
-    train = output_settings(t)  # what determines the model (no resource fields: workers' CPUs, restarts, ...)
+    train_cfg = cfg.train
+    train = output_settings(train_cfg)  # what determines the model (no resource fields: workers' CPUs, restarts, ...)
     defaults = output_settings(TrainConfig())
     train["data"] = str(Path(data_path).resolve())
-    train["seed"] = seed if seed is not None else (t.seed if t.seed is not None else cfg.seed)
-    derived = {"global_batch_size": t.num_workers * t.batch_size * t.gradient_accumulation_steps,
+    train["seed"] = seed if seed is not None else (train_cfg.seed if train_cfg.seed is not None else cfg.seed)
+    derived = {"global_batch_size": (train_cfg.num_workers * train_cfg.batch_size
+                                     * train_cfg.gradient_accumulation_steps),
                "steps_per_epoch": plan["steps_per_epoch"], "total_steps": plan["total_steps"],
-               "warmup_steps": round(t.warmup_ratio * plan["total_steps"])}
+               "warmup_steps": round(train_cfg.warmup_ratio * plan["total_steps"])}
     flat, flat_defaults = _flat(train), _flat(defaults)
     return {
         "syncse_ray_version": __version__,
-        "base_model": t.model, "base_model_hub_id": base_model_hub_id(t.model),
+        "base_model": train_cfg.model, "base_model_hub_id": base_model_hub_id(train_cfg.model),
         "train": train, "derived": derived,
         "non_default": {k: v for k, v in flat.items() if flat_defaults.get(k, object()) != v},
         "data": {"path": train["data"], "rows": table.num_rows, "columns": table.column_names,
@@ -283,14 +289,14 @@ def _describe_loss(train: dict[str, Any]) -> str:
 def _syncse_section(facts: dict[str, Any], results: dict[str, Any] | None, base: dict[str, Any] | None) -> str:
     from syncse_ray.eval.results import render_table
 
-    t, d, data = facts["train"], facts["derived"], facts["data"]
+    train, d, data = facts["train"], facts["derived"], facts["data"]
     metrics = facts.get("checkpoint_metrics") or {}
     lines = [SECTION, "",
              (f"This folder is the `train/{facts.get('folder', 'best')}` export of a "
              f"syncse-ray {__version__} run "
-             f"(SynCSE on Ray: an LLM writes the training data, Ray Train + {t['backend']} trains the encoder). "
+             f"(SynCSE on Ray: an LLM writes the training data, Ray Train + {train['backend']} trains the encoder). "
              "The folder is the whole model: `SentenceTransformer(folder)` loads it with its pooler "
-             f"(`{t['pooler']}`)."), "", "### Training data", ""]
+             f"(`{train['pooler']}`)."), "", "### Training data", ""]
     lines.append(f"- **Rows:** {data['rows']:,} ({', '.join(data['columns'])}) read from `{data['path']}`")
     syn = data.get("synthesis")
     if syn:
@@ -307,19 +313,19 @@ def _syncse_section(facts: dict[str, Any], results: dict[str, Any] | None, base:
                      + (f" ({reasons})" if reasons else ""))
         lines.append(f"- Dataset folder: `{syn['folder']}`" + (" (its README.md is the dataset card)"
                                                               if syn.get("dataset_card") else ""))
-    lines += ["", "### Loss", "", f"{_describe_loss(t)}", "", "### Hyperparameters", ""]
-    epochs = (f"{t['max_steps']} steps (max_steps)" if t.get("max_steps")
-              else f"{t['epochs']} epoch(s) = {d['total_steps']} steps")
-    zero = f" ZeRO-{t['deepspeed']['zero_stage']}" if t["backend"] == "deepspeed" else ""
-    lines += [(f"- lr {t['lr']} (warmup {d['warmup_steps']} steps, linear decay), weight decay {t['weight_decay']}, "
-              f"max grad norm {t['max_grad_norm']}"),
-              f"- batch size {t['batch_size']} × {t['num_workers']} worker(s)"
-              + (f" × {t['gradient_accumulation_steps']} accumulation steps" if t["gradient_accumulation_steps"] > 1
+    lines += ["", "### Loss", "", f"{_describe_loss(train)}", "", "### Hyperparameters", ""]
+    epochs = (f"{train['max_steps']} steps (max_steps)" if train.get("max_steps")
+              else f"{train['epochs']} epoch(s) = {d['total_steps']} steps")
+    zero = f" ZeRO-{train['deepspeed']['zero_stage']}" if train["backend"] == "deepspeed" else ""
+    lines += [(f"- lr {train['lr']} (warmup {d['warmup_steps']} steps, linear decay), weight decay {train['weight_decay']}, "
+              f"max grad norm {train['max_grad_norm']}"),
+              f"- batch size {train['batch_size']} × {train['num_workers']} worker(s)"
+              + (f" × {train['gradient_accumulation_steps']} accumulation steps" if train["gradient_accumulation_steps"] > 1
                  else "") + f" = {d['global_batch_size']} rows a step"
-              + (f" (GradCache mini-batches of {t['mini_batch_size']})" if t.get("mini_batch_size") else ""),
-              f"- {epochs}, {d['steps_per_epoch']} steps an epoch; dev evaluation every {t['eval_steps']} steps",
-              (f"- max length {t['max_seq_length']} tokens in training; precision {_precision(t, facts)}; "
-              f"{t['backend']}{zero}; {'GPU' if t['use_gpu'] else 'CPU'}; seed {t['seed']}"), "",
+              + (f" (GradCache mini-batches of {train['mini_batch_size']})" if train.get("mini_batch_size") else ""),
+              f"- {epochs}, {d['steps_per_epoch']} steps an epoch; dev evaluation every {train['eval_steps']} steps",
+              (f"- max length {train['max_seq_length']} tokens in training; precision {_precision(train, facts)}; "
+              f"{train['backend']}{zero}; {'GPU' if train['use_gpu'] else 'CPU'}; seed {train['seed']}"), "",
               "### Dev scores (model selection: mean of STS-B dev and SICK-R trial, Spearman ×100)", ""]
     lines += [(f"- this folder: step {metrics.get('step')}, STS-B dev {_fmt(metrics.get('stsb_dev'))}, "
               f"SICK-R trial {_fmt(metrics.get('sickr_dev'))}, dev score {_fmt(metrics.get('dev_score'))}"),
@@ -348,16 +354,16 @@ def render_model_card(model, facts: dict[str, Any], results: dict[str, Any] | No
     from sentence_transformers.base.model_card import generate_model_card
     from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
-    t = facts["train"]
+    train = facts["train"]
     base_name = (facts.get("base_model_hub_id") or facts["base_model"]).rstrip("/").rsplit("/", 1)[-1]
     card = SentenceTransformerModelCardData(language="en", local_files_only=True, generate_widget_examples=False,
-                                            model_name=f"{base_name} trained with {t['objective']} SimCSE "
+                                            model_name=f"{base_name} trained with {train['objective']} SimCSE "
                                                        "(syncse-ray)")
     card.register_model(model)
     model.model_card_data = card
     card.base_model = facts.get("base_model_hub_id")  # no hub look-up (offline; a bundled model's origin)
     card.first_save = False
-    card.add_tags(["syncse-ray", "simcse", f"loss:{_loss_name(t).rsplit('.', 1)[-1]}",
+    card.add_tags(["syncse-ray", "simcse", f"loss:{_loss_name(train).rsplit('.', 1)[-1]}",
                    f"dataset_size:{facts['data']['rows']}"])
     card.train_datasets = [_dataset_info(card, facts)]
     card.all_hyperparameters, card.non_default_hyperparameters = _hyperparameters(facts)

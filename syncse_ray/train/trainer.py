@@ -75,9 +75,10 @@ class TrainResult:
 def training_settings(cfg: Config) -> TrainConfig:
     """What determines the trained model: the train section with its data path resolved and its seed filled in
     (its `resource` fields may change between relaunches). The training folder's fingerprint is taken of it."""
-    t = cfg.train
-    data_path = Path(t.data) if t.data is not None else cfg.stage_dir("synth") / "data"
-    return t.model_copy(update={"data": data_path.resolve(), "seed": cfg.seed if t.seed is None else t.seed})
+    train = cfg.train
+    data_path = Path(train.data) if train.data is not None else cfg.stage_dir("synth") / "data"
+    seed = cfg.seed if train.seed is None else train.seed
+    return train.model_copy(update={"data": data_path.resolve(), "seed": seed})
 
 
 def run_train(cfg: Config, progress: Callable[..., None] | None = None) -> TrainResult:
