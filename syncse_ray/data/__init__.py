@@ -1,3 +1,3 @@
-"""Benchmark and seed data: the data dir and its one missing-file error (`datadir.py`) and `syncse data fetch`
-(`fetch.py`: hub datasets -> the data-dir layout). The readers of each input format are in `syncse_ray.io`.
+"""Data in: the data dir and its one missing-file error (`datadir.py`), `syncse data fetch` (`fetch.py`: hub
+datasets -> the data-dir layout) and one reader per input format (`readers.py`: text, JSONL, Parquet, CSV).
 No Ray."""
