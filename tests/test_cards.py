@@ -51,8 +51,8 @@ def write_synth_folder(root: Path, cfg) -> Path:
 
 
 def sts_results(model: str) -> dict:
+    from syncse_ray.data.senteval import STS_TEST_TASKS
     from syncse_ray.eval.results import average_record
-    from syncse_ray.eval.sts import STS_TEST_TASKS
 
     records = [{"model": model, "protocol": "senteval-sts", "task": t, "split": "all", "metric": "spearman",
                 "score": STS_SCORES[t], "n": 100, "data": "", "data_fingerprint": t, "time": "2026-12-01T00:00:00",

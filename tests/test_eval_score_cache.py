@@ -16,6 +16,7 @@ import pytest
 from syncse_ray.eval import runner
 from syncse_ray.eval.score_cache import (
     SCORE_CACHE_VERSION,
+    SCORING_MODULES,
     ScoreCache,
     cacheable_reference,
     code_fingerprint,
@@ -80,11 +81,11 @@ def test_transfer_keys_hold_the_folds_and_mteb_is_never_cached():
 
 
 def test_the_code_fingerprint_follows_the_scoring_modules(tmp_path):
-    for name in ("encoders.py", "pooling.py", "eval/sts.py", "eval/transfer.py"):
+    for name in SCORING_MODULES:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x = 1\n")
     before = code_fingerprint(tmp_path)
-    (tmp_path / "pooling.py").write_text("x = 2\n")
+    (tmp_path / "models/pooling.py").write_text("x = 2\n")
     assert code_fingerprint(tmp_path) != before
     assert len(code_fingerprint()) == 16  # the installed package's own modules
 

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from syncse_ray.data.senteval import StsData, read_sick, read_sts_year, read_stsb
 from syncse_ray.errors import SyncseError
-from syncse_ray.eval.sts import StsData, read_sick, read_sts_year, read_stsb
 from syncse_ray.models.encoders import Encoder
 
 if TYPE_CHECKING:

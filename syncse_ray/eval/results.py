@@ -20,8 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from syncse_ray.eval.sts import STS_TEST_TASKS
-from syncse_ray.eval.transfer import TRANSFER_TASKS
+from syncse_ray.data.senteval import STS_TEST_TASKS, TRANSFER_TASKS
 from syncse_ray.io import markdown_table, write_text_atomic
 
 AVG = "avg"

@@ -47,8 +47,10 @@ log = logging.getLogger("syncse_ray.eval")
 SCORE_CACHE_VERSION = 1
 # Protocols whose records depend only on the key above.
 CACHED_PROTOCOLS = ("senteval-sts", "senteval-sts-dev", "senteval-transfer")
-# The modules an embedding or a score is computed by; their source is part of every key.
-SCORING_MODULES = ("encoders.py", "pooling.py", "eval/sts.py", "eval/transfer.py")
+# The modules an embedding or a score is computed by (paths below syncse_ray/); their source is part of every key.
+# tests/test_architecture.py checks that each exists (a moved one would silently drop out of the key).
+SCORING_MODULES = ("models/encoders.py", "models/pooling.py", "models/vectors.py", "models/batching.py",
+                   "data/senteval.py", "eval/sts.py", "eval/transfer.py")
 LIBRARIES = ("torch", "transformers", "sentence-transformers", "numpy", "scipy", "scikit-learn")
 SKIPPED_SUFFIXES = (".md",)
 CHUNK = 1 << 20

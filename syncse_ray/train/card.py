@@ -157,7 +157,7 @@ def folder_facts(facts: dict[str, Any], metrics: dict[str, Any], which: str, bes
 
 
 class SentEvalSTS:
-    """The SentEval "all" STS score of one task, computed by `syncse eval` (syncse_ray/eval/sts.py) and read
+    """The SentEval "all" STS score of one task, computed by `syncse eval` (syncse_ray.eval.sts) and read
     back from results.json; shaped like a sentence-transformers evaluator so that the card data turns it into
     the card's metrics table and `model-index`."""
 

@@ -178,7 +178,7 @@ def _plan_steps(rows: int, tcfg: TrainConfig) -> dict[str, int]:
 
 def _dev_sets(data_dir: Path, max_pairs: int | None) -> dict:
     from syncse_ray.data.datadir import MissingDataError
-    from syncse_ray.eval.sts import load_sts_dev
+    from syncse_ray.data.senteval import load_sts_dev
 
     try:
         dev = load_sts_dev(data_dir, max_pairs)
