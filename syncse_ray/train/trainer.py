@@ -28,8 +28,8 @@ from pathlib import Path
 from syncse_ray.config import Config, TrainConfig
 from syncse_ray.errors import SyncseError, SyncseRunError
 from syncse_ray.runtime import stage_marker
-from syncse_ray.train.card import folder_facts, training_facts
 from syncse_ray.train.data import TrainDataError, read_training_table
+from syncse_ray.train.facts import folder_facts, training_facts
 from syncse_ray.train.loop import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoopSpec, train_loop_per_worker
 
 RAY_RUN_NAME = "ray_train"
