@@ -95,7 +95,7 @@ def test_auto_share_fits_every_replica_and_the_ingress():
 
 
 def _fit(settings: ServeConfig, cluster: ClusterResources) -> ServeConfig:
-    from syncse_ray.serve.app import fit_to_cluster
+    from syncse_ray.serve.resources import fit_to_cluster
 
     return fit_to_cluster(settings, cluster)
 

@@ -42,14 +42,7 @@ from syncse_ray.models.references import BUNDLED_PREFIX
 from syncse_ray.serve.continuous_batching import ContinuousBatcher
 from syncse_ray.serve.http import ApiBackend, create_api
 from syncse_ray.serve.index import VectorIndex, read_corpus
-from syncse_ray.serve.resources import (
-    DEFAULT_CPUS_PER_REPLICA,
-    ClusterResources,
-    ServeDemand,
-    ServeResourceError,
-    auto_cpus_per_replica,
-    check_fit,
-)
+from syncse_ray.serve.resources import DEFAULT_CPUS_PER_REPLICA, ClusterResources, fit_to_cluster
 from syncse_ray.serve.retry import call_with_retries
 from syncse_ray.serve.tokens import TokenCounts
 
@@ -307,37 +300,6 @@ def _ray_says_autoscaling() -> bool:
                    for group in config.node_group_configs if group.resources and group.max_count != 0)
     except Exception:  # noqa: BLE001 - a private API; unknown means a fixed cluster
         return False
-
-
-def fit_to_cluster(settings: ServeConfig, cluster: ClusterResources) -> ServeConfig:
-    """`settings` with a CPU share per Embedder replica chosen when it is unset (on the local cluster: what
-    lets every replica and the ingress fit, at most 1; elsewhere 1), checked against `cluster`. Raises
-    `ServeResourceError` (one line, what is missing and what to set) when the app cannot be scheduled, unless
-    the cluster autoscales: then it only warns."""
-    cpus = settings.num_cpus_per_replica
-    if cpus is None:
-        cpus = DEFAULT_CPUS_PER_REPLICA
-        if cluster.local:
-            demand = ServeDemand.of(settings)
-            chosen = auto_cpus_per_replica(cluster.available.get("CPU", 0.0), demand.max_replicas,
-                                           demand.ingress_cpus)
-            if chosen is not None:
-                cpus = chosen
-                log.info(f"serve.num_cpus_per_replica not set: {cpus:g} CPU per Embedder replica, so "
-                         f"{ServeDemand.of(settings, cpus).describe_cpus(demand.max_replicas)} fit the "
-                         f"{cluster.available.get('CPU', 0.0):g} CPU of this local cluster")
-        settings = settings.model_copy(update={"num_cpus_per_replica": cpus})
-    report = check_fit(ServeDemand.of(settings), cluster)
-    for warning in report.warnings:
-        log.warning(warning)
-    if not report.ok:
-        if cluster.autoscales:
-            log.warning(report.message() + " (the cluster autoscales: deploying anyway, replicas wait for nodes)")
-        else:
-            hint = "" if cluster.local else \
-                " (a cluster that adds nodes on demand: --set serve.cluster_autoscales=true only warns)"
-            raise ServeResourceError(report.message() + hint)
-    return settings
 
 
 def stop_server() -> None:
