@@ -80,7 +80,8 @@ def synth_agreement(synth_dir: Path) -> dict[str, Any]:
     return round_1_agreement(pos, neg)
 
 
-def run_rounds(cfg: Config, record: dict[str, Any], result: PipelineResult, console: RunConsole | None) -> Config:
+def run_rounds(cfg: Config, record: dict[str, Any], result: PipelineResult,
+               console: RunConsole | None) -> Config:
     """Run (or resume) every round; returns the best round's config (module docstring)."""
     from syncse_ray.eval.results import sts_average
     from syncse_ray.synth.next_round import run_select
@@ -91,7 +92,8 @@ def run_rounds(cfg: Config, record: dict[str, Any], result: PipelineResult, cons
     best: tuple[float, Config] | None = None
     previous: Config | None = None
     for r in range(1, cfg.pipeline.rounds + 1):
-        init = str((previous.stage_dir("train") / "best").resolve()) if previous and next_round.init == "previous" else None
+        init = (str((previous.stage_dir("train") / "best").resolve())
+                if previous and next_round.init == "previous" else None)
         rcfg = round_config(cfg, r, init)
         row: dict[str, Any] = {"round": r}
         if r == 1:
@@ -104,7 +106,8 @@ def run_rounds(cfg: Config, record: dict[str, Any], result: PipelineResult, cons
             judge_model = str((previous.stage_dir("train") / "best").resolve())
             version = (stage_marker.read_marker(previous.stage_dir("train")) or {}).get("fingerprint")
 
-            def select(c: Config, display: StageDisplay, r: int = r, judge_model: str = judge_model, version: str | None = version) -> dict[str, Any]:
+            def select(c: Config, display: StageDisplay, r: int = r, judge_model: str = judge_model,
+                       version: str | None = version) -> dict[str, Any]:
                 out = run_select(c, r, judge_model, version, round_dir(c, r) / "select")
                 return {"skipped": out.skipped, **{k: out.stats.get(k) for k in (
                     "kept", "dropped", "mined", "same_as_round_1", "round_1_judge_agreement", "round_1_judged",
