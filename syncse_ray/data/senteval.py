@@ -1,7 +1,7 @@
 """The SentEval benchmark files below ``<data_dir>/senteval``: readers for the STS sets and the transfer tasks
 (what `syncse data fetch` writes and checks, what evaluation and training's dev scoring read). Pure: no Ray.
 
-STS Layout, below ``<data_dir>/senteval``::
+STS, below ``<data_dir>/senteval``::
 
     STS/STS12-en-test … STS16-en-test/STS.input.<subset>.txt   two tab-separated sentences a line
                                        /STS.gs.<subset>.txt     gold score a line (blank: unscored)
@@ -11,23 +11,15 @@ STS Layout, below ``<data_dir>/senteval``::
 Sentences are whitespace-normalised (SentEval splits on whitespace and the SimCSE batcher joins with one space);
 the files are already tokenised and lower-cased. Pairs whose gold line is blank are unscored and dropped.
 
-Transfer Tasks and files (SentEval's ``data/downstream`` layout, here below ``<data_dir>/senteval``, next to ``STS/``):
+Transfer tasks (SentEval's ``data/downstream`` layout, next to ``STS/``; the protocol of each is in
+`syncse_ray.eval.transfer`)::
 
-====== ================================================ ================================================
-task   files                                            protocol
-====== ================================================ ================================================
-MR     MR/rt-polarity.{pos,neg}                         10-fold CV (no test split)
-CR     CR/custrev.{pos,neg}                             10-fold CV
-SUBJ   SUBJ/subj.{objective,subjective}                 10-fold CV
-MPQA   MPQA/mpqa.{pos,neg}                              10-fold CV
-SST2   SST/binary/sentiment-{train,dev,test}            C chosen on dev, accuracy on test
-TREC   TREC/train_5500.label, TREC/TREC_10.label        C chosen by 10-fold CV on train, accuracy on test
-MRPC   MRPC/msr_paraphrase_{train,test}.txt             C chosen by 10-fold CV on train, accuracy on test
-====== ================================================ ================================================
+    MR/rt-polarity.{pos,neg}   CR/custrev.{pos,neg}   SUBJ/subj.{objective,subjective}   MPQA/mpqa.{pos,neg}
+    SST/binary/sentiment-{train,dev,test}   TREC/{train_5500,TREC_10}.label   MRPC/msr_paraphrase_{train,test}.txt
 
 Binary files hold one sentence a line (latin-1); SST lines are ``sentence<TAB>label``; TREC lines are
 ``COARSE:fine question`` (the coarse label of 6 is the class); MRPC is tab-separated with a header, label in
-field 1 and the sentences in fields 4 and 5, and a pair's feature is ``[|u - v|, u * v]``.
+field 1 and the sentences in fields 4 and 5.
 """
 
 from __future__ import annotations

@@ -15,9 +15,7 @@ TREC   TREC/train_5500.label, TREC/TREC_10.label        C chosen by 10-fold CV o
 MRPC   MRPC/msr_paraphrase_{train,test}.txt             C chosen by 10-fold CV on train, accuracy on test
 ====== ================================================ ================================================
 
-Binary files hold one sentence a line (latin-1); SST lines are ``sentence<TAB>label``; TREC lines are
-``COARSE:fine question`` (the coarse label of 6 is the class); MRPC is tab-separated with a header, label in
-field 1 and the sentences in fields 4 and 5, and a pair's feature is ``[|u - v|, u * v]``.
+An MRPC pair's feature is ``[|u - v|, u * v]``.
 
 The probe: scikit-learn ``LogisticRegression`` (L2, lbfgs) on the raw embeddings, the inverse regularisation
 strength ``C`` chosen from ``2^-2 … 2^3`` (SentEval's grid for its scikit-learn probe) by the dev split or by an
