@@ -107,3 +107,16 @@ def test_pipeline_errors_are_one_line_with_the_exit_code(tmp_path, data_dir, min
     error = _error_line(lines)
     assert code == 2 and "lr: 0.001 -> 0.0002" in error and "train.output_dir" in error, lines
     assert any(line.startswith("train: failed") for line in lines) and len(lines) <= 3, lines
+
+
+def test_eval_stage_alike_through_the_cli_and_its_job(tmp_path, monkeypatch, capsys):
+    """`syncse eval --config C` (no MODEL) and jobs/eval.py run the same eval stage: before training, the same
+    one-line error and exit code."""
+    import syncse_ray.cli.jobs as jobs
+
+    run = ["--set", f"run_dir={tmp_path / 'run'}", "--set", "eval.compare_base=false"]
+    result = _run("eval", "--config", "configs/quickstart.yaml", *run)
+    assert result.exit_code == 2 and "no trained model at" in result.output, result.output
+    monkeypatch.setattr(jobs, "init_ray", lambda cfg=None: None)  # the stage fails before it needs a cluster
+    assert job_main("eval", ["--config", "configs/quickstart.yaml", *run]) == 2
+    assert "no trained model at" in capsys.readouterr().err

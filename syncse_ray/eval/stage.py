@@ -42,6 +42,7 @@ def base_eval_dir(cfg: Config) -> Path:
 def run_eval_stage(cfg: Config, progress: EvalProgress | None = None) -> EvalStageResult:
     """Evaluate the run's model (eval.model, else the trained model), and first the untrained encoder when
     eval.compare_base is on and eval.model is not set; the trained model's card gets the STS table."""
+    evaluated_model(cfg)  # no model to evaluate: say so before scoring the base encoder
     with_base = cfg.eval.compare_base and not cfg.eval.model
     runs = (["base"] if with_base else []) + ["trained"]
 
