@@ -112,7 +112,7 @@ def test_pipeline_errors_are_one_line_with_the_exit_code(tmp_path, data_dir, min
 def test_eval_stage_alike_through_the_cli_and_its_job(tmp_path, monkeypatch, capsys):
     """`syncse eval --config C` (no MODEL) and jobs/eval.py run the same eval stage: before training, the same
     one-line error and exit code."""
-    import syncse_ray.cli.jobs as jobs
+    from syncse_ray.cli import jobs
 
     run = ["--set", f"run_dir={tmp_path / 'run'}", "--set", "eval.compare_base=false"]
     result = _run("eval", "--config", "configs/quickstart.yaml", *run)
