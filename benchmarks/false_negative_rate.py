@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
 
-    from syncse_ray.encoders import load_encoder
+    from syncse_ray.models.encoders import load_encoder
 
     table = pq.read_table(args.data, columns=["sent0", "sent1", "hard_neg"]).to_pydict()
     encoder = load_encoder(args.guide)

@@ -29,8 +29,8 @@ def one_case(batch: int, mini: int | None, threads: int) -> dict:
 
     from syncse_ray.config import TrainConfig
     from syncse_ray.config.root import default_data_dir
-    from syncse_ray.models import resolve_model
-    from syncse_ray.pooling import prepare_tokenizer
+    from syncse_ray.models.pooling import prepare_tokenizer
+    from syncse_ray.models.references import resolve_model
     from syncse_ray.train.data import snli_triplets, tokenize_views
     from syncse_ray.train.engines import build_engine
     from syncse_ray.train.grad_cache import GradCache

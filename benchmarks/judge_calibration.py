@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from syncse_ray.config.synth import JudgeConfig
-from syncse_ray.encoders import load_encoder
+from syncse_ray.models.encoders import load_encoder
 from syncse_ray.synth.selection import Candidate, select_triplet
 from syncse_ray.train.data import snli_triplets
 
@@ -64,7 +64,7 @@ def calibrate_llm(model: str, rows: list[dict]) -> None:
     separates them."""
     from vllm import SamplingParams
 
-    from syncse_ray.models import resolve_model
+    from syncse_ray.models.references import resolve_model
     from syncse_ray.synth.engine import build_llm
     from syncse_ray.synth.judge import LLM_TOP_LOGPROBS, llm_judge_messages, yes_probability
     from syncse_ray.synth.prompts import HARD_NEGATIVE, POSITIVE

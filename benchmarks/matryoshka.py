@@ -50,8 +50,8 @@ def main() -> None:
 
     from syncse_ray.config import load_config
     from syncse_ray.config.root import default_data_dir
-    from syncse_ray.encoders import CachedEncoder, load_encoder
     from syncse_ray.eval import run_eval
+    from syncse_ray.models.encoders import CachedEncoder, load_encoder
     from syncse_ray.train import run_train
 
     data_dir = default_data_dir().resolve()

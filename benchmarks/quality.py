@@ -127,7 +127,7 @@ def run_rounds_arm(args, premises: Path, out: Path) -> list[dict]:
     """Arm 3 through `syncse pipeline` with pipeline.rounds = args.rounds on the same synthesis (out/synth, shared
     with arm 3) and the same recipe per round; every round trained and evaluated (min_delta None)."""
     from syncse_ray.config import load_config
-    from syncse_ray.pipeline import run_pipeline
+    from syncse_ray.pipeline.run import run_pipeline
 
     first = f"s{args.steps}-b{args.batch_size}-lr{args.lr:g}-{args.pooler}-{args.precision}-seed{args.seed}"
     recipe = f"r{args.rounds}-{args.round_judge}-{args.round_mine}-{args.round_init}-{first}"
@@ -170,9 +170,9 @@ def render_rounds(rounds: list[dict]) -> str:
 
 def evaluate(args, model: str, out_dir: Path, pooler: str | None) -> dict:
     """SentEval-"all" STS of `model`, cached in out_dir (same model folder, same training marker)."""
-    from syncse_ray import stage_marker
     from syncse_ray.eval import run_eval
     from syncse_ray.eval.results import load_results
+    from syncse_ray.runtime import stage_marker
 
     train_marker = stage_marker.read_marker(Path(model).parent) if Path(model).is_dir() else None
     settings = {"model": model, "pooler": pooler, "trained": (train_marker or {}).get("finished_at"),

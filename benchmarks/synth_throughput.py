@@ -177,7 +177,7 @@ def main() -> None:
         f"synth.chunk_size={args.chunk_size}", f"seed={args.seed}", "synth.prefix_aware_requests=true",
         *args.overrides])
 
-    from syncse_ray.models import resolve_model
+    from syncse_ray.models.references import resolve_model
     from syncse_ray.synth.engine import build_llm
 
     machine = _machine_record(cfg)
@@ -216,7 +216,7 @@ def main() -> None:
         if naive is not None:
             report["fixed_sets_vs_naive_requests_per_s"] = fixed["requests_per_s"] / naive["requests_per_s"]
     if not args.raw_only:
-        from syncse_ray.ray_env import init_ray
+        from syncse_ray.runtime.ray_env import init_ray
 
         init_ray(cfg.ray)
         pipeline = _pipeline_run(cfg)

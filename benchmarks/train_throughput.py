@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 CASES = {"minilm": {"model": "bundled:all-minilm-l6-v2", "pooler": "cls", "precision": "fp32"},
          "smollm2-bf16": {"model": "bundled:smollm2-135m-instruct", "pooler": "avg", "precision": "bf16"}}
 
@@ -41,13 +40,12 @@ def bare_loop(model_path: Path, table, batch: int, max_len: int, steps: int, war
     import torch
     from transformers import AutoTokenizer
 
-    from syncse_ray.train.data import tokenize_views, views
     from syncse_ray.config import TrainConfig
+    from syncse_ray.models.pooling import prepare_tokenizer
+    from syncse_ray.train.data import tokenize_views, views
     from syncse_ray.train.engines import adamw
     from syncse_ray.train.losses import SimCSELoss
     from syncse_ray.train.model import SimCSEModel
-
-    from syncse_ray.pooling import prepare_tokenizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -121,7 +119,7 @@ def main() -> None:
     import ray
 
     from syncse_ray.config.root import default_data_dir
-    from syncse_ray.models import resolve_model
+    from syncse_ray.models.references import resolve_model
     from syncse_ray.train.data import read_training_table
 
     data_dir = default_data_dir()

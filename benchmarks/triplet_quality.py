@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from syncse_ray.config import Config
 from syncse_ray.config.synth import JudgeConfig, SynthConfig
 from syncse_ray.config.train import TrainConfig
-from syncse_ray.encoders import load_encoder
+from syncse_ray.models.encoders import load_encoder
 from syncse_ray.synth import run_synth
 from syncse_ray.synth.selection import Candidate, select_triplet
 from syncse_ray.train import run_train

@@ -5,7 +5,7 @@
 
 import sys
 
-from syncse_ray.jobs import job_main
+from syncse_ray.cli.jobs import job_main
 
 if __name__ == "__main__":
     sys.exit(job_main("pipeline"))

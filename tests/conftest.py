@@ -89,7 +89,7 @@ def kill_tree():
 def data_dir() -> Path:
     """Real benchmark/seed data (SentEval layout). CI sets SYNCSE_DATA_DIR=../shared/data; elsewhere ../shared/data
     if it exists, else the default data dir that `syncse data fetch` fills."""
-    from syncse_ray.datadir import user_data_dir
+    from syncse_ray.data.datadir import user_data_dir
 
     shared = REPO.parent / "shared" / "data"
     path = Path(os.environ.get("SYNCSE_DATA_DIR") or (shared if shared.is_dir() else user_data_dir()))
@@ -108,14 +108,14 @@ def cache_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_path(cache_dir) -> Path:
-    from syncse_ray.models import resolve_model
+    from syncse_ray.models.references import resolve_model
 
     return resolve_model("bundled:smollm2-135m-instruct", cache_dir)
 
 
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
-    from syncse_ray.models import resolve_model
+    from syncse_ray.models.references import resolve_model
 
     return resolve_model("bundled:all-minilm-l6-v2")
 
@@ -136,7 +136,7 @@ def ray_local():
 @pytest.fixture(scope="session")
 def minilm_encoder(minilm_path):
     """The bundled MiniLM as an evaluation encoder, memoised by sentence for the whole session (eval tests)."""
-    from syncse_ray.encoders import CachedEncoder, load_encoder
+    from syncse_ray.models.encoders import CachedEncoder, load_encoder
 
     return CachedEncoder(load_encoder("bundled:all-minilm-l6-v2", batch_size=64))
 

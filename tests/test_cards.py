@@ -51,8 +51,8 @@ def write_synth_folder(root: Path, cfg) -> Path:
 
 
 def sts_results(model: str) -> dict:
+    from syncse_ray.data.senteval import STS_TEST_TASKS
     from syncse_ray.eval.results import average_record
-    from syncse_ray.eval.sts import STS_TEST_TASKS
 
     records = [{"model": model, "protocol": "senteval-sts", "task": t, "split": "all", "metric": "spearman",
                 "score": STS_SCORES[t], "n": 100, "data": "", "data_fingerprint": t, "time": "2026-12-01T00:00:00",
@@ -68,8 +68,8 @@ def run(tmp_path_factory, minilm_path):
     from transformers import AutoTokenizer
 
     from syncse_ray.synth.card import write_dataset_card
-    from syncse_ray.train.card import folder_facts, training_facts
     from syncse_ray.train.export import export_sentence_transformer
+    from syncse_ray.train.facts import folder_facts, training_facts
     from syncse_ray.train.model import SimCSEModel
 
     run_dir = tmp_path_factory.mktemp("run")
@@ -197,7 +197,7 @@ def test_seed_licence(mode, path, licence):
 
 
 def test_base_model_hub_id(tmp_path):
-    from syncse_ray.train.card import base_model_hub_id
+    from syncse_ray.train.facts import base_model_hub_id
 
     assert base_model_hub_id("bundled:smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert base_model_hub_id("roberta-base") == "roberta-base"

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from syncse_ray.cli import app
+from syncse_ray.cli.jobs import job_main
 from syncse_ray.errors import SyncseError
-from syncse_ray.jobs import job_main
 
 
 def _run(*args: str):
@@ -95,8 +95,8 @@ def test_pipeline_errors_are_one_line_with_the_exit_code(tmp_path, data_dir, min
     assert code == 2 and "no-such-model" in _error_line(lines), lines
 
     # A training folder another config (lr 1e-3) has claimed: refused, naming train.lr and both values.
-    from syncse_ray import stage_marker
     from syncse_ray.config import load_config
+    from syncse_ray.runtime import stage_marker
     from syncse_ray.train.trainer import training_settings
 
     other = load_config("configs/quickstart.yaml", [f"run_dir={tmp_path / 'run'}", *train_only,
@@ -107,3 +107,16 @@ def test_pipeline_errors_are_one_line_with_the_exit_code(tmp_path, data_dir, min
     error = _error_line(lines)
     assert code == 2 and "lr: 0.001 -> 0.0002" in error and "train.output_dir" in error, lines
     assert any(line.startswith("train: failed") for line in lines) and len(lines) <= 3, lines
+
+
+def test_eval_stage_alike_through_the_cli_and_its_job(tmp_path, monkeypatch, capsys):
+    """`syncse eval --config C` (no MODEL) and jobs/eval.py run the same eval stage: before training, the same
+    one-line error and exit code."""
+    from syncse_ray.cli import jobs
+
+    run = ["--set", f"run_dir={tmp_path / 'run'}", "--set", "eval.compare_base=false"]
+    result = _run("eval", "--config", "configs/quickstart.yaml", *run)
+    assert result.exit_code == 2 and "no trained model at" in result.output, result.output
+    monkeypatch.setattr(jobs, "init_ray", lambda cfg=None: None)  # the stage fails before it needs a cluster
+    assert job_main("eval", ["--config", "configs/quickstart.yaml", *run]) == 2
+    assert "no trained model at" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from pathlib import Path
 SNIPPET = textwrap.dedent("""
     import os, subprocess, sys, time
     from pathlib import Path
-    from syncse_ray.console import RunConsole
+    from syncse_ray.pipeline.console import RunConsole
     from syncse_ray.errors import SyncseError
     run = Path(sys.argv[1])
     rc = RunConsole()

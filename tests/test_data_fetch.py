@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from syncse_ray.cli import app
-from syncse_ray.datadir import MissingDataError, default_data_dir, fetch_command, user_data_dir
+from syncse_ray.data.datadir import MissingDataError, default_data_dir, fetch_command, user_data_dir
+from syncse_ray.data.fetch import DATASETS, WIKI1M_SAMPLE_LINES, Source, fetch, read_manifest, sha256_file
+from syncse_ray.data.senteval import STS_YEAR_SUBSETS, load_sts_dev, load_sts_test, read_sick, read_stsb
 from syncse_ray.errors import SyncseError
-from syncse_ray.eval.sts import STS_YEAR_SUBSETS, load_sts_dev, load_sts_test, read_sick, read_stsb
-from syncse_ray.fetch import DATASETS, WIKI1M_SAMPLE_LINES, Source, fetch, read_manifest, sha256_file
 from syncse_ray.train.data import read_training_table, snli_triplets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,7 +156,7 @@ def test_fetch_writes_the_layout_the_readers_read(hub, hf_cache, tmp_path):
     assert len(wiki) == WIKI1M_SAMPLE_LINES and wiki[-1] == f"Wikipedia sentence {WIKI1M_SAMPLE_LINES - 1}."
 
     # Transfer sets through the transfer reader.
-    from syncse_ray.eval.transfer import TRANSFER_TASKS, read_transfer
+    from syncse_ray.data.senteval import TRANSFER_TASKS, read_transfer
 
     assert read_transfer(data, "MR").texts["all"][0][0] == "bad café"
     assert {t: len(read_transfer(data, t).files) for t in TRANSFER_TASKS}["MRPC"] == 2
@@ -201,7 +201,7 @@ def test_an_interrupted_fetch_leaves_no_half_written_file(hub, hf_cache, tmp_pat
     fetch(data, only=["wiki1m-sample"], source=hf_cache(root))
     before = (data / "seeds" / "wiki1m_sample.txt").read_bytes()
 
-    import syncse_ray.fetch as fetch_module
+    import syncse_ray.data.fetch as fetch_module
 
     spec = DATASETS["senteval-sts"]
 

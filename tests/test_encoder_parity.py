@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from syncse_ray.encoders import load_encoder
-from syncse_ray.models import ModelError
-from syncse_ray.pooling import POOLERS, prepare_tokenizer
+from syncse_ray.models.encoders import load_encoder
+from syncse_ray.models.pooling import POOLERS, prepare_tokenizer
+from syncse_ray.models.references import ModelError
 
 SENTENCES = ["A man is playing a guitar on the street.", "Dogs run.", "The cat sat on the mat near the door.",
              "Two children are swimming in a lake while their parents watch from the shore.", "Rain."]

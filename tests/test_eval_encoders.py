@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from syncse_ray.encoders import CachedEncoder, EndpointEncoder, load_encoder
 from syncse_ray.eval import run_eval
-from syncse_ray.models import ModelError
+from syncse_ray.models.encoders import CachedEncoder, EndpointEncoder, load_encoder
+from syncse_ray.models.references import ModelError
 
 SENTENCES = ["a man is playing a guitar .", "a man plays the guitar .", "the stock market fell sharply .",
              "a cat sleeps on the sofa .", "two dogs run across a field ."]

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from syncse_ray.data.senteval import STS_TEST_TASKS, DataError, read_sick
 from syncse_ray.eval import render_table, run_eval
 from syncse_ray.eval.mteb_tasks import MtebTaskError, run_mteb
 from syncse_ray.eval.results import PAPER_STS_AVG
 from syncse_ray.eval.runner import EvalError, parse_tasks
-from syncse_ray.eval.sts import STS_TEST_TASKS, DataError, read_sick
-from syncse_ray.models import ModelError
+from syncse_ray.models.references import ModelError
 
 # Hand-written pairs with gold similarity 0-5 (clear paraphrases high, unrelated pairs low).
 PAIRS = [

@@ -16,6 +16,7 @@ import pytest
 from syncse_ray.eval import runner
 from syncse_ray.eval.score_cache import (
     SCORE_CACHE_VERSION,
+    SCORING_MODULES,
     ScoreCache,
     cacheable_reference,
     code_fingerprint,
@@ -80,11 +81,11 @@ def test_transfer_keys_hold_the_folds_and_mteb_is_never_cached():
 
 
 def test_the_code_fingerprint_follows_the_scoring_modules(tmp_path):
-    for name in ("encoders.py", "pooling.py", "eval/sts.py", "eval/transfer.py"):
+    for name in SCORING_MODULES:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x = 1\n")
     before = code_fingerprint(tmp_path)
-    (tmp_path / "pooling.py").write_text("x = 2\n")
+    (tmp_path / "models/pooling.py").write_text("x = 2\n")
     assert code_fingerprint(tmp_path) != before
     assert len(code_fingerprint()) == 16  # the installed package's own modules
 
@@ -257,8 +258,8 @@ def test_without_the_cache_flag_nothing_is_read_or_written(tmp_path, loads):
 
 def test_report_and_console_summary_say_the_base_scores_were_cached(tmp_path):
     from syncse_ray.config import load_config
-    from syncse_ray.pipeline import _sts_summary
-    from syncse_ray.report import write_report
+    from syncse_ray.pipeline.report import write_report
+    from syncse_ray.pipeline.run import _sts_summary
 
     cfg = load_config(None, [f"run_dir={tmp_path}", "eval.compare_base=true"])
 

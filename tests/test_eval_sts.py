@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from syncse_ray.eval.sts import (
-    STS_TEST_TASKS,
-    DataError,
-    cosine_rows,
-    load_sts_dev,
-    load_sts_test,
-    read_sts_year,
-    spearman_cosine,
-)
+from syncse_ray.data.senteval import STS_TEST_TASKS, DataError, load_sts_dev, load_sts_test, read_sts_year
+from syncse_ray.eval.sts import spearman_cosine
+from syncse_ray.models.vectors import cosine_rows
 
 # Scored pairs per set, as documented in the shared data README (SICK test 4,927: the SentEval protocol).
 EXPECTED_PAIRS = {"STS12": 3108, "STS13": 1500, "STS14": 3750, "STS15": 3000, "STS16": 1186,

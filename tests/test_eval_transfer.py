@@ -7,16 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from syncse_ray.data.senteval import TRANSFER_TASKS, DataError, TransferSkipped, read_transfer
 from syncse_ray.eval import run_eval
-from syncse_ray.eval.sts import DataError
-from syncse_ray.eval.transfer import (
-    C_GRID,
-    TRANSFER_TASKS,
-    TransferSkipped,
-    probe_accuracy,
-    read_transfer,
-    select_c,
-)
+from syncse_ray.eval.transfer import C_GRID, probe_accuracy, select_c
 
 POS = ["a wonderful , moving film", "i loved every minute of it", "brilliant acting and a great story",
        "the best movie of the year", "a delightful and charming comedy", "beautifully shot and deeply touching",

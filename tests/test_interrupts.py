@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from syncse_ray.interrupts import Interrupted, reclaim_signals, resume_hint, stop_on_signals
+from syncse_ray.runtime.interrupts import Interrupted, reclaim_signals, resume_hint, stop_on_signals
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

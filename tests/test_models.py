@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from syncse_ray import models
-from syncse_ray.models import ModelError, prepare_bundled, resolve_model
+from syncse_ray.models import references as models
+from syncse_ray.models.references import ModelError, prepare_bundled, resolve_model
 
 
 def test_unknown_bundled_name():
@@ -75,7 +75,7 @@ def test_killed_conversion_process_leaves_nothing_valid(tmp_path):
     """kill -9 in the middle of a real conversion: the cache holds only a temporary folder, never the model."""
     code = (
         "import os, signal, sys\n"
-        "from syncse_ray import models\n"
+        "from syncse_ray.models import references as models\n"
         "real = models._CONVERTERS['smollm2-135m-instruct']\n"
         "def convert_then_die(src, out):\n"
         "    real(src, out)\n"

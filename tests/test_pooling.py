@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from syncse_ray.pooling import pool_tokens, prepare_tokenizer, st_pooling
+from syncse_ray.models.pooling import pool_tokens, prepare_tokenizer, st_pooling
 
 SENTENCES = ["A man is playing a guitar on the street.", "Dogs run.", "The cat sat on the mat near the door.",
              "Two children are swimming in a lake while their parents watch from the shore.", "Rain."]
@@ -108,7 +108,7 @@ def test_smollm2_bf16_train_export_eval_and_serve_give_the_same_vectors(smollm2_
                                                                        tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from syncse_ray.encoders import load_encoder
+    from syncse_ray.models.encoders import load_encoder
     from syncse_ray.serve.encoder import SentenceEncoder
     from syncse_ray.train.export import export_sentence_transformer
     from syncse_ray.train.losses import SimCSELoss

@@ -3,7 +3,7 @@
 import json
 
 from syncse_ray.config import load_config
-from syncse_ray.report import write_report
+from syncse_ray.pipeline.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -8,11 +8,11 @@ import pytest
 
 from syncse_ray.config import ConfigError, load_config
 from syncse_ray.config.synth import JudgeConfig
+from syncse_ray.pipeline.rounds import improved
 from syncse_ray.synth.prompts import HARD_NEGATIVE, POSITIVE
 from syncse_ray.synth.reselect import (
     MINED_INDEX,
     Mining,
-    improved,
     judge_agrees,
     mined_candidates,
     round_1_agreement,
@@ -129,7 +129,7 @@ def test_round_1_agreement_is_measured_on_its_kept_triplets(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from syncse_ray.rounds import synth_agreement
+    from syncse_ray.pipeline.rounds import synth_agreement
 
     selected = JudgeConfig(margin=0.0, relative_margin=1.0)
     positive = Candidate(POSITIVE, 0, "a person is cycling", sim=0.6)
@@ -153,7 +153,7 @@ def test_round_1_agreement_is_measured_on_its_kept_triplets(tmp_path):
 
 
 def test_round_configs_write_into_round_folders(tmp_path):
-    from syncse_ray.rounds import round_config
+    from syncse_ray.pipeline.rounds import round_config
 
     cfg = load_config(None, [f"run_dir={tmp_path}", "pipeline.rounds=3", "eval.compare_base=true"])
     first, third = round_config(cfg, 1), round_config(cfg, 3, "/models/round-2")

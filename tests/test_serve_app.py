@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from syncse_ray.serve.encoding import from_base64
+from syncse_ray.serve.responses import from_base64
 
 pytestmark = pytest.mark.slow  # a local Ray cluster and a Serve HTTP proxy
 

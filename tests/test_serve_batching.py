@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from syncse_ray.serve.batching import effective_lengths, padded_tokens, plan_batches, run_batches
+from syncse_ray.models.batching import effective_lengths, padded_tokens, plan_batches, run_batches
 
 
 def _check(lengths, batches, *, max_batch_size, max_batch_tokens, max_tokens=None):

@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from syncse_ray.config.serve import RequestLimits
-from syncse_ray.serve.encoding import normalize
 from syncse_ray.serve.http import ApiBackend, create_api
 from syncse_ray.serve.index import VectorIndex
 from syncse_ray.serve.protocol import EmbeddingsResponse, ErrorResponse, Health, ModelList, SearchResponse
+from syncse_ray.serve.responses import unit_float32 as normalize
 from syncse_ray.serve.tokens import TokenCounts
 
 KEY = "k-0123"

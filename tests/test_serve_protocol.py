@@ -7,7 +7,6 @@ import base64
 import numpy as np
 import pytest
 
-from syncse_ray.serve.encoding import embeddings_response, from_base64, to_base64, truncate_dimensions
 from syncse_ray.serve.protocol import (
     ApiError,
     Limits,
@@ -16,6 +15,7 @@ from syncse_ray.serve.protocol import (
     parse_json,
     parse_search_request,
 )
+from syncse_ray.serve.responses import embeddings_response, from_base64, to_base64, truncate_dimensions
 from syncse_ray.serve.tokens import count_tokens
 
 LIMITS = Limits(max_inputs_per_request=4, max_input_chars=50, max_body_bytes=1000, max_top_k=20)

@@ -95,7 +95,7 @@ def test_auto_share_fits_every_replica_and_the_ingress():
 
 
 def _fit(settings: ServeConfig, cluster: ClusterResources) -> ServeConfig:
-    from syncse_ray.serve.app import fit_to_cluster
+    from syncse_ray.serve.resources import fit_to_cluster
 
     return fit_to_cluster(settings, cluster)
 
@@ -120,7 +120,7 @@ def test_fit_to_cluster_sizes_unset_cpus_on_a_local_cluster_only(caplog):
 def test_serve_refuses_an_impossible_request_in_one_line(monkeypatch):
     """The CLI path with the cluster read replaced (no Ray): a GPU asked of a GPU-less cluster."""
     import syncse_ray.serve.app as serve_app
-    from syncse_ray import ray_env
+    from syncse_ray.runtime import ray_env
 
     monkeypatch.setattr(ray_env, "init_ray", lambda cfg=None: None)
     monkeypatch.setattr(serve_app, "read_cluster", lambda settings: _cluster(2, local=False))

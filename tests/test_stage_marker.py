@@ -1,5 +1,5 @@
 from syncse_ray.config import load_config
-from syncse_ray.stage_marker import fingerprint, is_done, mark_done, read_marker
+from syncse_ray.runtime.stage_marker import fingerprint, is_done, mark_done, read_marker
 
 
 def test_marker_matches_only_the_same_settings(tmp_path):
@@ -31,7 +31,7 @@ def test_resource_fields_do_not_change_the_fingerprint_and_the_rest_do():
 def test_claim_takes_a_folder_for_one_config(tmp_path):
     import pytest
 
-    from syncse_ray.stage_marker import ClaimError, claim
+    from syncse_ray.runtime.stage_marker import ClaimError, claim
 
     a = load_config(None, ["train.lr=1e-5"]).train
     b = load_config(None, ["train.lr=2e-5"]).train

@@ -18,7 +18,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from syncse_ray.config import load_config
-from syncse_ray.stage_marker import ClaimError
+from syncse_ray.runtime.stage_marker import ClaimError
 from syncse_ray.synth import SynthError, run_synth
 from syncse_ray.synth.inputs import SynthInputError
 from syncse_ray.synth.layout import TRIPLET_DROPPED_SCHEMA, TRIPLET_SCHEMA

@@ -1,4 +1,4 @@
-"""Synth progress in requests, inside chunks: the engine actor's counting (stages.ChunkProgress, the engine step
+"""Synth progress in requests, inside chunks: the engine actor's counting (steps.ChunkProgress, the engine step
 hook), the board and the driver's accounting (pipeline.ProgressBoard, PhaseProgress), the console's ETA.
 No Ray, no engine: fakes stand in for vLLM's LLM and its RequestOutputs."""
 
@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import pytest
 
 from syncse_ray.config import load_config
-from syncse_ray.console import StageDisplay, eta_seconds
 from syncse_ray.io import write_table_atomic
+from syncse_ray.pipeline.console import StageDisplay, eta_seconds
 from syncse_ray.synth.layout import STAGED_INPUT_SCHEMA, Layout
 from syncse_ray.synth.pipeline import PhaseProgress, ProgressBoard
-from syncse_ray.synth.stages import (
+from syncse_ray.synth.steps import (
     ChunkProgress,
     PhaseSpec,
     build_requests,
@@ -201,7 +201,7 @@ def test_eta_is_the_rate_since_the_baseline():
 
 
 def test_stage_line_eta_counts_from_when_the_total_was_set(monkeypatch):
-    from syncse_ray import console
+    from syncse_ray.pipeline import console
 
     now = [1000.0]
     monkeypatch.setattr(console.time, "time", lambda: now[0])

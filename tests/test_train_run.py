@@ -130,7 +130,7 @@ def test_export_loads_with_sentence_transformers_and_matches_training_model(trai
     from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer
 
-    from syncse_ray.models import resolve_model
+    from syncse_ray.models.references import resolve_model
     from syncse_ray.train.trainer import load_checkpoint_model
 
     cfg, result, _ = trained
@@ -172,7 +172,7 @@ def test_relaunching_a_finished_run_resumes_at_its_last_step(trained, tmp_path):
 
 
 def test_a_different_config_cannot_reuse_the_output_folder(trained):
-    from syncse_ray.stage_marker import ClaimError
+    from syncse_ray.runtime.stage_marker import ClaimError
     from syncse_ray.train import run_train
 
     cfg, _, _ = trained

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field
 
 from syncse_ray.config.base import PrecisionSetting, Section, resource
-from syncse_ray.pooling import Pooler
+from syncse_ray.models.pooling import Pooler
 
 
 class EvalConfig(Section):

@@ -12,7 +12,7 @@ from syncse_ray.config.ray import RayConfig
 from syncse_ray.config.serve import ServeConfig
 from syncse_ray.config.synth import SynthConfig
 from syncse_ray.config.train import TrainConfig
-from syncse_ray.datadir import DATA_DIR_ENV, default_data_dir  # noqa: F401 (re-exported)
+from syncse_ray.data.datadir import DATA_DIR_ENV, default_data_dir  # noqa: F401 (re-exported)
 
 CACHE_DIR_ENV = "SYNCSE_CACHE_DIR"
 

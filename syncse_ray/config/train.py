@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from syncse_ray.config.base import PrecisionSetting, Section, resource
-from syncse_ray.pooling import Pooler
+from syncse_ray.models.pooling import Pooler
 
 
 class DeepSpeedConfig(Section):
@@ -68,7 +68,7 @@ class TrainConfig(Section):
                                                  "default: <run_dir>/synth/data")
     model: str = "bundled:all-minilm-l6-v2"
     objective: Literal["supervised", "unsupervised"] = "supervised"
-    pooler: Pooler = Field("cls", description="syncse_ray.pooling: cls, cls_before_pooler, avg, last, avg_top2, "
+    pooler: Pooler = Field("cls", description="syncse_ray.models.pooling: cls, cls_before_pooler, avg, last, avg_top2, "
                                               "avg_first_last")
     temperature: float = Field(0.05, gt=0.0)
     hard_negative_weight: float = Field(0.0, description="log weight on each anchor's own hard negative")

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from syncse_ray.encoders import Encoder
+from syncse_ray.data.senteval import StsData, read_sick, read_sts_year, read_stsb
 from syncse_ray.errors import SyncseError
-from syncse_ray.eval.sts import StsData, read_sick, read_sts_year, read_stsb
+from syncse_ray.models.encoders import Encoder
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTask
@@ -66,7 +66,7 @@ def _wrapper_class():
     from mteb.models.model_meta import ScoringFunction
 
     class SyncseMtebEncoder(AbsEncoder):
-        """Adapts a ``syncse_ray.encoders.Encoder`` to mteb's ``EncoderProtocol``: the texts of every batch
+        """Adapts a ``syncse_ray.models.encoders.Encoder`` to mteb's ``EncoderProtocol``: the texts of every batch
         of mteb's DataLoader are encoded in one call (so a ``CachedEncoder`` is reused); similarity is cosine."""
 
         def __init__(self, encoder: Encoder, revision: str = "local"):

@@ -20,8 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from syncse_ray.eval.sts import STS_TEST_TASKS
-from syncse_ray.eval.transfer import TRANSFER_TASKS
+from syncse_ray.data.senteval import STS_TEST_TASKS, TRANSFER_TASKS
 from syncse_ray.io import markdown_table, write_text_atomic
 
 AVG = "avg"
@@ -105,6 +104,16 @@ def sts_scores(source: str | Path | dict[str, Any]) -> dict[str, float]:
     if not isinstance(source, dict) and not Path(source).exists():
         return {}
     return _scores(load_results(source), "senteval-sts")
+
+
+def sts_average(source: str | Path | dict[str, Any]) -> float | None:
+    """One number for an evaluation's STS: SentEval's "avg" (`average_record`: every one of the seven tasks) when
+    it has one, else the mean of the STS tasks it ran, so runs that evaluate the same subset (the rounds of one
+    run) can be compared; None without STS scores."""
+    sts = sts_scores(source)
+    if AVG in sts:
+        return sts[AVG]
+    return sum(sts.values()) / len(sts) if sts else None
 
 
 def render_table(results: str | Path | dict[str, Any] | Sequence[str | Path | dict[str, Any]]) -> str:

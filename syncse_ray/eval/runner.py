@@ -27,21 +27,25 @@ from typing import Any
 
 import numpy as np
 
-from syncse_ray.datadir import default_data_dir
-from syncse_ray.encoders import DEFAULT_BATCH_SIZE, CachedEncoder, Encoder, load_encoder
+from syncse_ray.data.datadir import default_data_dir
+from syncse_ray.data.senteval import (
+    STS_TEST_TASKS,
+    TRANSFER_TASKS,
+    StsData,
+    TransferData,
+    TransferSkipped,
+    read_sick,
+    read_sts_test,
+    read_stsb,
+    read_transfer,
+)
 from syncse_ray.errors import SyncseError
 from syncse_ray.eval.mteb_tasks import MTEB_GROUPS, expand_task_names, get_mteb_task, run_mteb
 from syncse_ray.eval.results import average_record, write_results
 from syncse_ray.eval.score_cache import ScoreCache, encoder_identity, score_key
-from syncse_ray.eval.sts import STS_TEST_TASKS, StsData, read_sick, read_sts_test, read_stsb, spearman_cosine
-from syncse_ray.eval.transfer import (
-    TRANSFER_TASKS,
-    TransferData,
-    TransferSkipped,
-    featurize,
-    probe_accuracy,
-    read_transfer,
-)
+from syncse_ray.eval.sts import spearman_cosine
+from syncse_ray.eval.transfer import featurize, probe_accuracy
+from syncse_ray.models.encoders import DEFAULT_BATCH_SIZE, CachedEncoder, Encoder, load_encoder
 
 log = logging.getLogger("syncse_ray.eval")
 

@@ -47,8 +47,10 @@ log = logging.getLogger("syncse_ray.eval")
 SCORE_CACHE_VERSION = 1
 # Protocols whose records depend only on the key above.
 CACHED_PROTOCOLS = ("senteval-sts", "senteval-sts-dev", "senteval-transfer")
-# The modules an embedding or a score is computed by; their source is part of every key.
-SCORING_MODULES = ("encoders.py", "pooling.py", "eval/sts.py", "eval/transfer.py")
+# The modules an embedding or a score is computed by (paths below syncse_ray/); their source is part of every key.
+# tests/test_architecture.py checks that each exists (a moved one would silently drop out of the key).
+SCORING_MODULES = ("models/encoders.py", "models/pooling.py", "models/vectors.py", "models/batching.py",
+                   "data/senteval.py", "eval/sts.py", "eval/transfer.py")
 LIBRARIES = ("torch", "transformers", "sentence-transformers", "numpy", "scipy", "scikit-learn")
 SKIPPED_SUFFIXES = (".md",)
 CHUNK = 1 << 20
@@ -125,8 +127,8 @@ def make_identity(*, model: str, pooler: str | None, precision: str, device: str
 def cacheable_reference(reference: str) -> bool:
     """Whether `syncse eval` caches this reference's scores by default: `bundled:` and hub names (models that do
     not change under a name); not local folders (a trained model is scored once) nor endpoints."""
-    from syncse_ray.encoders import is_endpoint
-    from syncse_ray.models import BUNDLED_PREFIX
+    from syncse_ray.models.encoders import is_endpoint
+    from syncse_ray.models.references import BUNDLED_PREFIX
 
     if reference.startswith(BUNDLED_PREFIX):
         return True
@@ -139,9 +141,9 @@ def encoder_identity(reference: str, *, pooler: str | None, precision: str | Non
                      batch_size: int, cache_dir: Path | None) -> dict[str, Any] | None:
     """The identity of the encoder `load_encoder(reference, ...)` would build here, or None for an endpoint. Its
     precision is the one `load_encoder` resolves `precision` to for this folder on this machine."""
-    from syncse_ray import encoders
     from syncse_ray.hardware import this_machine
-    from syncse_ray.models import resolve_model
+    from syncse_ray.models import encoders
+    from syncse_ray.models.references import resolve_model
 
     if encoders.is_endpoint(reference):
         return None

@@ -1,6 +1,7 @@
 """SentEval transfer tasks: a logistic-regression probe on frozen sentence embeddings. Pure: numpy + scikit-learn.
 
-Tasks and files (SentEval's ``data/downstream`` layout, here below ``<data_dir>/senteval``, next to ``STS/``):
+Tasks (their files, in SentEval's ``data/downstream`` layout below ``<data_dir>/senteval``, are read by
+`syncse_ray.data.senteval`):
 
 ====== ================================================ ================================================
 task   files                                            protocol
@@ -14,9 +15,7 @@ TREC   TREC/train_5500.label, TREC/TREC_10.label        C chosen by 10-fold CV o
 MRPC   MRPC/msr_paraphrase_{train,test}.txt             C chosen by 10-fold CV on train, accuracy on test
 ====== ================================================ ================================================
 
-Binary files hold one sentence a line (latin-1); SST lines are ``sentence<TAB>label``; TREC lines are
-``COARSE:fine question`` (the coarse label of 6 is the class); MRPC is tab-separated with a header, label in
-field 1 and the sentences in fields 4 and 5, and a pair's feature is ``[|u - v|, u * v]``.
+An MRPC pair's feature is ``[|u - v|, u * v]``.
 
 The probe: scikit-learn ``LogisticRegression`` (L2, lbfgs) on the raw embeddings, the inverse regularisation
 strength ``C`` chosen from ``2^-2 … 2^3`` (SentEval's grid for its scikit-learn probe) by the dev split or by an
@@ -28,127 +27,12 @@ A task whose folder is absent is skipped (with a message); a folder with a missi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from syncse_ray.datadir import fetch_command
-from syncse_ray.eval.sts import DataError, files_fingerprint
+from syncse_ray.data.senteval import TransferData
 
 C_GRID = tuple(2.0 ** t for t in range(-2, 4))
-TRANSFER_TASKS = ("MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC")
-TASK_DIRS = {"MR": "MR", "CR": "CR", "SUBJ": "SUBJ", "MPQA": "MPQA", "SST2": "SST/binary", "TREC": "TREC",
-             "MRPC": "MRPC"}
-TREC_CLASSES = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
-TRANSFER_LAYOUT = ("SentEval's data/downstream layout below <data_dir>/senteval: MR/rt-polarity.{pos,neg}, "
-                   "CR/custrev.{pos,neg}, SUBJ/subj.{objective,subjective}, MPQA/mpqa.{pos,neg}, "
-                   "SST/binary/sentiment-{train,dev,test}, TREC/{train_5500,TREC_10}.label, "
-                   "MRPC/msr_paraphrase_{train,test}.txt")
-
-
-@dataclass
-class TransferData:
-    """Sentences (one list per text field: one for single-sentence tasks, two for MRPC) and labels per split.
-    Splits: ``all`` (CV tasks), or ``train``/``test`` and optionally ``dev``."""
-
-    task: str
-    texts: dict[str, list[list[str]]]
-    labels: dict[str, np.ndarray]
-    files: list[Path]
-
-    def fingerprint(self) -> str:
-        return files_fingerprint(self.files)
-
-
-class TransferSkipped(Exception):
-    """A transfer task's data folder is absent; the run goes on without it."""
-
-
-def _lines(path: Path, encoding: str) -> list[str]:
-    if not path.is_file():
-        raise DataError(f"missing file {path}; expected {TRANSFER_LAYOUT}")
-    return [line.strip() for line in path.read_text(encoding=encoding).splitlines() if line.strip()]
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _binary(folder: Path, task: str, neg_name: str, pos_name: str) -> TransferData:
-    neg = [_norm(line) for line in _lines(folder / neg_name, "latin-1")]
-    pos = [_norm(line) for line in _lines(folder / pos_name, "latin-1")]
-    labels = np.array([0] * len(neg) + [1] * len(pos))
-    return TransferData(task, {"all": [neg + pos]}, {"all": labels}, [folder / neg_name, folder / pos_name])
-
-
-def _sst(folder: Path) -> TransferData:
-    texts, labels, files = {}, {}, []
-    for split in ("train", "dev", "test"):
-        path = folder / f"sentiment-{split}"
-        rows = [line.rsplit("\t", 1) for line in _lines(path, "utf-8")]
-        if any(len(r) != 2 for r in rows):
-            raise DataError(f"{path}: expected 'sentence<TAB>label' lines; expected {TRANSFER_LAYOUT}")
-        texts[split] = [[_norm(r[0]) for r in rows]]
-        labels[split] = np.array([int(r[1]) for r in rows])
-        files.append(path)
-    return TransferData("SST2", texts, labels, files)
-
-
-def _trec(folder: Path) -> TransferData:
-    texts, labels, files = {}, {}, []
-    for split, name in (("train", "train_5500.label"), ("test", "TREC_10.label")):
-        path = folder / name
-        sents, ys = [], []
-        for line in _lines(path, "latin-1"):
-            coarse, _, rest = line.partition(":")
-            question = rest.split(" ", 1)[1] if " " in rest else ""
-            if coarse not in TREC_CLASSES or not question:
-                raise DataError(f"{path}: expected 'COARSE:fine question' lines with COARSE in "
-                                f"{', '.join(TREC_CLASSES)}, got {line[:60]!r}")
-            sents.append(_norm(question))
-            ys.append(TREC_CLASSES.index(coarse))
-        texts[split], labels[split] = [sents], np.array(ys)
-        files.append(path)
-    return TransferData("TREC", texts, labels, files)
-
-
-def _mrpc(folder: Path) -> TransferData:
-    texts, labels, files = {}, {}, []
-    for split in ("train", "test"):
-        path = folder / f"msr_paraphrase_{split}.txt"
-        if not path.is_file():
-            raise DataError(f"missing file {path}; expected {TRANSFER_LAYOUT}")
-        rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
-        if any(len(r) < 5 for r in rows):
-            raise DataError(f"{path}: expected a header, then Quality, #1 ID, #2 ID, #1 String, #2 String "
-                            f"tab-separated")
-        texts[split] = [[_norm(r[3]) for r in rows], [_norm(r[4]) for r in rows]]
-        labels[split] = np.array([int(r[0]) for r in rows])
-        files.append(path)
-    return TransferData("MRPC", texts, labels, files)
-
-
-READERS: dict[str, Callable[[Path], TransferData]] = {
-    "MR": lambda f: _binary(f, "MR", "rt-polarity.neg", "rt-polarity.pos"),
-    "CR": lambda f: _binary(f, "CR", "custrev.neg", "custrev.pos"),
-    "SUBJ": lambda f: _binary(f, "SUBJ", "subj.objective", "subj.subjective"),
-    "MPQA": lambda f: _binary(f, "MPQA", "mpqa.neg", "mpqa.pos"),
-    "SST2": _sst,
-    "TREC": _trec,
-    "MRPC": _mrpc,
-}
-
-
-def read_transfer(data_dir: str | Path, task: str) -> TransferData:
-    """Read one transfer task; ``TransferSkipped`` when its folder is absent, ``DataError`` for a missing file."""
-    if task not in READERS:
-        raise ValueError(f"unknown transfer task {task!r}; known: {', '.join(TRANSFER_TASKS)}")
-    folder = Path(data_dir) / "senteval" / TASK_DIRS[task]
-    if not folder.is_dir():
-        raise TransferSkipped(f"transfer task {task} skipped: {folder} does not exist (expected {TRANSFER_LAYOUT}; "
-                              f"run: {fetch_command(data_dir, '--transfer')})")
-    return READERS[task](folder)
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float, seed: int):

@@ -1,4 +1,5 @@
-"""The Ray Serve application: an `Embedder` deployment (the model, `@serve.batch`) behind a FastAPI ingress.
+"""The Ray Serve application: an `Embedder` deployment (the model; calls merged by `continuous_batching`'s
+`ContinuousBatcher`, not `@serve.batch`) behind a FastAPI ingress.
 
     from ray import serve
     from syncse_ray.serve.app import build_app
@@ -14,7 +15,7 @@ or, from a Serve config file / the Serve CLI (`cluster/serve_config.yaml`):
     serve run syncse_ray.serve.app:app_builder model=bundled:all-minilm-l6-v2 num_replicas=2
 
 Routes: POST /v1/embeddings, POST /v1/search, GET /v1/models, GET /healthz (see docs/serve.md).
-All request logic lives in the Ray-free modules (`http`: the FastAPI app, `protocol`, `encoding`, `index`);
+All request logic lives in the Ray-free modules (`http`: the FastAPI app, `protocol`, `responses`, `index`);
 this module runs it on Serve.
 """
 
@@ -37,18 +38,11 @@ from ray.serve.handle import DeploymentHandle
 from syncse_ray.config import ConfigError, RayConfig, ServeConfig
 from syncse_ray.config.loader import apply_overrides
 from syncse_ray.config.serve import RequestLimits
-from syncse_ray.models import BUNDLED_PREFIX
+from syncse_ray.models.references import BUNDLED_PREFIX
 from syncse_ray.serve.continuous_batching import ContinuousBatcher
 from syncse_ray.serve.http import ApiBackend, create_api
 from syncse_ray.serve.index import VectorIndex, read_corpus
-from syncse_ray.serve.resources import (
-    DEFAULT_CPUS_PER_REPLICA,
-    ClusterResources,
-    ServeDemand,
-    ServeResourceError,
-    auto_cpus_per_replica,
-    check_fit,
-)
+from syncse_ray.serve.resources import DEFAULT_CPUS_PER_REPLICA, ClusterResources, fit_to_cluster
 from syncse_ray.serve.retry import call_with_retries
 from syncse_ray.serve.tokens import TokenCounts
 
@@ -66,7 +60,7 @@ class Embedder:
     """One copy of the model per replica. Calls carry chunks of at most `max_batch_size` texts; a
     `ContinuousBatcher` merges the chunks queued when the model is free into one model call of at most
     `max_batch_size` texts, which runs as forward passes of at most `max_batch_tokens` padded tokens and at least
-    `min_batch_fill` real tokens each (`batching.plan_batches`)."""
+    `min_batch_fill` real tokens each (`syncse_ray.models.batching.plan_batches`)."""
 
     def __init__(self, model: str, *, device: str, max_batch_size: int, batch_wait_timeout_s: float,
                  torch_threads: int | None, max_batch_tokens: int | None = None,
@@ -262,7 +256,7 @@ APP_NAME = "syncse"
 def start_server(settings: ServeConfig, ray_config: RayConfig | None = None) -> str:
     """Join or start Ray (`init_ray`), start Serve's HTTP proxy on settings.host:port, deploy the app and
     return its base URL once it is ready. `stop_server()` undoes it."""
-    from syncse_ray.ray_env import init_ray
+    from syncse_ray.runtime.ray_env import init_ray
 
     build_app(settings)  # a config error (model, key) before any cluster is started or joined
     init_ray(ray_config)
@@ -278,7 +272,7 @@ def read_cluster(settings: ServeConfig) -> ClusterResources:
     (what Ray Data reads too); the local cluster `init_ray` started never does."""
     import ray
 
-    from syncse_ray.ray_env import started_local_cluster
+    from syncse_ray.runtime.ray_env import started_local_cluster
 
     local = started_local_cluster()
     largest: dict[str, float] = {}
@@ -306,37 +300,6 @@ def _ray_says_autoscaling() -> bool:
                    for group in config.node_group_configs if group.resources and group.max_count != 0)
     except Exception:  # noqa: BLE001 - a private API; unknown means a fixed cluster
         return False
-
-
-def fit_to_cluster(settings: ServeConfig, cluster: ClusterResources) -> ServeConfig:
-    """`settings` with a CPU share per Embedder replica chosen when it is unset (on the local cluster: what
-    lets every replica and the ingress fit, at most 1; elsewhere 1), checked against `cluster`. Raises
-    `ServeResourceError` (one line, what is missing and what to set) when the app cannot be scheduled, unless
-    the cluster autoscales: then it only warns."""
-    cpus = settings.num_cpus_per_replica
-    if cpus is None:
-        cpus = DEFAULT_CPUS_PER_REPLICA
-        if cluster.local:
-            demand = ServeDemand.of(settings)
-            chosen = auto_cpus_per_replica(cluster.available.get("CPU", 0.0), demand.max_replicas,
-                                           demand.ingress_cpus)
-            if chosen is not None:
-                cpus = chosen
-                log.info(f"serve.num_cpus_per_replica not set: {cpus:g} CPU per Embedder replica, so "
-                         f"{ServeDemand.of(settings, cpus).describe_cpus(demand.max_replicas)} fit the "
-                         f"{cluster.available.get('CPU', 0.0):g} CPU of this local cluster")
-        settings = settings.model_copy(update={"num_cpus_per_replica": cpus})
-    report = check_fit(ServeDemand.of(settings), cluster)
-    for warning in report.warnings:
-        log.warning(warning)
-    if not report.ok:
-        if cluster.autoscales:
-            log.warning(report.message() + " (the cluster autoscales: deploying anyway, replicas wait for nodes)")
-        else:
-            hint = "" if cluster.local else \
-                " (a cluster that adds nodes on demand: --set serve.cluster_autoscales=true only warns)"
-            raise ServeResourceError(report.message() + hint)
-    return settings
 
 
 def stop_server() -> None:

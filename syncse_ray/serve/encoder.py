@@ -1,16 +1,17 @@
 """The sentence encoder behind the endpoint and the index: the project's sentence-transformers encoder
-(`syncse_ray.encoders`), unit-length output and token counts."""
+(`syncse_ray.models.encoders`), unit-length output and token counts."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from syncse_ray.encoders import SentenceTransformerEncoder, encoder_precision
-from syncse_ray.models import resolve_model
-from syncse_ray.serve.batching import plan_batches, run_batches
-from syncse_ray.serve.encoding import normalize
+from syncse_ray.models.batching import plan_batches, run_batches
+from syncse_ray.models.encoders import SentenceTransformerEncoder, encoder_precision
+from syncse_ray.models.references import resolve_model
+from syncse_ray.serve.responses import unit_float32
 from syncse_ray.serve.tokens import TokenCounts, token_lengths
 
 
@@ -25,9 +26,13 @@ class SentenceEncoder(SentenceTransformerEncoder):
                          precision=encoder_precision(precision, device, self.path))
         self.passes = 0  # forward passes run by encode_in_batches
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        vectors = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-        return normalize(vectors)
+    def encode(self, sentences: Sequence[str], *, show_progress: bool = False,
+               batch_size: int | None = None) -> np.ndarray:
+        """Unit-length float32 rows, one a sentence (the `Encoder` interface; `batch_size`: sentences a forward
+        pass, default 64)."""
+        vectors = self.model.encode(list(sentences), batch_size=batch_size or self.batch_size,
+                                    convert_to_numpy=True, show_progress_bar=show_progress)
+        return unit_float32(vectors)
 
     def encode_in_batches(self, texts: list[str], *, max_batch_size: int, max_batch_tokens: int | None,
                           min_fill: float | None = None, lengths: list[int] | None = None) -> np.ndarray:

@@ -29,7 +29,6 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from syncse_ray.config.serve import RequestLimits
-from syncse_ray.serve.encoding import check_dimensions, embeddings_response, truncate_dimensions
 from syncse_ray.serve.index import VectorIndex
 from syncse_ray.serve.protocol import (
     TOKEN_ARRAYS_REFUSED,
@@ -48,6 +47,7 @@ from syncse_ray.serve.protocol import (
     parse_search_request,
     validation_message,
 )
+from syncse_ray.serve.responses import check_dimensions, embeddings_response, truncate_dimensions
 from syncse_ray.serve.tokens import TokenCounts
 
 logger = logging.getLogger("ray.serve")

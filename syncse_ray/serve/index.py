@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from syncse_ray.data.readers import InputFileError, read_columns
 from syncse_ray.errors import SyncseError
-from syncse_ray.io import InputFileError, atomic_dir, read_columns
+from syncse_ray.io import atomic_dir
 
 if TYPE_CHECKING:
     import faiss
@@ -45,7 +46,7 @@ class Hit:
 
 
 def read_corpus(path: str | Path, *, text_field: str = "text", id_field: str = "id") -> tuple[list[str], list[str]]:
-    """(ids, texts) from a text, JSONL, Parquet or CSV file (`syncse_ray.io`); ids default to the row number.
+    """(ids, texts) from a text, JSONL, Parquet or CSV file (`syncse_ray.data.readers`); ids default to the row number.
     Blank texts are skipped."""
     try:
         columns = read_columns(Path(path), [text_field], optional=[id_field])

@@ -1,7 +1,7 @@
 """What the Serve app asks the cluster for, whether it fits, and the CPU share that makes it fit on a laptop.
 
 Pure arithmetic (no Ray): `app.start_server` reads the cluster (`ray.available_resources()`, the nodes) into a
-`ClusterResources` and asks `check_fit` before `serve.run`, so a request that can never be scheduled fails at
+`ClusterResources` and asks `fit_to_cluster` (the CPU share when unset, then `check_fit`) before `serve.run`, so a request that can never be scheduled fails at
 once with one line saying what is missing and what to set, instead of Serve waiting (and warning every 30 s that
 replicas "have taken more than 30s to be scheduled") forever.
 
@@ -11,6 +11,7 @@ replicas "have taken more than 30s to be scheduled") forever.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ from syncse_ray.errors import SyncseError
 # be 0 (a non-zero value is refused), and the controller is `num_cpus=0` too. Kept as a term of the sum so the
 # message shows every part of the app.
 PROXY_CPUS = 0.0
+log = logging.getLogger("syncse_ray.serve")  # what `syncse serve` prints (sizing, resource warnings)
+
 DEFAULT_CPUS_PER_REPLICA = 1.0  # serve.num_cpus_per_replica when it is not set and nothing is chosen for it
 _EPS = 1e-9  # Ray's resource quantities are multiples of 1e-4; this only absorbs float sums
 
@@ -197,3 +200,34 @@ def check_fit(demand: ServeDemand, cluster: ClusterResources) -> FitReport:
                 f"autoscaling up to {top} Embedder replicas needs {' and '.join(short)}, more than this cluster's "
                 f"{_fmt(cpu_total)} CPU / {_fmt(gpu_total)} GPU: replicas beyond what fits wait for resources")
     return report
+
+
+def fit_to_cluster(settings: ServeConfig, cluster: ClusterResources) -> ServeConfig:
+    """`settings` with a CPU share per Embedder replica chosen when it is unset (on the local cluster: what
+    lets every replica and the ingress fit, at most 1; elsewhere 1), checked against `cluster`. Raises
+    `ServeResourceError` (one line, what is missing and what to set) when the app cannot be scheduled, unless
+    the cluster autoscales: then it only warns."""
+    cpus = settings.num_cpus_per_replica
+    if cpus is None:
+        cpus = DEFAULT_CPUS_PER_REPLICA
+        if cluster.local:
+            demand = ServeDemand.of(settings)
+            chosen = auto_cpus_per_replica(cluster.available.get("CPU", 0.0), demand.max_replicas,
+                                           demand.ingress_cpus)
+            if chosen is not None:
+                cpus = chosen
+                log.info(f"serve.num_cpus_per_replica not set: {cpus:g} CPU per Embedder replica, so "
+                         f"{ServeDemand.of(settings, cpus).describe_cpus(demand.max_replicas)} fit the "
+                         f"{cluster.available.get('CPU', 0.0):g} CPU of this local cluster")
+        settings = settings.model_copy(update={"num_cpus_per_replica": cpus})
+    report = check_fit(ServeDemand.of(settings), cluster)
+    for warning in report.warnings:
+        log.warning(warning)
+    if not report.ok:
+        if cluster.autoscales:
+            log.warning(report.message() + " (the cluster autoscales: deploying anyway, replicas wait for nodes)")
+        else:
+            hint = "" if cluster.local else \
+                " (a cluster that adds nodes on demand: --set serve.cluster_autoscales=true only warns)"
+            raise ServeResourceError(report.message() + hint)
+    return settings

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from syncse_ray.io import write_text_atomic
+from syncse_ray.io import CARD, write_text_atomic
 from syncse_ray.synth.layout import (
     CANDIDATE_SCHEMA,
     COLUMN_MEANINGS,
@@ -25,9 +25,9 @@ from syncse_ray.synth.layout import (
     SENTENCE_SCHEMA,
     TRIPLET_DROPPED_SCHEMA,
     TRIPLET_SCHEMA,
+    Layout,
 )
 
-CARD = "README.md"
 # config name -> (folder, schema, meanings key, what a row is)
 CONFIGS: dict[str, tuple[str, Any, str, str]] = {
     "default": ("data", TRIPLET_SCHEMA, "data", "kept triplets (sent0 anchor, sent1 positive, hard_neg)"),
@@ -103,9 +103,10 @@ def render_dataset_card(root: Path) -> str:
     """The README.md of the synth folder `root` (manifest.json and the Parquet parts must exist)."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    root = Path(root)
-    manifest = json.loads((root / "manifest.json").read_text())
-    stats = json.loads((root / "stats.json").read_text()) if (root / "stats.json").is_file() else {}
+    layout = Layout(root)
+    root = layout.root
+    manifest = json.loads(layout.manifest.read_text())
+    stats = json.loads(layout.stats.read_text()) if layout.stats.is_file() else {}
     synth = (manifest.get("config") or {}).get("synth") or {}
     mode = manifest.get("mode") or synth.get("mode") or "partial"
     annotate = manifest["phases"]["annotate"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from syncse_ray.datadir import fetch_command
+from syncse_ray.data.datadir import fetch_command
 from syncse_ray.errors import SyncseError
 from syncse_ray.synth.filters import NgramIndex, text_hash
 
@@ -21,7 +21,7 @@ class DecontaminationError(SyncseError, FileNotFoundError):
 
 def eval_sentences(data_dir: str | Path) -> tuple[list[str], list[str]]:
     """Every sentence of the STS evaluation sets found in the data dir, and the names of those sets."""
-    from syncse_ray.eval.sts import STS_YEAR_SUBSETS, DataError, read_sick, read_sts_year, read_stsb
+    from syncse_ray.data.senteval import STS_YEAR_SUBSETS, DataError, read_sick, read_sts_year, read_stsb
 
     readers = [(year, lambda y=year: read_sts_year(data_dir, y)) for year in STS_YEAR_SUBSETS]
     readers += [(f"STSBenchmark-{split}", lambda s=split: read_stsb(data_dir, s)) for split in ("dev", "test")]

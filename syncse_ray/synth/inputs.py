@@ -1,4 +1,4 @@
-"""Reading partial-mode input sentences from text, JSONL, Parquet or CSV/TSV (`syncse_ray.io`), streaming.
+"""Reading partial-mode input sentences from text, JSONL, Parquet or CSV/TSV (`syncse_ray.data.readers`), streaming.
 
 Bad input fails with a `SynthInputError` naming the file and the problem (missing, empty, not UTF-8, no such
 column) before any LLM work starts.
@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from syncse_ray.datadir import is_inside, missing_data
-from syncse_ray.io import InputFileError, iter_batches
+from syncse_ray.data.datadir import is_inside, missing_data
+from syncse_ray.data.readers import InputFileError, iter_batches
 
 SynthInputError = InputFileError  # the synth stage's name for it
 

@@ -1,7 +1,7 @@
 """The judges that score candidates. Prompts and scoring are pure; the embedding judge is a Ray Data actor
 (the class is plain Python: Ray Data constructs it once per actor).
 
-- embedding: cos(anchor, candidate) under an encoder the project can load (`syncse_ray.encoders.load_encoder`).
+- embedding: cos(anchor, candidate) under an encoder the project can load (`syncse_ray.models.encoders.load_encoder`).
 - llm: the synthesis engine asked one yes/no question per candidate, answered in one token; the score is
   P(yes) / (P(yes) + P(no)) from the first token's log-probabilities (every top token that reads "yes" or
   "no" once stripped and lower-cased counts), not parsed prose. 0.5 when neither appears in the top tokens.
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from syncse_ray.models.vectors import cosine_rows
 from syncse_ray.synth.prompts import HARD_NEGATIVE, POSITIVE
 
 LLM_TOP_LOGPROBS = 20
@@ -45,13 +46,6 @@ def yes_probability(top_logprobs: dict[str, float]) -> float:
     return yes / (yes + no) if yes + no > 0 else 0.5
 
 
-def cosine_scores(anchor_vecs: np.ndarray, cand_vecs: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of two [n, d] arrays."""
-    a = anchor_vecs / np.maximum(np.linalg.norm(anchor_vecs, axis=1, keepdims=True), 1e-12)
-    c = cand_vecs / np.maximum(np.linalg.norm(cand_vecs, axis=1, keepdims=True), 1e-12)
-    return (a * c).sum(axis=1)
-
-
 def score_embeddings(encoder, entries: list[dict[str, Any]]) -> None:
     """Set `sim` on every candidate that passed the filters (in place). One encode call per chunk: the distinct
     anchors and candidate texts."""
@@ -62,7 +56,7 @@ def score_embeddings(encoder, entries: list[dict[str, Any]]) -> None:
     texts = list(dict.fromkeys(t for a, c in pairs for t in (a, c["text"])))
     vecs = encoder.encode(texts, show_progress=False)
     row = {t: i for i, t in enumerate(texts)}
-    sims = cosine_scores(vecs[[row[a] for a, _ in pairs]], vecs[[row[c["text"]] for _, c in pairs]])
+    sims = cosine_rows(vecs[[row[a] for a, _ in pairs]], vecs[[row[c["text"]] for _, c in pairs]])
     for (_, c), s in zip(pairs, sims):
         c["sim"] = float(s)
 
@@ -74,7 +68,7 @@ class TextEncoder:
     def __init__(self, judge_cfg, cache_dir: str | None):
         import torch
 
-        from syncse_ray.encoders import load_encoder
+        from syncse_ray.models.encoders import load_encoder
 
         device = "cuda" if judge_cfg.num_gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
         self.encoder = load_encoder(judge_cfg.model, pooler=judge_cfg.pooler, batch_size=judge_cfg.batch_size,

@@ -20,6 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from syncse_ray.io import CARD
+
 ANNOTATE, SENTENCES = "annotate", "sentences"
 _STR, _INT, _STRS, _F = pa.string(), pa.int64(), pa.list_(pa.string()), pa.float64()
 # Judge scores: cos(anchor, x) under the embedding judge; the LLM judge's P(yes). Null when that judge is off.
@@ -126,6 +128,7 @@ class Layout:
         self.sentences = PhaseLayout(SENTENCES, root / "scratch" / "sentences", root / "scratch" / "dropped",
                                      root / "work" / SENTENCES)
         self.run_file, self.manifest, self.stats = (root / n for n in ("run.json", "manifest.json", "stats.json"))
+        self.card = root / CARD  # the dataset card (synth/card.py)
 
 
 # What each column means (the dataset card, syncse_ray/synth/card.py, lists them beside the schemas above).

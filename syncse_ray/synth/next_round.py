@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from syncse_ray import stage_marker
 from syncse_ray.config import Config
 from syncse_ray.config.base import output_settings
 from syncse_ray.config.synth import JudgeConfig
 from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic, write_table_atomic
+from syncse_ray.models.vectors import unit_rows
+from syncse_ray.runtime import stage_marker
 from syncse_ray.synth.layout import ROUND_DROPPED_SCHEMA, ROUND_TRIPLET_SCHEMA
 from syncse_ray.synth.prompts import HARD_NEGATIVE, POSITIVE
 from syncse_ray.synth.reselect import Mining, RoundPick, round_stats, select_round, transfer_thresholds
@@ -82,7 +83,7 @@ def _encode(texts: list[str], encoder: JudgeConfig, cfg: Config) -> np.ndarray:
             vectors = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
         vectors[batch["i"]] = vecs
     assert vectors is not None
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return unit_rows(vectors)
 
 
 class RoundSelector:
@@ -161,7 +162,7 @@ def run_select(cfg: Config, round_index: int, encoder_model: str, encoder_versio
                out_dir: Path) -> SelectResult:
     """Select round `round_index`'s triplets with the encoder at `encoder_model` (round r-1's best) into
     `out_dir`; skipped when finished with the same settings."""
-    from syncse_ray.ray_env import init_ray
+    from syncse_ray.runtime.ray_env import init_ray
 
     nr = cfg.pipeline.next_round
     synth_dir = cfg.stage_dir("synth")

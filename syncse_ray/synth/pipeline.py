@@ -1,4 +1,4 @@
-"""`run_synth`: the synth stage end to end. Ray plumbing only; the per-chunk work lives in `stages`.
+"""`run_synth`: the synth stage end to end. Ray plumbing only; the per-chunk work lives in `steps`.
 
 partial: stage the input into chunks -> Ray Data: build requests -> vLLM actors (k candidates per request,
 parsed and filtered; LLM judge) -> embedding judge actors -> select and write.
@@ -27,12 +27,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from syncse_ray import stage_marker
 from syncse_ray.config import Config
 from syncse_ray.config.base import output_settings
 from syncse_ray.errors import SyncseError
 from syncse_ray.io import write_json_atomic, write_table_atomic
-from syncse_ray.ray_env import init_ray
+from syncse_ray.runtime import stage_marker
+from syncse_ray.runtime.ray_env import init_ray
 from syncse_ray.synth import filters
 from syncse_ray.synth.card import CARD, write_dataset_card
 from syncse_ray.synth.decontaminate import DecontaminationError, EvalOverlapIndex
@@ -40,7 +40,7 @@ from syncse_ray.synth.inputs import SynthInputError, iter_input_sentences
 from syncse_ray.synth.judge import EmbeddingJudge, uses_embedding
 from syncse_ray.synth.layout import ANNOTATE, STAGED_INPUT_SCHEMA, Layout, PhaseLayout
 from syncse_ray.synth.prompts import check_pack, load_prompt_pack
-from syncse_ray.synth.stages import BuildRequests, FinishChunk, Generator, PhaseSpec, chunk_request_count
+from syncse_ray.synth.steps import BuildRequests, FinishChunk, Generator, PhaseSpec, chunk_request_count
 
 STAGE = "synth"
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ COUNTED = ("requests", "output_tokens")  # what the engine actors count inside a
 
 class ProgressBoard:
     """The Ray actor (`ray.remote(ProgressBoard)`) the Generators report their running chunk's counts to
-    (`stages.ChunkProgress`) and the driver reads: {chunk: (requests, output_tokens)}, the latest report for each
+    (`steps.ChunkProgress`) and the driver reads: {chunk: (requests, output_tokens)}, the latest report for each
     chunk. Plain Python (tested without Ray); one per phase run, ended with it."""
 
     def __init__(self) -> None:
@@ -353,7 +353,7 @@ def _write_card(layout: Layout) -> None:
 
 def _check_judge(cfg: Config) -> None:
     """Fail before any generation when the embedding judge's model cannot be found or read."""
-    from syncse_ray.models import ModelError, resolve_model
+    from syncse_ray.models.references import ModelError, resolve_model
 
     judge = cfg.synth.judge
     if not uses_embedding(judge.method):
@@ -382,7 +382,7 @@ def _overlap_for_staging(cfg: Config) -> EvalOverlapIndex | None:
 
 def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
     """Run (or resume, or skip if finished) the synth stage for `cfg`; returns counts and paths."""
-    from syncse_ray.models import resolve_model
+    from syncse_ray.models.references import resolve_model
 
     synth = cfg.synth
     layout = Layout(Path(cfg.stage_dir(STAGE)))

@@ -97,14 +97,6 @@ def select_round(anchor: str, positives: list[Candidate], negatives: list[Candid
     return RoundPick(Selection(pick.positive, negative, None), mined=True)
 
 
-def improved(dev_scores: list[float], min_delta: float | None) -> bool:
-    """Whether the last round's dev score beats every earlier round's by more than `min_delta` (None: always
-    go on). The first round always counts as an improvement."""
-    if min_delta is None or len(dev_scores) < 2:
-        return True
-    return dev_scores[-1] > max(dev_scores[:-1]) + min_delta
-
-
 def judge_agrees(pos_score: float | None, neg_score: float | None) -> bool | None:
     """Whether a judge scores a triplet's positive strictly above its negative (a tie is no agreement); None when
     it did not score both (None or NaN)."""

@@ -1,9 +1,9 @@
 """The model card (README.md) of an exported model folder, written by sentence-transformers' own card machinery.
 No Ray.
 
-    facts = training_facts(cfg, data_path, table, plan, history)        # at the end of training (trainer.py)
+    facts = training_facts(cfg, data_path, table, plan, history)        # at the end of training (train/facts.py)
     export_sentence_transformer(..., metadata={..., "card": folder_facts(facts, metrics)})  # writes README.md
-    update_model_card(model_dir, eval_dir)                              # after evaluation (pipeline.py)
+    update_model_card(model_dir, eval_dir)                              # after evaluation (eval/stage.py)
 
 The card is `sentence_transformers.base.model_card.generate_model_card` on a `SentenceTransformerModelCardData`
 filled from the training run (base model, the training data with its column statistics and samples, the loss,
@@ -12,8 +12,9 @@ YAML front matter carries `model-index` the way the Hugging Face hub reads it), 
 "Trained with syncse-ray": where the data came from (the synthesis manifest: generator, judge, kept and dropped
 rows), the loss in words, the STS table beside the paper's rows, and the config that made the model.
 
-Everything the card needs is kept in the folder (`syncse_train.json`, key `card`), so the card can be rewritten
-from the folder alone once the STS table is known.
+Everything the card needs is kept in the folder (`syncse_train.json`, key `card`: the facts of
+`syncse_ray.train.facts`), so the card can be rewritten from the folder alone once the STS table is known. This
+module renders; the facts are gathered in `facts.py`.
 """
 
 from __future__ import annotations
@@ -24,13 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from syncse_ray import __version__
-from syncse_ray.io import write_text_atomic
+from syncse_ray.io import CARD, write_text_atomic
+from syncse_ray.train.facts import flatten, read_facts
 
 log = logging.getLogger(__name__)
 
-TRAIN_META = "syncse_train.json"
-CARD = "README.md"
-SAMPLE_ROWS = 100  # rows kept for the card's column statistics and samples (sentence-transformers: the first 100)
 SECTION = "## Trained with syncse-ray"
 _EVAL_STAMP = "<!-- syncse-ray eval results: {} -->"
 STS_TASK_TYPE = "Semantic Similarity"  # sentence-transformers' EmbeddingSimilarityEvaluator description
@@ -53,84 +52,7 @@ CITATIONS = {
 }
 
 
-# ---------------------------------------------------------------------------------------------------- facts
-
-
-def base_model_hub_id(reference: str) -> str | None:
-    """The hub id of a base model reference, for the card's `base_model`: a bundled model's origin, a hub name
-    as given; None for a local folder (the hub's `base_model` must be a hub id)."""
-    from syncse_ray.models import BUNDLED, BUNDLED_PREFIX
-
-    if reference.startswith(BUNDLED_PREFIX):
-        bundled = BUNDLED.get(reference[len(BUNDLED_PREFIX):])
-        return bundled.hub_id if bundled else None
-    if Path(reference).expanduser().exists() or reference.startswith((".", "/", "~")) or reference.count("/") > 1:
-        return None
-    return reference
-
-
-def synthesis_facts(data_path: Path) -> dict[str, Any] | None:
-    """What the synthesis manifest says about the training data, when `data_path` is a synth stage's `data/`
-    folder (its parent holds `manifest.json`); None otherwise."""
-    path = Path(data_path)
-    manifest_file = (path.parent if path.is_dir() else path.parent.parent) / "manifest.json"
-    if path.name != "data" or not manifest_file.is_file():
-        return None
-    try:
-        manifest = json.loads(manifest_file.read_text())
-    except json.JSONDecodeError:
-        return None
-    synth = (manifest.get("config") or {}).get("synth") or {}
-    judge = synth.get("judge") or {}
-    annotate = (manifest.get("phases") or {}).get("annotate") or {}
-    return {
-        "folder": str(manifest_file.parent), "mode": manifest.get("mode"), "generator": manifest.get("model"),
-        "input": synth.get("input"), "candidates": synth.get("candidates"),
-        "judge": {k: judge.get(k) for k in ("method", "model", "margin", "min_positive", "max_positive",
-                                            "min_negative") if k in judge},
-        "requested": manifest.get("requested"), "kept": annotate.get("kept"), "dropped": annotate.get("dropped"),
-        "drop_reasons": annotate.get("drop_reasons") or {},
-        "dataset_card": (manifest_file.parent / CARD).is_file() or None,
-    }
-
-
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def training_facts(cfg, data_path: Path, table, plan: dict[str, int], history: list[dict[str, Any]],
-                   seed: int | None = None) -> dict[str, Any]:
-    """Everything the model card says about a training run (JSON-able): `cfg` a Config, `table` the training
-    rows as read (pyarrow), `plan` steps per epoch / total steps, `history` the metrics log."""
-    from syncse_ray.config import TrainConfig, dump_config
-    from syncse_ray.config.base import output_settings
-
-    t = cfg.train
-    train = output_settings(t)  # what determines the model (no resource fields: workers' CPUs, restarts, ...)
-    defaults = output_settings(TrainConfig())
-    train["data"] = str(Path(data_path).resolve())
-    train["seed"] = seed if seed is not None else (t.seed if t.seed is not None else cfg.seed)
-    derived = {"global_batch_size": t.num_workers * t.batch_size * t.gradient_accumulation_steps,
-               "steps_per_epoch": plan["steps_per_epoch"], "total_steps": plan["total_steps"],
-               "warmup_steps": round(t.warmup_ratio * plan["total_steps"])}
-    flat, flat_defaults = _flat(train), _flat(defaults)
-    return {
-        "syncse_ray_version": __version__,
-        "base_model": t.model, "base_model_hub_id": base_model_hub_id(t.model),
-        "train": train, "derived": derived,
-        "non_default": {k: v for k, v in flat.items() if flat_defaults.get(k, object()) != v},
-        "data": {"path": train["data"], "rows": table.num_rows, "columns": table.column_names,
-                 "sample": table.slice(0, SAMPLE_ROWS).to_pylist(), "synthesis": synthesis_facts(data_path)},
-        "history": history,
-        "run_dir": str(Path(cfg.run_dir).resolve()),
-        "config_yaml": dump_config(cfg),
-    }
+# ---------------------------------------------------------------------------------------------------- card helpers
 
 
 def _precision(train: dict[str, Any], facts: dict[str, Any]) -> str:
@@ -141,16 +63,11 @@ def _precision(train: dict[str, Any], facts: dict[str, Any]) -> str:
     return str(resolved or train["precision"])
 
 
-def folder_facts(facts: dict[str, Any], metrics: dict[str, Any], which: str, best_step: int) -> dict[str, Any]:
-    """`facts` for one exported folder: `which` best or final, `metrics` its checkpoint's dev scores."""
-    return {**facts, "folder": which, "checkpoint_metrics": metrics, "best_step": best_step}
-
-
 # ---------------------------------------------------------------------------------------------------- STS
 
 
 class SentEvalSTS:
-    """The SentEval "all" STS score of one task, computed by `syncse eval` (syncse_ray/eval/sts.py) and read
+    """The SentEval "all" STS score of one task, computed by `syncse eval` (syncse_ray.eval.sts) and read
     back from results.json; shaped like a sentence-transformers evaluator so that the card data turns it into
     the card's metrics table and `model-index`."""
 
@@ -247,7 +164,7 @@ def _dataset_info(model_card, facts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hyperparameters(facts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    every = {**_flat(facts["train"]), **facts["derived"]}
+    every = {**flatten(facts["train"]), **facts["derived"]}
     return every, {**facts["non_default"], "global_batch_size": facts["derived"]["global_batch_size"]}
 
 
@@ -282,14 +199,14 @@ def _describe_loss(train: dict[str, Any]) -> str:
 def _syncse_section(facts: dict[str, Any], results: dict[str, Any] | None, base: dict[str, Any] | None) -> str:
     from syncse_ray.eval.results import render_table
 
-    t, d, data = facts["train"], facts["derived"], facts["data"]
+    train, d, data = facts["train"], facts["derived"], facts["data"]
     metrics = facts.get("checkpoint_metrics") or {}
     lines = [SECTION, "",
              (f"This folder is the `train/{facts.get('folder', 'best')}` export of a "
              f"syncse-ray {__version__} run "
-             f"(SynCSE on Ray: an LLM writes the training data, Ray Train + {t['backend']} trains the encoder). "
+             f"(SynCSE on Ray: an LLM writes the training data, Ray Train + {train['backend']} trains the encoder). "
              "The folder is the whole model: `SentenceTransformer(folder)` loads it with its pooler "
-             f"(`{t['pooler']}`)."), "", "### Training data", ""]
+             f"(`{train['pooler']}`)."), "", "### Training data", ""]
     lines.append(f"- **Rows:** {data['rows']:,} ({', '.join(data['columns'])}) read from `{data['path']}`")
     syn = data.get("synthesis")
     if syn:
@@ -306,19 +223,19 @@ def _syncse_section(facts: dict[str, Any], results: dict[str, Any] | None, base:
                      + (f" ({reasons})" if reasons else ""))
         lines.append(f"- Dataset folder: `{syn['folder']}`" + (" (its README.md is the dataset card)"
                                                               if syn.get("dataset_card") else ""))
-    lines += ["", "### Loss", "", f"{_describe_loss(t)}", "", "### Hyperparameters", ""]
-    epochs = (f"{t['max_steps']} steps (max_steps)" if t.get("max_steps")
-              else f"{t['epochs']} epoch(s) = {d['total_steps']} steps")
-    zero = f" ZeRO-{t['deepspeed']['zero_stage']}" if t["backend"] == "deepspeed" else ""
-    lines += [(f"- lr {t['lr']} (warmup {d['warmup_steps']} steps, linear decay), weight decay {t['weight_decay']}, "
-              f"max grad norm {t['max_grad_norm']}"),
-              f"- batch size {t['batch_size']} × {t['num_workers']} worker(s)"
-              + (f" × {t['gradient_accumulation_steps']} accumulation steps" if t["gradient_accumulation_steps"] > 1
+    lines += ["", "### Loss", "", f"{_describe_loss(train)}", "", "### Hyperparameters", ""]
+    epochs = (f"{train['max_steps']} steps (max_steps)" if train.get("max_steps")
+              else f"{train['epochs']} epoch(s) = {d['total_steps']} steps")
+    zero = f" ZeRO-{train['deepspeed']['zero_stage']}" if train["backend"] == "deepspeed" else ""
+    lines += [(f"- lr {train['lr']} (warmup {d['warmup_steps']} steps, linear decay), weight decay {train['weight_decay']}, "
+              f"max grad norm {train['max_grad_norm']}"),
+              f"- batch size {train['batch_size']} × {train['num_workers']} worker(s)"
+              + (f" × {train['gradient_accumulation_steps']} accumulation steps" if train["gradient_accumulation_steps"] > 1
                  else "") + f" = {d['global_batch_size']} rows a step"
-              + (f" (GradCache mini-batches of {t['mini_batch_size']})" if t.get("mini_batch_size") else ""),
-              f"- {epochs}, {d['steps_per_epoch']} steps an epoch; dev evaluation every {t['eval_steps']} steps",
-              (f"- max length {t['max_seq_length']} tokens in training; precision {_precision(t, facts)}; "
-              f"{t['backend']}{zero}; {'GPU' if t['use_gpu'] else 'CPU'}; seed {t['seed']}"), "",
+              + (f" (GradCache mini-batches of {train['mini_batch_size']})" if train.get("mini_batch_size") else ""),
+              f"- {epochs}, {d['steps_per_epoch']} steps an epoch; dev evaluation every {train['eval_steps']} steps",
+              (f"- max length {train['max_seq_length']} tokens in training; precision {_precision(train, facts)}; "
+              f"{train['backend']}{zero}; {'GPU' if train['use_gpu'] else 'CPU'}; seed {train['seed']}"), "",
               "### Dev scores (model selection: mean of STS-B dev and SICK-R trial, Spearman ×100)", ""]
     lines += [(f"- this folder: step {metrics.get('step')}, STS-B dev {_fmt(metrics.get('stsb_dev'))}, "
               f"SICK-R trial {_fmt(metrics.get('sickr_dev'))}, dev score {_fmt(metrics.get('dev_score'))}"),
@@ -347,16 +264,16 @@ def render_model_card(model, facts: dict[str, Any], results: dict[str, Any] | No
     from sentence_transformers.base.model_card import generate_model_card
     from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
-    t = facts["train"]
+    train = facts["train"]
     base_name = (facts.get("base_model_hub_id") or facts["base_model"]).rstrip("/").rsplit("/", 1)[-1]
     card = SentenceTransformerModelCardData(language="en", local_files_only=True, generate_widget_examples=False,
-                                            model_name=f"{base_name} trained with {t['objective']} SimCSE "
+                                            model_name=f"{base_name} trained with {train['objective']} SimCSE "
                                                        "(syncse-ray)")
     card.register_model(model)
     model.model_card_data = card
     card.base_model = facts.get("base_model_hub_id")  # no hub look-up (offline; a bundled model's origin)
     card.first_save = False
-    card.add_tags(["syncse-ray", "simcse", f"loss:{_loss_name(t).rsplit('.', 1)[-1]}",
+    card.add_tags(["syncse-ray", "simcse", f"loss:{_loss_name(train).rsplit('.', 1)[-1]}",
                    f"dataset_size:{facts['data']['rows']}"])
     card.train_datasets = [_dataset_info(card, facts)]
     card.all_hyperparameters, card.non_default_hyperparameters = _hyperparameters(facts)
@@ -374,13 +291,6 @@ def render_model_card(model, facts: dict[str, Any], results: dict[str, Any] | No
     if anchor in text:
         return text.replace(anchor, "\n" + section + anchor, 1)
     return text.rstrip() + "\n\n" + section
-
-
-def read_facts(model_dir: Path) -> dict[str, Any] | None:
-    path = Path(model_dir) / TRAIN_META
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text()).get("card")
 
 
 def write_model_card(model_dir: Path, model=None, results: dict[str, Any] | None = None,

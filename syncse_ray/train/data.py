@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from syncse_ray.data.readers import FORMAT_SUFFIXES, InputFileError, column_names, file_format, read_columns
 from syncse_ray.errors import SyncseError
-from syncse_ray.io import FORMAT_SUFFIXES, InputFileError, column_names, file_format, read_columns
 
 
 class TrainDataError(SyncseError, ValueError):
@@ -100,7 +100,7 @@ def _float_or_nan(v) -> float:
 
 
 def _read_file(path: Path, fmt: str, objective: str, scores: bool) -> pa.Table:
-    """The training columns of one file (`syncse_ray.io` reads it), renamed to sent0, sent1[, hard_neg], and with
+    """The training columns of one file (`syncse_ray.data.readers` reads it), renamed to sent0, sent1[, hard_neg], and with
     `scores` the judge's pos_score / neg_score as float64 (NaN where missing)."""
     if fmt == "snli":
         table = snli_triplets(path)

@@ -31,37 +31,37 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
     return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
 
 
-def adamw(model: torch.nn.Module, t: TrainConfig) -> torch.optim.AdamW:
+def adamw(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
     """AdamW; no weight decay on biases and LayerNorm weights (the transformers Trainer convention)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, 0.999), eps=1e-8)
 
 
 class DeepSpeedEngine:
     """deepspeed.initialize around the model; DeepSpeed does accumulation, clipping, precision and ZeRO."""
 
-    def __init__(self, model: torch.nn.Module, t: TrainConfig, warmup_steps: int, total_steps: int,
+    def __init__(self, model: torch.nn.Module, train: TrainConfig, warmup_steps: int, total_steps: int,
                  bucket_size: int | None):
         import deepspeed
 
-        self.zero_stage = t.deepspeed.zero_stage
+        self.zero_stage = train.deepspeed.zero_stage
         config = {
-            "train_micro_batch_size_per_gpu": t.mini_batch_size or t.batch_size,
-            "gradient_accumulation_steps": t.micro_steps,
-            "gradient_clipping": t.max_grad_norm,
+            "train_micro_batch_size_per_gpu": train.mini_batch_size or train.batch_size,
+            "gradient_accumulation_steps": train.micro_steps,
+            "gradient_clipping": train.max_grad_norm,
             "zero_optimization": {"stage": self.zero_stage, **({} if bucket_size is None else {
                 "reduce_bucket_size": bucket_size, "allgather_bucket_size": bucket_size})},
-            "bf16": {"enabled": t.precision == "bf16"},
-            "fp16": {"enabled": t.precision == "fp16"},
+            "bf16": {"enabled": train.precision == "bf16"},
+            "fp16": {"enabled": train.precision == "fp16"},
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
         self.engine, _, _, _ = deepspeed.initialize(
-            model=model, optimizer=adamw(model, t), config=config,
+            model=model, optimizer=adamw(model, train), config=config,
             lr_scheduler=lambda opt: linear_schedule(opt, warmup_steps, total_steps),
         )
 
@@ -101,7 +101,7 @@ class DeepSpeedEngine:
 class DDPEngine:
     """torch DistributedDataParallel (one process a device), AdamW, autocast for bf16/fp16."""
 
-    def __init__(self, model: torch.nn.Module, t: TrainConfig, warmup_steps: int, total_steps: int,
+    def __init__(self, model: torch.nn.Module, train: TrainConfig, warmup_steps: int, total_steps: int,
                  bucket_size: int | None = None):
         from torch.nn.parallel import DistributedDataParallel
 
@@ -109,13 +109,13 @@ class DDPEngine:
         distributed = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
         self.ddp = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
                     if distributed else model)
-        self.optimizer = adamw(self.module, t)
+        self.optimizer = adamw(self.module, train)
         self.scheduler = linear_schedule(self.optimizer, warmup_steps, total_steps)
-        self.accumulation, self.max_grad_norm = t.micro_steps, t.max_grad_norm
+        self.accumulation, self.max_grad_norm = train.micro_steps, train.max_grad_norm
         self.micro = 0
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision)
         self.autocast = (torch.autocast(device.type, dtype=dtype) if dtype else nullcontext())
-        self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
 
     @property
     def module(self) -> torch.nn.Module:
@@ -159,7 +159,7 @@ class DDPEngine:
         return self.module.state_dict() if torch.distributed.get_rank() == 0 else None
 
 
-def build_engine(model: torch.nn.Module, t: TrainConfig, *, warmup_steps: int, total_steps: int,
+def build_engine(model: torch.nn.Module, train: TrainConfig, *, warmup_steps: int, total_steps: int,
                  bucket_size: int | None = None):
-    engine = DeepSpeedEngine if t.backend == "deepspeed" else DDPEngine
-    return engine(model, t, warmup_steps, total_steps, bucket_size)
+    engine = DeepSpeedEngine if train.backend == "deepspeed" else DDPEngine
+    return engine(model, train, warmup_steps, total_steps, bucket_size)

@@ -9,9 +9,9 @@ so `SentenceTransformer(folder).encode(s)` gives the training model's test-time 
 kept, for `cls_before_pooler` it is dropped (as SimCSE does at test time). No Normalize module: cosine
 similarity does not need it and the raw vectors stay comparable with the training model's.
 
-The tokenizer is saved as `syncse_ray.pooling.prepare_tokenizer` set it up (pad token; EOS appended for `last`),
+The tokenizer is saved as `syncse_ray.models.pooling.prepare_tokenizer` set it up (pad token; EOS appended for `last`),
 and the weights in `dtype` (default: as the model holds them; bf16 for a bf16-trained decoder), which
-`SentenceTransformer(folder)` loads as saved. With `metadata["card"]` (`syncse_ray.train.card.folder_facts`) the
+`SentenceTransformer(folder)` loads as saved. With `metadata["card"]` (`syncse_ray.train.facts.folder_facts`) the
 folder's README.md is the model card of the training run; without, sentence-transformers' default card.
 """
 
@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 
 from syncse_ray.io import atomic_dir
-from syncse_ray.pooling import LAYER_PAIRS, POOLING_MODES, needs_hidden_states, prepare_tokenizer
+from syncse_ray.models.pooling import LAYER_PAIRS, POOLING_MODES, needs_hidden_states, prepare_tokenizer
 from syncse_ray.train.card import write_model_card
+from syncse_ray.train.facts import TRAIN_META
 from syncse_ray.train.model import SimCSEModel
 
 INFERENCE_MAX_LENGTH = 512
@@ -88,8 +89,7 @@ def export_sentence_transformer(model: SimCSEModel, tokenizer, out_dir: Path, ma
         with atomic_dir(out_dir) as folder:
             st_model = SentenceTransformer(modules=modules, device="cpu")
             st_model.save(str(folder))
-            (folder / "syncse_train.json").write_text(json.dumps({"pooler": model.pooler, **(metadata or {})},
-                                                                 indent=2))
+            (folder / TRAIN_META).write_text(json.dumps({"pooler": model.pooler, **(metadata or {})}, indent=2))
             if metadata and "card" in metadata:  # README.md: the model card (syncse_ray.train.card)
                 try:
                     write_model_card(folder, st_model)

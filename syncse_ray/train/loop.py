@@ -78,14 +78,14 @@ def _run_precision(requested: str, device_type: str, state: dict | None, rank: i
 
 def train_loop_per_worker(config: dict) -> dict:
     spec = LoopSpec(**config)
-    t = spec.train
-    if not t.use_gpu:
+    train = spec.train
+    if not train.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed is imported
     import ray.train
     import ray.train.torch
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
-    from syncse_ray.pooling import prepare_tokenizer
+    from syncse_ray.models.pooling import prepare_tokenizer
     from syncse_ray.train.data import tokenize_views, views
     from syncse_ray.train.dev import dev_scores
     from syncse_ray.train.engines import build_engine
@@ -99,35 +99,35 @@ def train_loop_per_worker(config: dict) -> dict:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = json.loads((Path(directory) / CHECKPOINT_STATE).read_text())
-    t = t.model_copy(update={"precision": _run_precision(t.precision, device.type, state, rank)})
+    train = train.model_copy(update={"precision": _run_precision(train.precision, device.type, state, rank)})
 
     # Model: the same MLP initialisation on every worker, then per-worker randomness (dropout, masking).
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(spec.model_path), t.pooler)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(spec.model_path), train.pooler)
     torch.manual_seed(spec.seed)
-    model = SimCSEModel.from_pretrained(spec.model_path, t.pooler, mlm=t.mlm_weight > 0).to(device)
+    model = SimCSEModel.from_pretrained(spec.model_path, train.pooler, mlm=train.mlm_weight > 0).to(device)
     model.train()
     torch.manual_seed(spec.seed + 1 + rank)
     # BERT masking for the auxiliary MLM loss: 15% of the non-special tokens; of those 80% [MASK], 10% random.
     masker = (DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=spec.seed + 1 + rank)
-              if t.mlm_weight > 0 else None)
+              if train.mlm_weight > 0 else None)
     # CPU: DeepSpeed's 5e8-element gradient buckets alone hold 1-2 GB per worker (bf16, two buffers with
     # overlap); 5e7 keeps a 2-worker SmolLM2 run inside a laptop's memory.
-    engine = build_engine(model, t, warmup_steps=spec.warmup_steps, total_steps=spec.total_steps,
-                          bucket_size=None if t.use_gpu else 50_000_000)
-    loss_fn = build_loss(t)
+    engine = build_engine(model, train, warmup_steps=spec.warmup_steps, total_steps=spec.total_steps,
+                          bucket_size=None if train.use_gpu else 50_000_000)
+    loss_fn = build_loss(train)
     cache = None
-    if t.mini_batch_size:
+    if train.mini_batch_size:
         from syncse_ray.train.grad_cache import GradCache
 
         cache = GradCache(lambda inputs: engine(**inputs)[0], loss_fn)
     guide = None
     if spec.guide_path:
-        from syncse_ray.encoders import load_encoder
+        from syncse_ray.models.encoders import load_encoder
 
-        guide = load_encoder(spec.guide_path, pooler=t.false_negatives.guide_pooler, device=str(device))
+        guide = load_encoder(spec.guide_path, pooler=train.false_negatives.guide_pooler, device=str(device))
     if rank == 0:
         print(f"[train] {world} worker(s), {torch.get_num_threads()} torch threads each, precision "
-              f"{t.precision}, parameters {next(engine.module.parameters()).dtype}", flush=True)
+              f"{train.precision}, parameters {next(engine.module.parameters()).dtype}", flush=True)
 
     # Resume: the engine state and the step (= data position) from the latest checkpoint, if any.
     step, history = 0, []
@@ -146,7 +146,7 @@ def train_loop_per_worker(config: dict) -> dict:
             if rank == 0:
                 torch.save(weights, Path(tmp) / CHECKPOINT_WEIGHTS)
                 (Path(tmp) / CHECKPOINT_STATE).write_text(json.dumps({"step": step, "history": history,
-                                                                      "precision": t.precision}))
+                                                                      "precision": train.precision}))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                              checkpoint_dir_name=f"checkpoint_step_{step:07d}")
 
@@ -158,11 +158,11 @@ def train_loop_per_worker(config: dict) -> dict:
             return
         from syncse_ray.io import write_json_atomic
 
-        shown.update(record, total_steps=spec.total_steps, precision=t.precision)
+        shown.update(record, total_steps=spec.total_steps, precision=train.precision)
         write_json_atomic(Path(spec.progress_file), shown)
 
     def evaluate() -> dict:
-        scores = dev_scores(engine.module, tokenizer, spec.dev, t.max_seq_length)
+        scores = dev_scores(engine.module, tokenizer, spec.dev, train.max_seq_length)
         record = {"step": step, **scores}
         history.append(record)
         if rank == 0:
@@ -172,11 +172,11 @@ def train_loop_per_worker(config: dict) -> dict:
         return record
 
     def tokenized(texts: list[list[str]]) -> dict[str, torch.Tensor]:
-        return {k: v.to(device) for k, v in tokenize_views(texts, tokenizer, t.max_seq_length).items()}
+        return {k: v.to(device) for k, v in tokenize_views(texts, tokenizer, train.max_seq_length).items()}
 
     start_step = step
     shard = ray.train.get_dataset_shard("train")
-    accum = t.gradient_accumulation_steps
+    accum = train.gradient_accumulation_steps
     # samples/s counts wall time between micro-batches (data, tokenization, compute), not dev evaluation.
     window_loss, window_steps, window_time = 0.0, 0, 0.0
     step_loss = 0.0  # this optimizer step's loss so far (the progress display shows every step)
@@ -184,8 +184,8 @@ def train_loop_per_worker(config: dict) -> dict:
     while step < spec.total_steps:
         epoch, steps_done_in_epoch = divmod(step, spec.steps_per_epoch)
         micro_per_epoch = spec.steps_per_epoch * accum
-        batches = shard.iter_batches(batch_size=t.batch_size, drop_last=True, batch_format="numpy",
-                                     local_shuffle_buffer_size=max(t.batch_size * 4, 1024),
+        batches = shard.iter_batches(batch_size=train.batch_size, drop_last=True, batch_format="numpy",
+                                     local_shuffle_buffer_size=max(train.batch_size * 4, 1024),
                                      local_shuffle_seed=spec.seed + epoch)
         for micro, rows in enumerate(batches):
             if micro < steps_done_in_epoch * accum:
@@ -193,18 +193,18 @@ def train_loop_per_worker(config: dict) -> dict:
                 continue  # covered by the checkpoint we resumed from
             if micro >= micro_per_epoch or step >= spec.total_steps:
                 break
-            texts = views(rows, t.objective)
+            texts = views(rows, train.objective)
             # what judges which negatives are false (no gradient): the guide's vectors for the same views, or
             # the synthesis judge's scores of each row's own pair
             reference = None
             if guide is not None:
                 reference = tuple(torch.from_numpy(guide.encode(view, show_progress=False)).to(device)
                                   for view in texts)
-            elif t.false_negatives.reference == "judge_scores":
+            elif train.false_negatives.reference == "judge_scores":
                 reference = JudgeScores(*(torch.as_tensor(rows[c], dtype=torch.float32, device=device)
                                           for c in ("pos_score", "neg_score")))
             if cache is not None:  # GradCache: embed mini-batch by mini-batch, loss of the whole batch
-                m = t.mini_batch_size
+                m = train.mini_batch_size
                 loss = cache.loss([tokenized([view[i:i + m] for view in texts])
                                    for i in range(0, len(texts[0]), m)], len(texts), reference)
             else:
@@ -216,7 +216,7 @@ def train_loop_per_worker(config: dict) -> dict:
                 k_views = vectors.view(-1, len(rows["sent0"]), vectors.shape[-1])  # [k, N, d]
                 loss = loss_fn(*k_views, reference=reference)
                 if mlm_loss is not None:
-                    loss = loss + t.mlm_weight * mlm_loss
+                    loss = loss + train.mlm_weight * mlm_loss
             mean_loss = _all_mean(loss.item())
             if not math.isfinite(mean_loss):
                 # Stop on every worker together, without a checkpoint: the last good one stays the latest.
@@ -224,7 +224,7 @@ def train_loop_per_worker(config: dict) -> dict:
                            f"Lower train.lr, raise train.temperature, or use fp32/bf16 instead of fp16.")
                 if rank == 0:
                     print(f"[train] {message}", flush=True)
-                return {"stopped": message, "step": step, "start_step": start_step, "precision": t.precision}
+                return {"stopped": message, "step": step, "start_step": start_step, "precision": train.precision}
             stepped = cache.replay(engine.backward_and_step) if cache is not None else engine.backward_and_step(loss)
             window_loss += mean_loss / accum
             step_loss += mean_loss / accum
@@ -237,10 +237,10 @@ def train_loop_per_worker(config: dict) -> dict:
             show({"step": step, "loss": step_loss})
             step_loss = 0.0
 
-            if step % t.log_every == 0 or step == spec.total_steps:
+            if step % train.log_every == 0 or step == spec.total_steps:
                 record = {"step": step, "epoch": round(step / spec.steps_per_epoch, 4),
                           "loss": window_loss / window_steps, "lr": engine.lr(),
-                          "samples_per_s": window_steps * accum * t.batch_size * world / window_time}
+                          "samples_per_s": window_steps * accum * train.batch_size * world / window_time}
                 history.append(record)
                 if rank == 0:
                     print(f"[train] step {step}/{spec.total_steps} loss {record['loss']:.4f} "
@@ -248,15 +248,15 @@ def train_loop_per_worker(config: dict) -> dict:
                 show(record)
                 window_loss, window_steps, window_time = 0.0, 0, 0.0
 
-            if step % t.eval_steps == 0 or step == spec.total_steps:
+            if step % train.eval_steps == 0 or step == spec.total_steps:
                 save_and_report(evaluate())
                 last_tick = time.perf_counter()
 
-            if step == t.fault_at_step and rank == 0 and not Path(spec.fault_marker).exists():
+            if step == train.fault_at_step and rank == 0 and not Path(spec.fault_marker).exists():
                 Path(spec.fault_marker).write_text(str(step))
                 raise RuntimeError(f"injected fault at step {step} (train.fault_at_step)")
         if step < min((epoch + 1) * spec.steps_per_epoch, spec.total_steps):
             raise RuntimeError(f"the data shard of worker {rank} ended after step {step}, before the planned "
                                f"{spec.steps_per_epoch} steps of epoch {epoch}")
-    return {"stopped": None, "step": step, "start_step": start_step, "precision": t.precision}
+    return {"stopped": None, "step": step, "start_step": start_step, "precision": train.precision}
 

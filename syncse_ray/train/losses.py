@@ -21,11 +21,15 @@ gradient that every worker's loss puts on a gathered row back to the worker that
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from syncse_ray.config.train import TrainConfig
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
@@ -210,12 +214,12 @@ class MatryoshkaLoss(nn.Module):
         return total
 
 
-def build_loss(t) -> nn.Module:
+def build_loss(train: TrainConfig) -> nn.Module:
     """The loss `train` (a TrainConfig) asks for: SimCSE, with guide masking / Gaussian decay, summed over
     Matryoshka prefixes."""
-    fn = t.false_negatives
+    fn = train.false_negatives
     mask = (GuideMask(fn.mask_threshold, fn.mask_ratio)
             if fn.mask_threshold is not None or fn.mask_ratio is not None else None)
     decay = GaussianDecay(fn.decay_sigma, fn.decay_scope) if fn.decay_sigma is not None else None
-    loss = SimCSELoss(t.temperature, t.hard_negative_weight, mask=mask, decay=decay)
-    return MatryoshkaLoss(loss, t.matryoshka_dims, t.matryoshka_weights) if t.matryoshka_dims else loss
+    loss = SimCSELoss(train.temperature, train.hard_negative_weight, mask=mask, decay=decay)
+    return MatryoshkaLoss(loss, train.matryoshka_dims, train.matryoshka_weights) if train.matryoshka_dims else loss

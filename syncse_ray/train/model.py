@@ -1,6 +1,6 @@
 """The SimCSE encoder: a transformers backbone, a pooler, and optionally an MLM head. Pure PyTorch (no Ray).
 
-The poolers are `syncse_ray.pooling`'s (one implementation for training, evaluation, export and serving). For
+The poolers are `syncse_ray.models.pooling`'s (one implementation for training, evaluation, export and serving). For
 `cls` and `cls_before_pooler` training puts a newly initialised MLP z = tanh(W·h_L[:, 0] + b) on top, as SimCSE
 does; at test time (eval mode) `cls` keeps it and `cls_before_pooler` drops it.
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from syncse_ray.pooling import check_pooler, needs_hidden_states, pool
+from syncse_ray.models.pooling import check_pooler, needs_hidden_states, pool
 
 
 class SimCSEModel(nn.Module):
@@ -68,7 +68,7 @@ class SimCSEModel(nn.Module):
     @torch.no_grad()
     def encode(self, sentences: list[str], tokenizer, max_seq_length: int, batch_size: int = 64) -> np.ndarray:
         """Test-time vectors (eval mode: no dropout; no MLP for cls_before_pooler), float32 numpy [n, d]."""
-        from syncse_ray.encoders import encode_by_length
+        from syncse_ray.models.encoders import encode_by_length
 
         was_training = self.training
         self.eval()

@@ -14,21 +14,22 @@ Output layout (cfg.stage_dir("train"), default <run_dir>/train):
                      train_state.json) — a relaunch of the same config resumes from the latest one
     progress.json    the latest step, loss and dev score while it runs (the pipeline's progress display)
     run_config.json  the fingerprint of the settings this folder is being trained with
-    stage.json       completion marker (syncse_ray.stage_marker), written last
+    stage.json       completion marker (syncse_ray.runtime.stage_marker), written last
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from syncse_ray import stage_marker
 from syncse_ray.config import Config, TrainConfig
 from syncse_ray.errors import SyncseError, SyncseRunError
-from syncse_ray.train.card import folder_facts, training_facts
+from syncse_ray.runtime import stage_marker
 from syncse_ray.train.data import TrainDataError, read_training_table
+from syncse_ray.train.facts import folder_facts, training_facts
 from syncse_ray.train.loop import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, LoopSpec, train_loop_per_worker
 
 RAY_RUN_NAME = "ray_train"
@@ -68,19 +69,23 @@ class TrainResult:
     final_scores: dict[str, float]
     resumed_from_step: int  # the step the last attempt started from (0: from scratch)
     precision: str | None = None  # what train.precision resolved to (auto: by the workers' device)
+    skipped: bool = False  # already trained with this config: the recorded result, nothing ran
 
 
 def training_settings(cfg: Config) -> TrainConfig:
     """What determines the trained model: the train section with its data path resolved and its seed filled in
     (its `resource` fields may change between relaunches). The training folder's fingerprint is taken of it."""
-    t = cfg.train
-    data_path = Path(t.data) if t.data is not None else cfg.stage_dir("synth") / "data"
-    return t.model_copy(update={"data": data_path.resolve(), "seed": cfg.seed if t.seed is None else t.seed})
+    train = cfg.train
+    data_path = Path(train.data) if train.data is not None else cfg.stage_dir("synth") / "data"
+    seed = cfg.seed if train.seed is None else train.seed
+    return train.model_copy(update={"data": data_path.resolve(), "seed": seed})
 
 
-def run_train(cfg: Config) -> TrainResult:
+def run_train(cfg: Config, progress: Callable[..., None] | None = None) -> TrainResult:
     """Train with cfg.train (see docs/train.md); returns where the models are and how they scored. A config
-    that already finished in this folder returns its recorded result; an interrupted one resumes."""
+    that already finished in this folder returns its recorded result (`skipped`); an interrupted one resumes.
+    `progress` is accepted for the shape every stage has: training's progress is the file its workers write
+    (`read_progress(out)`), which a display polls."""
     tcfg = cfg.train
     out = cfg.stage_dir("train").resolve()
     settings = training_settings(cfg)
@@ -125,19 +130,21 @@ def run_train(cfg: Config) -> TrainResult:
                           best_step=best_metrics["step"], steps=final_metrics["step"], metrics_path=metrics_path,
                           output_dir=out, final_scores={k: v for k, v in final_metrics.items() if k != "step"},
                           resumed_from_step=result.return_value["start_step"], precision=precision)
-    stage_marker.mark_done(out, "train", settings, result=json.loads(json.dumps(asdict(summary), default=str)))
+    recorded = {k: v for k, v in asdict(summary).items() if k != "skipped"}
+    stage_marker.mark_done(out, "train", settings, result=json.loads(json.dumps(recorded, default=str)))
     return summary
 
 
 def _from_marker(marker: dict) -> TrainResult:
     recorded = marker["result"]
-    return TrainResult(**{k: (Path(v) if k.endswith(("_dir", "_path")) else v) for k, v in recorded.items()})
+    return TrainResult(**{k: (Path(v) if k.endswith(("_dir", "_path")) else v) for k, v in recorded.items()},
+                       skipped=True)
 
 
 def _check_model(reference: str, cache_dir: Path, setting: str = "train.model", what: str = "base model") -> Path:
     from transformers import AutoConfig, AutoTokenizer
 
-    from syncse_ray.models import ModelError, resolve_model
+    from syncse_ray.models.references import ModelError, resolve_model
 
     try:
         path = resolve_model(reference, cache_dir)
@@ -170,8 +177,8 @@ def _plan_steps(rows: int, tcfg: TrainConfig) -> dict[str, int]:
 
 
 def _dev_sets(data_dir: Path, max_pairs: int | None) -> dict:
-    from syncse_ray.datadir import MissingDataError
-    from syncse_ray.eval.sts import load_sts_dev
+    from syncse_ray.data.datadir import MissingDataError
+    from syncse_ray.data.senteval import load_sts_dev
 
     try:
         dev = load_sts_dev(data_dir, max_pairs)
@@ -190,7 +197,7 @@ def _fit(spec: LoopSpec, table, ray_cfg, out: Path):
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.train.v2.api.exceptions import TrainingFailedError
 
-    from syncse_ray.ray_env import init_ray
+    from syncse_ray.runtime.ray_env import init_ray
 
     init_ray(ray_cfg)
     tcfg = spec.train

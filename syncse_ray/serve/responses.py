@@ -7,14 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from syncse_ray.models.vectors import unit_rows
 from syncse_ray.serve.protocol import ApiError
 
 
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    """Unit-length rows (float32); all-zero rows stay zero."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
+def unit_float32(vectors: np.ndarray) -> np.ndarray:
+    """Unit-length float32 rows (what the endpoint returns); all-zero rows stay zero."""
+    return unit_rows(np.asarray(vectors, dtype=np.float32))
 
 
 def check_dimensions(dimensions: int | None, size: int) -> None:
@@ -30,7 +29,7 @@ def truncate_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarr
     check_dimensions(dimensions, size)
     if dimensions is None or dimensions == size:
         return vectors
-    return normalize(vectors[:, :dimensions])
+    return unit_float32(vectors[:, :dimensions])
 
 
 def to_base64(vector: np.ndarray) -> str:

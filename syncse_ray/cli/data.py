@@ -1,4 +1,4 @@
-"""`syncse data fetch`: benchmark and seed data from the Hugging Face hub into the data dir (syncse_ray/fetch.py)."""
+"""`syncse data fetch`: benchmark and seed data from the Hugging Face hub into the data dir (syncse_ray/data/fetch.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from syncse_ray.cli_common import App, console
-from syncse_ray.datadir import default_data_dir
+from syncse_ray.cli.common import App, console
+from syncse_ray.data.datadir import default_data_dir
 
 data_app = App(help="Benchmark and seed data: fetch it from the Hugging Face hub into the data dir.",
                no_args_is_help=True)
@@ -30,7 +30,7 @@ def fetch_command(
 ) -> None:
     """Download the STS/SICK benchmarks, SNLI and the wiki1m sample (default; more with --only/--transfer) and
     write them in the layout the readers expect, with <data dir>/manifest.json."""
-    from syncse_ray.fetch import Source, fetch
+    from syncse_ray.data.fetch import Source, fetch
 
     data_dir = to or default_data_dir()
     table = Table(title=f"data dir {data_dir}")

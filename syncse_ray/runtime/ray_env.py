@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from syncse_ray.config.ray import RayConfig
-from syncse_ray.interrupts import reclaim_signals
+from syncse_ray.runtime.interrupts import reclaim_signals
 
 _started_local = False  # whether init_ray started a local cluster in this process
 

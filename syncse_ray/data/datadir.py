@@ -1,7 +1,7 @@
 """The data directory: where it is by default, and the one error every reader raises when a file in it is missing.
 
 The data directory holds the benchmark and seed data (``senteval/``, ``seeds/``; the layout is in README.md and
-``syncse_ray/fetch.py``). It is the config's ``data_dir``, else ``$SYNCSE_DATA_DIR``, else a user cache folder
+``syncse_ray/data/fetch.py``). It is the config's ``data_dir``, else ``$SYNCSE_DATA_DIR``, else a user cache folder
 (``~/.cache/syncse-ray/data``) that ``syncse data fetch`` fills. No heavy imports: every reader imports this.
 """
 

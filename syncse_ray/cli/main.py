@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from syncse_ray.cli_common import App, ConfigPath, SetOption, console, fail, load_or_exit
+from syncse_ray.cli.common import App, ConfigPath, SetOption, console, fail, load_command_config
+from syncse_ray.cli.data import data_app
 from syncse_ray.config import dump_config
-from syncse_ray.console import VERBOSE_ENV, RunConsole
-from syncse_ray.data_cli import data_app
-from syncse_ray.models import BUNDLED, bundled_status, prepare_bundled
+from syncse_ray.models.references import BUNDLED, bundled_status, prepare_bundled
+from syncse_ray.pipeline.console import VERBOSE_ENV, RunConsole
 
 app = App(
     name="syncse",
@@ -29,7 +29,7 @@ app.add_typer(data_app, name="data")
 @config_app.command("show")
 def config_show(config: ConfigPath, set_: SetOption = None) -> None:
     """Print the resolved config (defaults filled in, overrides applied) as YAML."""
-    cfg = load_or_exit(config, set_)
+    cfg = load_command_config(config, set_)
     typer.echo(dump_config(cfg), nl=False)
 
 
@@ -59,18 +59,18 @@ def models_prepare(
         console.print(f"[green]ready[/] bundled:{name} -> {path}")
 
 
-# Stage commands: each stage keeps its command in syncse_ray/<stage>/cli.py and is registered here, one line each.
+# Stage commands: each stage keeps its commands in syncse_ray/cli/<stage>.py and is registered here, one line each.
 # (stage registrations below)
-from syncse_ray.train.cli import train_command  # noqa: E402
+from syncse_ray.cli.train import train_command  # noqa: E402
 
 app.command("train")(train_command)
-from syncse_ray.synth.cli import synth_command  # noqa: E402
+from syncse_ray.cli.synth import synth_command  # noqa: E402
 
 app.command("synth")(synth_command)
-from syncse_ray.eval.cli import eval_command  # noqa: E402
+from syncse_ray.cli.eval import eval_command  # noqa: E402
 
 app.command("eval")(eval_command)
-from syncse_ray.serve.cli import index_app, serve_command  # noqa: E402
+from syncse_ray.cli.serve import index_app, serve_command  # noqa: E402
 
 app.command("serve")(serve_command)
 app.add_typer(index_app, name="index")
@@ -84,9 +84,9 @@ def pipeline_command(
 ) -> None:
     """Synthesize -> train -> evaluate -> report (stages whose output matches the config are skipped). One
     progress line a stage; what Ray, vLLM, DeepSpeed and the models print goes to <run_dir>/logs/<stage>.log."""
-    cfg = load_or_exit(config, set_)
-    from syncse_ray.interrupts import as_interrupted, resume_hint, stop_on_signals
-    from syncse_ray.pipeline import run_pipeline
+    cfg = load_command_config(config, set_)
+    from syncse_ray.pipeline.run import run_pipeline
+    from syncse_ray.runtime.interrupts import as_interrupted, resume_hint, stop_on_signals
 
     with stop_on_signals():
         try:
@@ -107,9 +107,9 @@ def env_command(
     versions, and what each stage's precision (`auto` by default) resolves to here."""
     import json
 
-    from syncse_ray.env_report import collect
+    from syncse_ray.runtime.env_report import collect
 
-    info = collect(load_or_exit(config, set_))
+    info = collect(load_command_config(config, set_))
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -136,9 +136,9 @@ def env_command(
 @app.command("report")
 def report_command(config: ConfigPath, set_: SetOption = None) -> None:
     """Write <run_dir>/report.md (and plots) again from the stage outputs of a run."""
-    from syncse_ray.report import write_report
+    from syncse_ray.pipeline.report import write_report
 
-    console.print(f"[green]report[/] {write_report(load_or_exit(config, set_))}")
+    console.print(f"[green]report[/] {write_report(load_command_config(config, set_))}")
 
 
 def main() -> None:

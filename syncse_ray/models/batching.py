@@ -1,4 +1,7 @@
-"""Model batches by a token budget as well as a count (as text-embeddings-inference's `--max-batch-tokens` does).
+"""Length-sorted batching, the one implementation: inputs sorted by length so a batch pads little, results put
+back in input order (`run_batches`). Two plans: `sorted_batches` (a fixed count a batch, shortest first: the
+evaluation encoder and the training model's dev encoding) and `plan_batches` (serving: a token budget as well as a
+count, as text-embeddings-inference's `--max-batch-tokens` does).
 
 A batch is padded to its longest input, so what it costs is `longest × count` tokens (after truncation to the
 model's max tokens). The inputs of a call are sorted by length, longest first, and cut into consecutive batches
@@ -59,6 +62,14 @@ def plan_batches(lengths: Sequence[int], *, max_batch_size: int, max_batch_token
     if current:
         batches.append(current)
     return batches
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Input indices sorted by length, shortest first (ties in input order), cut into batches of `batch_size`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def run_batches(batches: Sequence[Sequence[int]], encode: Callable[[list[int]], np.ndarray],

@@ -20,9 +20,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from syncse_ray import stage_marker
 from syncse_ray.config import Config
-from syncse_ray.synth.reselect import improved, round_1_agreement
+from syncse_ray.pipeline.console import RunConsole, StageDisplay
+from syncse_ray.pipeline.record import PipelineResult, run_stage, write_record
+from syncse_ray.pipeline.stages import STAGES
+from syncse_ray.runtime import stage_marker
+from syncse_ray.synth.layout import Layout
+from syncse_ray.synth.reselect import round_1_agreement
 
 
 def round_dir(cfg: Config, r: int) -> Path:
@@ -48,9 +52,17 @@ def round_config(cfg: Config, r: int, init_model: str | None = None) -> Config:
     })
 
 
+def improved(dev_scores: list[float], min_delta: float | None) -> bool:
+    """The rounds' stop rule: whether the last round's dev score beats every earlier round's by more than
+    `min_delta` (None: always go on). The first round always counts as an improvement."""
+    if min_delta is None or len(dev_scores) < 2:
+        return True
+    return dev_scores[-1] > max(dev_scores[:-1]) + min_delta
+
+
 def _tokens(cfg: Config) -> int | None:
     """The LLM output tokens round 1's synthesis spent (later rounds spend none)."""
-    path = cfg.stage_dir("synth") / "manifest.json"
+    path = Layout(cfg.stage_dir("synth")).manifest
     return json.loads(path.read_text()).get("output_tokens") if path.is_file() else None
 
 
@@ -68,32 +80,24 @@ def synth_agreement(synth_dir: Path) -> dict[str, Any]:
     return round_1_agreement(pos, neg)
 
 
-def _sts_avg(results_path: Path) -> float | None:
-    """The STS average of an evaluation (SentEval "avg"; the mean of the STS tasks run when it has no avg row)."""
-    from syncse_ray.eval.results import sts_scores
-
-    sts = sts_scores(results_path)
-    if "avg" in sts:
-        return sts["avg"]
-    return sum(sts.values()) / len(sts) if sts else None
-
-
-def run_rounds(cfg: Config, record: dict[str, Any], result, console) -> Config:
+def run_rounds(cfg: Config, record: dict[str, Any], result: PipelineResult,
+               console: RunConsole | None) -> Config:
     """Run (or resume) every round; returns the best round's config (module docstring)."""
-    from syncse_ray.pipeline import STAGE_RUNNERS, run_stage, write_record
+    from syncse_ray.eval.results import sts_average
     from syncse_ray.synth.next_round import run_select
 
-    nr = cfg.pipeline.next_round
+    next_round = cfg.pipeline.next_round
     rounds: list[dict[str, Any]] = []
     record["rounds"] = rounds
     best: tuple[float, Config] | None = None
     previous: Config | None = None
     for r in range(1, cfg.pipeline.rounds + 1):
-        init = str((previous.stage_dir("train") / "best").resolve()) if previous and nr.init == "previous" else None
+        init = (str((previous.stage_dir("train") / "best").resolve())
+                if previous and next_round.init == "previous" else None)
         rcfg = round_config(cfg, r, init)
         row: dict[str, Any] = {"round": r}
         if r == 1:
-            synth = run_stage("round_1/synth", STAGE_RUNNERS["synth"], rcfg, record, result, console)
+            synth = run_stage("round_1/synth", STAGES["synth"].run_shown, rcfg, record, result, console)
             # every kept triplet is round 1's own choice; whether its judge scores the positive above the negative
             # is measured (the margins need not guarantee it)
             row.update(kept=synth["kept"], tokens=_tokens(rcfg), same_as_round_1=synth["kept"],
@@ -102,7 +106,8 @@ def run_rounds(cfg: Config, record: dict[str, Any], result, console) -> Config:
             judge_model = str((previous.stage_dir("train") / "best").resolve())
             version = (stage_marker.read_marker(previous.stage_dir("train")) or {}).get("fingerprint")
 
-            def select(c: Config, display, r=r, judge_model=judge_model, version=version) -> dict[str, Any]:
+            def select(c: Config, display: StageDisplay, r: int = r, judge_model: str = judge_model,
+                       version: str | None = version) -> dict[str, Any]:
                 out = run_select(c, r, judge_model, version, round_dir(c, r) / "select")
                 return {"skipped": out.skipped, **{k: out.stats.get(k) for k in (
                     "kept", "dropped", "mined", "same_as_round_1", "round_1_judge_agreement", "round_1_judged",
@@ -113,15 +118,15 @@ def run_rounds(cfg: Config, record: dict[str, Any], result, console) -> Config:
                        round_1_judge_agreement=sel["round_1_judge_agreement"], round_1_judged=sel["round_1_judged"],
                        **({"round_1_judge_agreement_note": sel["round_1_judge_agreement_note"]}
                           if sel.get("round_1_judge_agreement_note") else {}))
-        train = run_stage(f"round_{r}/train", STAGE_RUNNERS["train"], rcfg, record, result, console)
+        train = run_stage(f"round_{r}/train", STAGES["train"].run_shown, rcfg, record, result, console)
         row.update(steps=train["steps"], dev_score=train["best_dev_score"])
         rounds.append(row)
-        if not improved([x["dev_score"] for x in rounds], nr.min_delta):
+        if not improved([x["dev_score"] for x in rounds], next_round.min_delta):
             row["status"] = "stopped"  # no better than an earlier round: not evaluated, no further rounds
             break
         if "eval" in cfg.pipeline.stages:
-            run_stage(f"round_{r}/eval", STAGE_RUNNERS["eval"], rcfg, record, result, console)
-            row["sts_avg"] = _sts_avg(rcfg.stage_dir("eval") / "results.json")
+            run_stage(f"round_{r}/eval", STAGES["eval"].run_shown, rcfg, record, result, console)
+            row["sts_avg"] = sts_average(rcfg.stage_dir("eval") / "results.json")
         row["status"] = "kept"
         if best is None or row["dev_score"] > best[0]:
             best = (row["dev_score"], rcfg)

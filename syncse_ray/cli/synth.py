@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from syncse_ray.cli_common import ConfigPath, SetOption, console, load_or_exit
+from syncse_ray.cli.common import ConfigPath, SetOption, console, load_command_config
 
 _PHASE_LABELS = {"sentences": "writing sentences (requests)", "annotate": "positives + hard negatives (requests)"}
 
@@ -40,7 +40,7 @@ def summary_table(result) -> Table:
 def synth_command(config: ConfigPath, set_: SetOption = None) -> None:
     """Synthesize (sent0, sent1, hard_neg) triplets with an LLM: SynCSE-partial or SynCSE-scratch.
     Re-running the same command resumes an interrupted run."""
-    cfg = load_or_exit(config, set_)
+    cfg = load_command_config(config, set_)
     from syncse_ray.synth.pipeline import run_synth
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

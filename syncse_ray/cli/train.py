@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from syncse_ray.cli_common import ConfigPath, SetOption, console, load_or_exit
+from syncse_ray.cli.common import ConfigPath, SetOption, console, load_command_config
 
 
 def train_command(config: ConfigPath, set_: SetOption = None) -> None:
     """Train a sentence encoder with (supervised or unsupervised) SimCSE on Ray Train; resumes an interrupted
     run of the same config from its latest checkpoint."""
-    cfg = load_or_exit(config, set_)
+    cfg = load_command_config(config, set_)
 
     from syncse_ray.train import run_train
 

@@ -1,7 +1,6 @@
 """What every `syncse` command shares: the console, the config argument and --set option, error exits.
 
-Kept apart from cli.py so stage commands can import it while cli.py imports them (also under
-`python -m syncse_ray.cli`, where cli.py runs as __main__)."""
+Kept apart from main.py so each stage's commands (cli/<stage>.py) can import it while main.py imports them."""
 
 from __future__ import annotations
 
@@ -31,12 +30,12 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def load_or_exit(config: Path | None, overrides: list[str] | None) -> Config:
+def load_command_config(config: Path | None, overrides: list[str] | None) -> Config:
     """Load a config for a command (a bad file or override is a `ConfigError`: one line, exit 2); warn once for
     each explicit bf16 that will run on a CPU without native bf16."""
     cfg = load_config(config, overrides or [])
-    from syncse_ray.env_report import precision_settings
     from syncse_ray.hardware import cpu_flags_here, slow_precision_warning
+    from syncse_ray.runtime.env_report import precision_settings
 
     for key, value, device in precision_settings(cfg):
         if value != "bf16" or device != "cpu":

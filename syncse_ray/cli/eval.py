@@ -9,15 +9,16 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from syncse_ray.cli_common import SetOption, console, fail, load_or_exit
+from syncse_ray.cli.common import SetOption, console, fail, load_command_config
 from syncse_ray.config.loader import format_validation_error
-from syncse_ray.pooling import POOLERS
+from syncse_ray.models.pooling import POOLERS
 
 
 def eval_command(
     model: Annotated[str | None, typer.Argument(
         help="bundled:<name>, a (sentence-)transformers folder, a hub name, or an http(s)://…/v1 embeddings "
-             "endpoint. Default: the config's eval.model.")] = None,
+             "endpoint. Default: the config's eval.model, else (with --config) the run's eval stage on its "
+             "trained model, as `syncse pipeline` and jobs/eval.py run it.")] = None,
     tasks: Annotated[list[str] | None, typer.Option(
         "--tasks", "-t", help="sts, sts:<name>, sts-dev, transfer, transfer:<name>, mteb:<task|sts|reranking>; "
                               "repeat or comma-separate. Default: the config's eval.tasks (sts).")] = None,
@@ -43,7 +44,7 @@ def eval_command(
     set_: SetOption = None,
 ) -> None:
     """Evaluate a sentence encoder: SentEval STS (paper protocol), transfer probes, MTEB tasks."""
-    cfg = load_or_exit(config, set_)
+    cfg = load_command_config(config, set_)
     ev = cfg.eval
     task_list = [t.strip() for spec in tasks or [] for t in spec.split(",") if t.strip()]
     try:  # command-line values win over the config; assignment validates them like the config does
@@ -56,9 +57,11 @@ def eval_command(
             cfg.data_dir = data_dir
     except ValidationError as exc:
         raise fail(format_validation_error(exc, "command line", "eval")) from None
-    if not ev.model:
+    if not ev.model and config is None:
         raise fail("no model: pass MODEL or set eval.model in the config")
-    out_dir = out or cfg.stage_dir("eval")
+    if out is not None:
+        ev.output_dir = out
+    out_dir = cfg.stage_dir("eval")
 
     from syncse_ray.eval import render_table, run_eval
     from syncse_ray.eval.score_cache import cacheable_reference
@@ -68,6 +71,15 @@ def eval_command(
     log = logging.getLogger("syncse_ray.eval")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    if not ev.model:
+        # the run's eval stage, as `syncse pipeline` and jobs/eval.py run it: the trained model (and the base
+        # encoder with eval.compare_base), skipped when done with the same settings, the model card updated
+        from syncse_ray.pipeline.stages import STAGES
+
+        stage = STAGES["eval"].run(cfg)
+        typer.echo(render_table(stage.results))
+        console.print(f"[green]{'already evaluated' if stage.skipped else 'wrote'}[/] {stage.results_path}")
+        return
     results = run_eval(ev.model, ev.tasks, cfg.data_dir, out_dir, pooler=ev.pooler, batch_size=ev.batch_size,
                        max_seq_length=ev.max_seq_length, served_model=ev.served_model,
                        mteb_source=ev.mteb_source, kfold=ev.kfold, cache_dir=cfg.cache_dir,

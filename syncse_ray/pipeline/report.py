@@ -16,6 +16,7 @@ from typing import Any
 
 from syncse_ray.config import Config
 from syncse_ray.io import markdown_table
+from syncse_ray.synth.layout import Layout
 
 REPORT_FILE = "report.md"
 
@@ -105,8 +106,9 @@ def _verification_lines(synth_dir: Path, run_dir: Path, manifest: dict[str, Any]
 
 
 def _synth_section(synth_dir: Path, run_dir: Path) -> list[str]:
-    manifest = _read_json(synth_dir / "manifest.json")
-    stats = _read_json(synth_dir / "stats.json")
+    layout = Layout(synth_dir)
+    manifest = _read_json(layout.manifest)
+    stats = _read_json(layout.stats)
     if not manifest and not stats:
         return []
     manifest = manifest or {}

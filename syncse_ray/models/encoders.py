@@ -5,7 +5,7 @@
     encoder = load_encoder("http://localhost:8000/v1")           # OpenAI-compatible embeddings endpoint
     vectors = encoder.encode(["a sentence", "another"])          # float32 [n, d]
 
-Poolers for plain transformers models are `syncse_ray.pooling`'s (the one implementation training uses); ``cls``
+Poolers for plain transformers models are `syncse_ray.models.pooling`'s (the one implementation training uses); ``cls``
 is the model's own MLP pooler (``pooler_output``). The weights load in ``precision`` (default ``auto``: the
 checkpoint's own dtype where the device runs it natively, so the bundled SmolLM2's bf16 stays bf16 on AMX and
 becomes fp32 on an AVX2 CPU; syncse_ray.hardware); ``encoder.precision`` says which.
@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from syncse_ray.models import ModelError, resolve_model
-from syncse_ray.pooling import POOLERS, needs_hidden_states, pool, prepare_tokenizer
+from syncse_ray.models.batching import run_batches, sorted_batches
+from syncse_ray.models.pooling import POOLERS, needs_hidden_states, pool, prepare_tokenizer
+from syncse_ray.models.references import ModelError, resolve_model
 
 DEFAULT_BATCH_SIZE = 64
 
@@ -48,17 +49,20 @@ def _batches(items: Sequence[str], size: int, desc: str, show: bool):
         yield start, items[start:start + size]
 
 
-def encode_by_length(sentences: Sequence[str], encode_batch, *, batch_size: int, dim: int, desc: str = "encode",
-                     show_progress: bool = False) -> np.ndarray:
-    """``encode_batch(list[str]) -> float32 [b, d]`` over length-sorted batches (they pad less), rows put back
-    in input order: the one encode loop of the plain transformers encoder and of the training model."""
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    ordered = [sentences[i] for i in order]
-    chunks = [encode_batch(batch) for _, batch in _batches(ordered, batch_size, desc, show_progress)]
-    pooled = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    result = np.empty_like(pooled)
-    result[order] = pooled
-    return result
+def encode_by_length(sentences: Sequence[str], encode_batch: Callable[[list[str]], np.ndarray], *, batch_size: int,
+                     dim: int, desc: str = "encode", show_progress: bool = False) -> np.ndarray:
+    """``encode_batch(list[str]) -> float32 [b, d]`` over length-sorted batches (they pad less; `batching`), rows
+    put back in input order: the one encode loop of the plain transformers encoder and of the training model."""
+    batches = sorted_batches([len(s) for s in sentences], batch_size)
+    if not batches:
+        return np.zeros((0, dim), np.float32)
+    with tqdm(total=len(batches), desc=desc, unit="batch", disable=not show_progress or len(batches) <= 1,
+              leave=False) as bar:
+        def encode(indices: list[int]) -> np.ndarray:
+            rows = encode_batch([sentences[i] for i in indices])
+            bar.update(1)
+            return rows
+        return run_batches(batches, encode, len(sentences))
 
 
 class SentenceTransformerEncoder:
@@ -209,7 +213,7 @@ def load_encoder(reference: str, *, pooler: str | None = None, batch_size: int =
     """Any model reference the project knows -> an ``Encoder``:
 
     - ``http(s)://host/v1``: an OpenAI-compatible embeddings endpoint (``served_model`` picks the model);
-    - ``bundled:<name>``, a local folder or a hub name (``syncse_ray.models.resolve_model``): a
+    - ``bundled:<name>``, a local folder or a hub name (``syncse_ray.models.references.resolve_model``): a
       sentence-transformers model when the folder has ``modules.json`` and no ``pooler`` is given, else a plain
       transformers model with ``pooler`` (default ``cls``, as SimCSE's evaluation).
 

@@ -11,7 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
-from syncse_ray.cli_common import App, SetOption, console, err_console, fail, load_or_exit
+from syncse_ray.cli.common import App, SetOption, console, err_console, fail, load_command_config
 from syncse_ray.config import ServeConfig
 from syncse_ray.config.loader import format_validation_error
 
@@ -45,7 +45,7 @@ def serve_command(
     set_: SetOption = None,
 ) -> None:
     """Serve an encoder: OpenAI-compatible /v1/embeddings, /v1/search, /v1/models, /healthz (Ctrl-C stops)."""
-    cfg = load_or_exit(config, set_)
+    cfg = load_command_config(config, set_)
     updates: dict[str, Any] = {key: value for key, value in (
         ("model", model), ("corpus", corpus), ("index", index), ("host", host), ("port", port),
         ("num_replicas", replicas), ("num_gpus_per_replica", num_gpus), ("api_key_env", api_key_env))

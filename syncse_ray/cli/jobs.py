@@ -8,48 +8,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 
 from syncse_ray.config import Config, load_config
 from syncse_ray.errors import SyncseError
-from syncse_ray.interrupts import as_interrupted, resume_hint, stop_on_signals
-from syncse_ray.ray_env import disconnect_ray, init_ray
+from syncse_ray.pipeline.stages import STAGES
+from syncse_ray.runtime.interrupts import as_interrupted, resume_hint, stop_on_signals
+from syncse_ray.runtime.ray_env import disconnect_ray, init_ray
 
 
-def _synth(cfg: Config) -> None:
-    from syncse_ray.synth import run_synth
+def _run(stage: str, cfg: Config) -> None:
+    """A stage alone (syncse_ray.pipeline.stages.STAGES: what the pipeline runs), or the whole pipeline."""
+    if stage == "pipeline":
+        from syncse_ray.pipeline.console import RunConsole
+        from syncse_ray.pipeline.run import run_pipeline
 
-    run_synth(cfg)
-
-
-def _train(cfg: Config) -> None:
-    from syncse_ray.train import run_train
-
-    run_train(cfg)
-
-
-def _eval(cfg: Config) -> None:
-    from syncse_ray.pipeline import run_eval_stage
-
-    run_eval_stage(cfg)
-
-
-def _index(cfg: Config) -> None:
-    from syncse_ray.pipeline import run_index_stage
-
-    run_index_stage(cfg)
-
-
-def _pipeline(cfg: Config) -> None:
-    from syncse_ray.console import RunConsole
-    from syncse_ray.pipeline import run_pipeline
-
-    run_pipeline(cfg, console=RunConsole())
-
-
-STAGES: dict[str, Callable[[Config], None]] = {
-    "synth": _synth, "train": _train, "eval": _eval, "index": _index, "pipeline": _pipeline,
-}
+        run_pipeline(cfg, console=RunConsole())
+    else:
+        STAGES[stage].run(cfg)
 
 
 def job_main(stage: str, argv: list[str] | None = None) -> int:
@@ -64,7 +39,7 @@ def job_main(stage: str, argv: list[str] | None = None) -> int:
             cfg = load_config(args.config, args.overrides)
             run_dir = cfg.run_dir
             init_ray(cfg.ray)
-            STAGES[stage](cfg)
+            _run(stage, cfg)
         except SyncseError as exc:  # expected: one line and its exit code; anything else keeps its traceback
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code

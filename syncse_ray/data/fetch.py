@@ -19,7 +19,7 @@ simcse-nli          princeton-nlp/datasets-for-simcse, ``nli_for_simcse.csv``   
 ==================  ===========================================================  ==============================================
 
 Why ``senteval.tar`` and not the mteb copies (``mteb/sts12-sts`` …): SentEval's STS files are one subset a file
-and the readers (``syncse_ray/eval/sts.py``) read the subsets by name, while the mteb copies have no subset column;
+and the readers (``syncse_ray/data/senteval.py``) read the subsets by name, while the mteb copies have no subset column;
 ``mteb/sickr-sts`` is all 9,927 SICK pairs in one ``test`` split, with no train/trial/test; and the SentEval files
 are the tokenized, lower-cased text the SimCSE and SynCSE papers evaluated on. The tar also holds the transfer sets.
 
@@ -42,7 +42,6 @@ dataset repos (the same files); the same code reads them (``hf_hub_download`` ->
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -231,7 +230,7 @@ def _extract(tar_path: Path, folders: Sequence[str], out: Path) -> list[str]:
 
 
 def _write_senteval_sts(source: Source, revision: str | None, out: Path) -> dict[str, Any]:
-    from syncse_ray.eval.sts import STS_YEAR_SUBSETS, read_sick, read_sts_year, read_stsb
+    from syncse_ray.data.senteval import STS_YEAR_SUBSETS, read_sick, read_sts_year, read_stsb
 
     _extract(source.file(SIMCSE_REPO, SENTEVAL_TAR, revision), STS_FOLDERS, out)
     rows: dict[str, Any] = {year: len(read_sts_year(out, year).gold) for year in STS_YEAR_SUBSETS}
@@ -241,7 +240,7 @@ def _write_senteval_sts(source: Source, revision: str | None, out: Path) -> dict
 
 
 def _write_senteval_transfer(source: Source, revision: str | None, out: Path) -> dict[str, Any]:
-    from syncse_ray.eval.transfer import TRANSFER_TASKS, read_transfer
+    from syncse_ray.data.senteval import TRANSFER_TASKS, read_transfer
 
     _extract(source.file(SIMCSE_REPO, SENTEVAL_TAR, revision), TRANSFER_FOLDERS, out)
     rows = {}
@@ -460,12 +459,3 @@ def fetch(data_dir: Path, *, only: Sequence[str] | None = None, transfer: bool =
         if on_dataset is not None:
             on_dataset(result)
     return done
-
-
-def describe_datasets() -> str:
-    """One line per dataset (for --help)."""
-    out = io.StringIO()
-    for spec in DATASETS.values():
-        flag = "default" if spec.default else ("--transfer" if spec.transfer else "--only")
-        out.write(f"{spec.name} ({flag}): {spec.what} [{spec.repo}]\n")
-    return out.getvalue()
