@@ -52,3 +52,55 @@ def test_serve_command_rejects_conflicting_options():
     sources = runner.invoke(app, ["serve", "m", "--corpus", "c.txt", "--index", "idx"])
     assert sources.exit_code == 2 and "either corpus" in sources.output
     assert runner.invoke(app, ["serve"]).exit_code == 2  # no model here or in the config
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_serve_keeps_the_terminal_to_a_few_lines_and_logs_to_the_run_folder(tmp_path, minilm_path, free_port):
+    """The real command in a process of its own (a terminal's file descriptors, its own local Ray): the terminal
+    gets where it serves and where its log is; Ray's and Serve's output go to <run_dir>/logs/serve.log, without
+    Serve's line a request (access log off by default: it printed 3,128 lines for 3,000 requests)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    port = free_port()
+    run_dir = tmp_path / "run"
+    cmd = [str(Path(sys.executable).with_name("syncse")), "serve", str(minilm_path), "--port", str(port),
+           "--replicas", "1", "--set", f"run_dir={run_dir}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SYNCSE_VERBOSE")}
+    out_path = tmp_path / "terminal.txt"
+    with out_path.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while True:
+                assert proc.poll() is None, out_path.read_text()
+                assert time.monotonic() < deadline, out_path.read_text()
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(1)
+            for i in range(30):
+                r = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": [f"sentence {i}"]}, timeout=60)
+                assert r.status_code == 200, r.text
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=120) == 0, out_path.read_text()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+    terminal = out_path.read_text().splitlines()
+    log = run_dir / "logs" / "serve.log"
+    assert len(terminal) <= 4, terminal
+    assert any(line.startswith("serving ") for line in terminal), terminal
+    assert any(line.startswith("logs ") and line.endswith("serve.log") for line in terminal), terminal
+    assert not any("INFO" in line for line in terminal), terminal
+    text = log.read_text(errors="replace")
+    assert "Ray" in text and "Serve" in text, text[-2000:]  # what Ray and Serve printed went to the log
+    assert text.count("/v1/embeddings") < 30, text[-2000:]  # no line a request

@@ -11,17 +11,23 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
-from syncse_ray.cli.common import App, SetOption, console, err_console, fail, load_command_config
+from syncse_ray.cli.common import App, SetOption, console, fail, load_command_config
 from syncse_ray.config import ServeConfig
 from syncse_ray.config.loader import format_validation_error
+from syncse_ray.pipeline.console import VERBOSE_ENV, RunConsole
 
 
 class _ConsoleHandler(logging.Handler):
-    """Log records as plain lines on the error console (which finds stderr when it prints)."""
+    """Log records as plain lines on the terminal (the run console's, which stays on the terminal while the
+    process's own output goes to the log file)."""
+
+    def __init__(self, run_console: RunConsole):
+        super().__init__()
+        self.run_console = run_console
 
     def emit(self, record: logging.LogRecord) -> None:
         prefix = "[yellow]warning:[/] " if record.levelno >= logging.WARNING else ""
-        err_console.print(prefix + escape(record.getMessage()), markup=True, highlight=False, soft_wrap=True)
+        self.run_console.print(prefix + escape(record.getMessage()), markup=True, highlight=False, soft_wrap=True)
 
 
 index_app = App(help="FAISS corpus indexes for /v1/search.", no_args_is_help=True)
@@ -41,14 +47,20 @@ def serve_command(
     num_gpus: Annotated[float | None, typer.Option(help="GPUs per embedder replica (0: CPU).")] = None,
     api_key_env: Annotated[str | None, typer.Option(
         help="Require 'Authorization: Bearer <key>', the key read from this environment variable.")] = None,
+    access_log: Annotated[bool | None, typer.Option(
+        "--access-log/--no-access-log", help="Serve's line a request, in the log file (default: off).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=f"Show Ray's and Serve's output on the terminal "
+                                          f"instead of <run_dir>/logs/serve.log (also: {VERBOSE_ENV}=1).")] = False,
     config: Annotated[Path | None, typer.Option(help="YAML config whose serve and ray sections give defaults.")] = None,
     set_: SetOption = None,
 ) -> None:
-    """Serve an encoder: OpenAI-compatible /v1/embeddings, /v1/search, /v1/models, /healthz (Ctrl-C stops)."""
+    """Serve an encoder: OpenAI-compatible /v1/embeddings, /v1/search, /v1/models, /healthz (Ctrl-C stops).
+    The terminal gets where it serves and any warning; what Ray and Serve print goes to <run_dir>/logs/serve.log."""
     cfg = load_command_config(config, set_)
     updates: dict[str, Any] = {key: value for key, value in (
         ("model", model), ("corpus", corpus), ("index", index), ("host", host), ("port", port),
-        ("num_replicas", replicas), ("num_gpus_per_replica", num_gpus), ("api_key_env", api_key_env))
+        ("num_replicas", replicas), ("num_gpus_per_replica", num_gpus), ("api_key_env", api_key_env),
+        ("access_log", access_log))
         if value is not None}
     if min_replicas is not None or max_replicas is not None:
         if replicas is not None:
@@ -67,15 +79,23 @@ def serve_command(
 
     from syncse_ray.serve.app import log, serve_forever
 
-    if not any(isinstance(h, _ConsoleHandler) for h in log.handlers):  # sizing and resource warnings
-        log.addHandler(_ConsoleHandler())
+    run_console = RunConsole(verbose=verbose or None)
+    with run_console.run(cfg.run_dir, log_name="serve"):
+        handler = _ConsoleHandler(run_console)  # sizing and resource warnings stay on the terminal
+        log.addHandler(handler)
         log.setLevel(logging.INFO)
 
-    def announce(base: str) -> None:
-        console.print(f"[green]serving[/] {settings.model} at {base}/v1 (embeddings, search, models); "
-                      f"health at {base}/healthz. Ctrl-C stops.")
+        def announce(base: str) -> None:
+            run_console.print(f"[green]serving[/] {settings.model} at {base}/v1 (embeddings, search, models); "
+                              f"health at {base}/healthz. Ctrl-C stops.", highlight=False, soft_wrap=True)
+            if run_console.quiet:
+                run_console.print(f"[dim]logs[/] {run_console.log_dir / 'serve.log'}", highlight=False,
+                                  soft_wrap=True)
 
-    serve_forever(settings, cfg.ray, on_ready=announce)
+        try:
+            serve_forever(settings, cfg.ray, on_ready=announce)
+        finally:
+            log.removeHandler(handler)
 
 
 @index_app.command("build")

@@ -61,6 +61,8 @@ class ServeConfig(RequestLimits):
     cluster_autoscales: bool | None = Field(
         None, description="None: ask Ray; true: a request beyond the cluster only warns (nodes can be added)")
     api_key_env: str | None = Field(None, description="env var holding the bearer token; None: no auth")
+    access_log: bool = Field(False, description="Serve's access log: a line a request (proxy and replicas), in "
+                                                "<run_dir>/logs/serve.log with the rest of Ray's and Serve's output")
 
     @model_validator(mode="after")
     def _one_search_source(self):

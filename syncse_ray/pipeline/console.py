@@ -213,6 +213,7 @@ class RunConsole:
         self._saved: tuple[int, int] | None = None
         self._terminal: io.TextIOWrapper | None = None
         self._log_fd: int | None = None
+        self._main_log = "pipeline.log"
 
     @property
     def quiet(self) -> bool:
@@ -229,9 +230,11 @@ class RunConsole:
         self._log_fd = fd
 
     @contextlib.contextmanager
-    def run(self, run_dir: Path) -> Iterator[RunConsole]:
-        """Everything the process (and what it starts) prints goes to <run_dir>/logs/ until the block ends."""
+    def run(self, run_dir: Path, log_name: str = "pipeline") -> Iterator[RunConsole]:
+        """Everything the process (and what it starts) prints goes to <run_dir>/logs/ (<log_name>.log outside a
+        stage) until the block ends."""
         self.log_dir = Path(run_dir) / LOG_DIR
+        self._main_log = f"{log_name}.log"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.verbose or not _has_real_fds():
             yield self
@@ -243,7 +246,7 @@ class RunConsole:
         self._terminal = open(self._saved[0], "w", closefd=False, buffering=1)  # noqa: SIM115 (closed below)
         if self._given is None:
             self.console = Console(file=self._terminal, force_terminal=interactive or None)
-        self._point_at(self.log_dir / "pipeline.log")
+        self._point_at(self.log_dir / self._main_log)
         try:
             yield self
         finally:
@@ -275,14 +278,14 @@ class RunConsole:
             stopped = isinstance(exc, KeyboardInterrupt)  # Ctrl-C or a stop signal (interrupts.py), not a failure
             display.close("interrupted" if stopped else "failed")
             if self.quiet:
-                self._point_at(self.log_dir / "pipeline.log")
+                self._point_at(self.log_dir / self._main_log)
                 # bad input is said in one line by the error itself; anything else shows what led to it
                 if not stopped and not (isinstance(exc, SyncseError) and exc.exit_code == 2):
                     self.print_tail(log)
             raise
         display.close(display.status)
         if self.quiet:
-            self._point_at(self.log_dir / "pipeline.log")
+            self._point_at(self.log_dir / self._main_log)
 
     def print_tail(self, log: Path, lines: int = FAILURE_TAIL_LINES) -> None:
         try:

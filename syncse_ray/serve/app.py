@@ -261,8 +261,9 @@ def start_server(settings: ServeConfig, ray_config: RayConfig | None = None) -> 
     build_app(settings)  # a config error (model, key) before any cluster is started or joined
     init_ray(ray_config)
     application = build_app(fit_to_cluster(settings, read_cluster(settings)))
-    serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(application, name=APP_NAME, route_prefix="/")
+    logging_config = {"enable_access_log": settings.access_log}  # Serve's default: a line a request
+    serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=logging_config)
+    serve.run(application, name=APP_NAME, route_prefix="/", logging_config=logging_config)
     return f"http://{settings.host}:{settings.port}"
 
 
