@@ -36,6 +36,7 @@ from syncse_ray.runtime.ray_env import init_ray
 from syncse_ray.synth import filters
 from syncse_ray.synth.card import CARD, write_dataset_card
 from syncse_ray.synth.decontaminate import DecontaminationError, EvalOverlapIndex
+from syncse_ray.synth.engine import engine_actor_env
 from syncse_ray.synth.inputs import SynthInputError, iter_input_sentences
 from syncse_ray.synth.judge import EmbeddingJudge, uses_embedding
 from syncse_ray.synth.layout import ANNOTATE, STAGED_INPUT_SCHEMA, Layout, PhaseLayout
@@ -245,7 +246,8 @@ def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None, ca
           .map(BuildRequests, fn_constructor_args=(spec,), num_cpus=0.5, compute=helpers)
           .map_batches(Generator, fn_constructor_args=(spec, board), batch_size=1,
                        compute=ray.data.ActorPoolStrategy(size=engine.num_engines),
-                       num_gpus=engine.num_gpus_per_engine, num_cpus=engine.num_cpus_per_engine))
+                       num_gpus=engine.num_gpus_per_engine, num_cpus=engine.num_cpus_per_engine,
+                       **engine_actor_env(engine)))
     if phase.phase == ANNOTATE and uses_embedding(judge.method):
         ds = ds.map_batches(EmbeddingJudge, fn_constructor_args=(judge, str(cache_dir)), batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=judge.num_actors),

@@ -251,7 +251,8 @@ class Generator:
     With a progress `board` (an actor handle), the requests of the chunk's call are counted as they finish and
     reported to it (module docstring); the judge's call is not counted.
 
-    When the engine-core process dies (killed, OOM, crashed; `engine.watch_engine` sees it, or vLLM raises
+    On CPU the engine core runs in the actor's own process (`synth.engine.in_process`); where it has a process of
+    its own (GPU) and that process dies (killed, OOM, crashed; `engine.watch_engine` sees it, or vLLM raises
     `EngineDeadError`), the actor ends its own process: Ray Data's actors
     restart (`max_restarts=-1`) and their unfinished calls are retried (`max_task_retries=-1`), so the chunk runs
     again on a fresh engine. A chunk's files are written only after generation, so it still lands exactly once,
