@@ -67,9 +67,13 @@ def build_llm(model_path: str | Path, cfg: EngineConfig | None = None, *, seed: 
     on_cpu = vllm_is_cpu_build()
     if on_cpu:
         os.environ.update(cpu_binding_env(cfg))  # read by the engine processes this call starts
-    in_process = on_cpu if cfg.in_process is None else cfg.in_process
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if engine_in_process(cfg) else "1"
     return LLM(**engine_kwargs(model_path, cfg, on_cpu=on_cpu, seed=seed))
+
+
+def engine_in_process(cfg: EngineConfig) -> bool:
+    """Whether the engine core runs in the process that builds the engine (`synth.engine.in_process`)."""
+    return vllm_is_cpu_build() if cfg.in_process is None else cfg.in_process
 
 
 def engine_actor_env(cfg: EngineConfig, cores: set[int] | None = None) -> dict[str, Any]:

@@ -259,7 +259,7 @@ class Generator:
     and the reaper ends the dead engine's other processes."""
 
     def __init__(self, spec: PhaseSpec, board: Any = None):
-        from syncse_ray.synth.engine import build_llm, watch_engine
+        from syncse_ray.synth.engine import build_llm, engine_in_process, watch_engine
         from syncse_ray.synth.reaper import start_reaper
 
         self.spec = spec
@@ -273,7 +273,8 @@ class Generator:
         if board is not None:
             observe_engine_steps(self.llm, self._observe)
         start_reaper()  # the engine's processes must not outlive this actor (see reaper.py)
-        watch_engine(lambda pid: self._engine_died(f"engine process {pid} ended"))
+        if not engine_in_process(cfg.engine):  # in this process, the engine's death is the actor's
+            watch_engine(lambda pid: self._engine_died(f"engine process {pid} ended"))
 
     def _observe(self, outputs: list) -> None:
         progress = self.progress
