@@ -39,6 +39,7 @@ from syncse_ray.config import ConfigError, RayConfig, ServeConfig
 from syncse_ray.config.loader import apply_overrides
 from syncse_ray.config.serve import RequestLimits
 from syncse_ray.models.references import BUNDLED_PREFIX
+from syncse_ray.runtime.interrupts import stop_on_signals
 from syncse_ray.serve.continuous_batching import ContinuousBatcher
 from syncse_ray.serve.http import ApiBackend, create_api
 from syncse_ray.serve.index import VectorIndex, read_corpus
@@ -324,8 +325,6 @@ def serve_forever(settings: ServeConfig, ray_config: RayConfig | None = None,
     process started in the background by a script inherits SIGINT ignored (POSIX), Python then installs no
     handler, and Ctrl-C or `kill -INT` would never reach the loop; SIGTERM would end Python without shutting
     Serve down."""
-    from syncse_ray.runtime.interrupts import stop_on_signals
-
     with stop_on_signals():
         base_url = start_server(settings, ray_config)
         try:
