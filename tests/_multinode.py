@@ -176,7 +176,9 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
             *common, f"run_dir={tmp / 'train-run'}", f"train.data={tmp / 'triplets.parquet'}",
             "train.model=bundled:all-minilm-l6-v2", "train.precision=fp32", "train.backend=ddp",
             "train.num_workers=2", "train.batch_size=8", "train.max_steps=6", "train.eval_steps=2",
-            "train.max_seq_length=24", "train.dev_max_pairs=100", "train.log_every=1", "train.max_failures=2"])
+            "train.max_seq_length=24", "train.dev_max_pairs=100", "train.log_every=1", "train.max_failures=2",
+            # one thread each: the "nodes" share this machine's cores, each would otherwise take them all
+            "train.cpu_threads_per_worker=1"])
         progress = tmp / "train-run" / "train" / "progress.json"
 
         def after_checkpoint() -> bool:  # step 3 running and the step-2 checkpoint registered
