@@ -49,10 +49,11 @@ def test_serve_command_serves_a_saved_index_quietly_until_sigint(tmp_path, minil
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SYNCSE_VERBOSE")}
     out_path = tmp_path / "terminal.txt"
     with out_path.open("w") as out:
-        # SIGINT ignored, as a script's `syncse serve ... &` starts it (POSIX): the command's own handler must
-        # still stop it, whatever the shell that launched the tests (CI's did this)
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        # SIGINT ignored, as a script's `syncse serve ... &` starts it (POSIX; an ignored signal stays ignored
+        # across exec): the command's own handler must still stop it, whatever the shell that launched the tests
+        # (CI's did this)
+        proc = subprocess.Popen(["sh", "-c", 'trap "" INT; exec "$@"', "sh", *cmd], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 240
             while True:
