@@ -229,6 +229,7 @@ def test_llm_judge_scores_from_the_endpoints_logprobs():
     with FaultServer() as server:
         scores, tokens = _client(server).judge([MESSAGES, MESSAGES])
     assert scores == [pytest.approx(1 / (1 + 2.718281828 ** -2.3))] * 2 and tokens["output_tokens"] == 2
+    assert tokens["calls"] == 2 and tokens["retries"] == 0
 
 
 # -- the checks before a run -------------------------------------------------------------------------------------
@@ -312,7 +313,8 @@ def test_one_chunk_through_the_endpoint_writer_and_finish(tmp_path):
                                                          "synth.judge.llm_min_contradiction": "0"})
         summary = _run_chunk(spec)
     assert summary["kept"] + summary["dropped"] == 4 and summary["requests"] == 6  # 3 live rows x 2 kinds
-    assert summary["retries"] == 2 and summary["http_requests"] == 6 + 2
+    judged = 2 * 2 * 2  # the LLM judge: one question a candidate that passed the filters
+    assert summary["retries"] == 2 and summary["http_requests"] == 6 + 2 + judged
     assert summary["prompt_tokens"] > 0 and summary["output_tokens"] > 0 and summary["judge_prompt_tokens"] > 0
     dropped = {r["id"]: r["reason"] for r in pq.read_table(spec.layout.dropped_part(0)).to_pylist()}
     assert dropped["p000000002"] == "duplicate" and dropped["p000000003"] == filters.TOO_LONG_FOR_CONTEXT
@@ -330,3 +332,21 @@ def test_a_chunk_whose_request_gives_up_writes_nothing(tmp_path):
         with pytest.raises(EndpointRequestFailed, match=r"^chunk 0: synth writer: .*HTTP 500"):
             _run_chunk(spec)
     assert not spec.layout.done_file(0).exists() and not spec.layout.kept_part(0).exists()
+
+
+def test_the_drivers_error_is_the_actors_one_line():
+    """What Ray Data raises in the driver wraps the actor's `EndpointRequestFailed`; the driver's error is its line."""
+    from syncse_ray.synth.pipeline import endpoint_failure
+
+    line = "chunk 2: synth writer: http://h:1/v1/chat/completions (model 'm') failed after 3 attempts; last: HTTP 500"
+    try:
+        try:
+            raise EndpointRequestFailed(line)
+        except EndpointRequestFailed as inner:
+            raise RuntimeError("Ray Data: a task failed") from inner
+    except RuntimeError as wrapped:
+        assert endpoint_failure(wrapped) == line
+    ray_text = RuntimeError("ray::MapBatches(EndpointGenerator)() (pid=1)\n  File ...\n"
+                            f"syncse_ray.synth.endpoint.EndpointRequestFailed: {line}")
+    assert endpoint_failure(ray_text) == line
+    assert endpoint_failure(RuntimeError("something else")) is None

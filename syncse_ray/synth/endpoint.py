@@ -457,25 +457,27 @@ class EndpointClient:
         return asyncio.run(run()) if jobs else []
 
     def judge(self, conversations: Sequence[list[dict[str, str]]]) -> tuple[list[float], dict[str, int]]:
-        """P(yes) for each yes/no question (`judge.yes_probability` of the first token's top logprobs) and the
-        tokens the questions cost. A response without logprobs fails the chunk (the run's check makes that rare)."""
+        """P(yes) for each yes/no question (`judge.yes_probability` of the first token's top logprobs) and what the
+        questions cost ({prompt_tokens, output_tokens, retries, calls}). A response without logprobs fails the chunk (the run's check makes that rare)."""
 
-        async def one(client, gate, messages) -> tuple[float, int, int]:
-            payload, _retries = await self.post(client, gate, judge_body(self.model, messages))
+        async def one(client, gate, messages) -> tuple[float, int, int, int]:
+            payload, retries = await self.post(client, gate, judge_body(self.model, messages))
             top = top_logprobs(payload)
             if top is None:
                 raise EndpointRequestFailed(f"synth judge: {self.url} (model {self.model!r}) answered without "
                                             "logprobs; synth.judge.method llm needs them (use embedding)")
-            return (yes_probability(top), *usage_tokens(payload))
+            return (yes_probability(top), *usage_tokens(payload), retries)
 
-        async def run() -> list[tuple[float, int, int]]:
+        async def run() -> list[tuple[float, int, int, int]]:
             gate = asyncio.Semaphore(self.max_concurrency)
             async with self._client() as client:
                 return await _gather_or_cancel([one(client, gate, m) for m in conversations])
 
         scored = asyncio.run(run()) if conversations else []
         return ([s[0] for s in scored], {"prompt_tokens": sum(s[1] for s in scored),
-                                         "output_tokens": sum(s[2] for s in scored)})
+                                         "output_tokens": sum(s[2] for s in scored),
+                                         "retries": sum(s[3] for s in scored),
+                                         "calls": sum(s[3] + 1 for s in scored)})
 
 
 async def _gather_or_cancel(coros: list) -> list:

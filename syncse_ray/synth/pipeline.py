@@ -244,24 +244,32 @@ def _writer_step(spec: PhaseSpec, board: Any, api_key: Any) -> tuple[type, tuple
 
 def endpoint_failure(exc: BaseException) -> str | None:
     """The one-line message of an `EndpointRequestFailed` raised in a request actor, found in what Ray Data raised
-    in the driver (the original in its cause chain, or its message inside Ray's wrapper text); None if not one."""
+    in the driver (the original in its cause chain, or its line inside Ray's wrapper text); None if not one."""
     from syncse_ray.synth.endpoint import EndpointRequestFailed
+
+    def line_of(text: str) -> str | None:
+        for line in text.splitlines():
+            if "synth writer:" in line or "synth judge:" in line:
+                return line.split("EndpointRequestFailed:", 1)[-1].strip()
+        return None
 
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
+    found = False
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
         if isinstance(e, EndpointRequestFailed):
-            text = str(e)
-            return next((line.strip() for line in text.splitlines() if "synth writer:" in line
-                         or "synth judge:" in line), text.strip().splitlines()[-1] if text.strip() else None)
+            found = True
+            message = line_of(str(e))
+            if message:
+                return message
         todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
-    for line in str(exc).splitlines():
-        if "EndpointRequestFailed" in line and ("synth writer:" in line or "synth judge:" in line):
-            return line.split("EndpointRequestFailed:", 1)[-1].strip()
+    message = line_of(str(exc))
+    if message and (found or "EndpointRequestFailed" in str(exc)):
+        return message
     return None
 
 

@@ -1,4 +1,5 @@
-"""The per-chunk steps the Ray Data pipeline runs: build requests, generate (vLLM actor: k candidates per
+"""The per-chunk steps the Ray Data pipeline runs: build requests, generate (vLLM actor, `Generator`, or with
+`synth.writer.kind: openai` an actor calling an OpenAI-compatible endpoint, `EndpointGenerator`: k candidates per
 request, parsed and filtered, optionally scored by the LLM judge), judge (embedding actor, optional), finish
 (select a triplet per anchor, write the chunk's part files, then its done-summary). A row of the pipeline is
 one chunk.
@@ -553,7 +554,8 @@ def finish_chunk(spec: PhaseSpec, chunk: int, requests: list[Request], results: 
         "judge_prompt_tokens": judge_tokens["prompt_tokens"], "judge_output_tokens": judge_tokens["output_tokens"],
         "truncated": sum(r["truncated"] for r in results),
         # the endpoint writer's retries and HTTP calls (the vLLM writer has neither)
-        "retries": sum(r.get("retries", 0) for r in results), "http_requests": sum(r.get("calls", 0) for r in results),
+        "retries": sum(r.get("retries", 0) for r in results) + judge_tokens.get("retries", 0),
+        "http_requests": sum(r.get("calls", 0) for r in results) + judge_tokens.get("calls", 0),
         "generate_started_at": generate_started_at, "generate_seconds": generate_seconds,
         "finished_at": time.time(),
     }
