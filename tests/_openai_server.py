@@ -41,15 +41,19 @@ class FaultServer:
     """See the module docstring. `faults`: the schedule for chat requests; `then`: what every chat request after
     the schedule gets (("ok",) by default; a fault there never recovers). `honour_n=False` answers one choice
     whatever `n` asks (as some servers do); `logprobs=False` answers without logprobs. `api_key` set: requests
-    without `Authorization: Bearer <key>` get 401. `requests` records every chat body received."""
+    without `Authorization: Bearer <key>` get 401. `fault_for(body)`, where it returns a fault, answers that request
+with it instead of the schedule (a fault by content: deterministic whatever order concurrent requests come in).
+`requests` records every chat body received."""
 
     def __init__(self, *, models: tuple[str, ...] = ("test-model",), api_key: str | None = None,
                  faults: list[Fault] | None = None, then: Fault = ("ok",), honour_n: bool = True,
                  logprobs: bool = True, reply: Callable[[dict[str, Any], int], str] = canned_reply,
-                 reject_chat: str | None = None):
+                 reject_chat: str | None = None,
+                 fault_for: Callable[[dict[str, Any]], Fault | None] | None = None):
         self.models, self.api_key, self.then = models, api_key, then
         self.faults = list(faults or [])
         self.honour_n, self.logprobs, self.reply, self.reject_chat = honour_n, logprobs, reply, reject_chat
+        self.fault_for = fault_for
         self.requests: list[dict[str, Any]] = []
         self.authorizations: list[str | None] = []
         self._lock = threading.Lock()
@@ -137,7 +141,7 @@ class FaultServer:
                     self._send(400, {"error": {"message": "This model's maximum context length is 2048 tokens. "
                                                           "However, you requested 4000 tokens."}})
                     return
-                fault = outer.next_fault()
+                fault = (outer.fault_for and outer.fault_for(body)) or outer.next_fault()
                 if fault[0] == "status":
                     self._send(fault[1], {"error": {"message": f"injected {fault[1]}"}},
                                fault[2] if len(fault) > 2 else None)

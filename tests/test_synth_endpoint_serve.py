@@ -88,12 +88,27 @@ def test_endpoint_writer_stops_on_a_failing_endpoint_and_resumes_through_vllm_se
             "synth.writer.price_per_million_output_tokens=0.6", *extra])
 
     out = tmp_path / "run" / "synth"
-    # Part 1: the check before the run (one chat request) and the first chunk's 8 requests (n=4 each) answered,
-    # then 500 forever.
-    with FaultServer(models=(SERVED,), faults=[("ok",)] * 9, then=("status", 500)) as failing:
+    # Part 1: the check before the run and the first chunk get answers; every request about the second chunk's
+    # sentences is held until the first chunk is done (judged and written: a chunk whose request gives up stops
+    # the run, and chunks in flight with it are redone on resume), then gets 500. Chunks run concurrently, so the
+    # fault goes by content, not by order.
+    second_chunk = [line.strip() for line in lines[4:8]]
+    done_dir = tmp_path / "run" / "synth" / "work" / "annotate" / "done"
+
+    def fail_second_chunk(body: dict):
+        text = " ".join(str(m.get("content") or "") for m in body.get("messages", []))
+        if not any(s in text for s in second_chunk):
+            return None
+        deadline = time.monotonic() + 240
+        while not any(done_dir.glob("chunk-*.json")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return ("status", 500)
+
+    with FaultServer(models=(SERVED,), fault_for=fail_second_chunk) as failing:
         started = time.monotonic()
         with pytest.raises(SynthEndpointError) as info:
-            run_synth(config(failing.base_url, "synth.writer.max_retries=2", "synth.writer.backoff_base_s=0.05"))
+            run_synth(config(failing.base_url, "synth.writer.max_retries=2", "synth.writer.backoff_base_s=0.05",
+                             "synth.writer.timeout_s=300"))
         print(f"failing run: {time.monotonic() - started:.1f} s")
     message = str(info.value)
     assert "\n" not in message and f"{failing.base_url}/chat/completions" in message and "HTTP 500" in message
