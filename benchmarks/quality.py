@@ -63,8 +63,8 @@ def write_inputs(data_dir: Path, n: int, out: Path) -> tuple[Path, Path, int]:
         for row in table.to_pylist():
             if row["sent0"].strip() and row["sent0"] not in seen and len(rows["sent0"]) < n:
                 seen.add(row["sent0"])
-                for key in rows:
-                    rows[key].append(row[key].strip())
+                for key, values in rows.items():
+                    values.append(row[key].strip())
     if len(rows["sent0"]) < n:
         raise SystemExit(f"only {len(rows['sent0'])} SNLI premises with an entailment and a contradiction in "
                          f"{snli}; asked for --n {n}")
@@ -158,8 +158,8 @@ def run_rounds_arm(args, premises: Path, out: Path) -> list[dict]:
 
 
 def render_rounds(rounds: list[dict]) -> str:
-    lines = ["| round | kept triplets | same triplet as round 1 | round 1's judge agrees | mined negatives | steps | "
-             "dev score | STS avg |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [("| round | kept triplets | same triplet as round 1 | round 1's judge agrees | mined negatives | steps | "
+              "dev score | STS avg |"), "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rounds:
         agree = r.get("round_1_judge_agreement")
         lines.append(f"| {r['round']} | {r['kept']} | {r['same_as_round_1']} | "

@@ -141,7 +141,10 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
         synth_cfg = load_config(REPO / "configs" / "synth_partial_cpu.yaml", [
             *common, f"run_dir={tmp / 'synth-run'}", "synth.limit=16", "synth.chunk_size=2",
             "synth.engine.num_engines=2", "synth.engine.num_cpus_per_engine=2",
-            "synth.engine.cpu_threads_bind=null", "synth.judge.num_cpus_per_actor=0.5"])
+            "synth.engine.cpu_threads_bind=null", "synth.judge.num_cpus_per_actor=0.5",
+            # vLLM's own engine-core process (the GPU default; the CPU default keeps the core in the actor): the
+            # process this scenario SIGKILLs
+            "synth.engine.in_process=false"])
         done = tmp / "synth-run" / "synth" / "work" / "annotate" / "done"
         chunks_done: dict = {}
 

@@ -15,7 +15,8 @@ def test_transformers_model_classes_import():
         "from transformers import AutoModel, AutoModelForCausalLM, BertModel, RobertaModel, LlamaForCausalLM;"
         "import sentence_transformers, vllm; print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
 

@@ -264,3 +264,26 @@ def test_fixed_exemplar_sets_share_whole_prefixes():
     assert len(fixed) <= 3 * len(instructions) and fixed == sets(0, 3)
     assert len(sets(0, None)) > 3 * len(instructions)  # a fresh sample per request
     assert sets(1, 3) != fixed  # the sets are the run's
+
+
+def test_engine_threads_counts_the_bound_cores():
+    from syncse_ray.config import load_config
+    from syncse_ray.synth.engine import engine_threads
+
+    def engine(bind):
+        return load_config(None, [f"synth.engine.cpu_threads_bind={bind}"]).synth.engine
+
+    assert engine_threads(load_config(None, []).synth.engine) is None  # vLLM's "auto": its choice
+    assert engine_threads(engine("nobind")) is None
+    assert engine_threads(engine("all"), cores={0, 1, 5}) == 3
+    assert engine_threads(engine("0-3,6")) == 5
+    assert engine_threads(engine("0-1|2-3")) == 4
+
+
+def test_an_engine_actor_starts_with_the_bound_cores_as_its_thread_count():
+    from syncse_ray.config import load_config
+    from syncse_ray.synth.engine import engine_actor_env
+
+    every = load_config(None, ["synth.engine.cpu_threads_bind=all"]).synth.engine
+    assert engine_actor_env(every, cores={0, 1}) == {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": "2"}}}
+    assert engine_actor_env(load_config(None, []).synth.engine) == {}  # vLLM's choice: Ray's default stays

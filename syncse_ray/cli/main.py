@@ -61,16 +61,16 @@ def models_prepare(
 
 # Stage commands: each stage keeps its commands in syncse_ray/cli/<stage>.py and is registered here, one line each.
 # (stage registrations below)
-from syncse_ray.cli.train import train_command  # noqa: E402
+from syncse_ray.cli.train import train_command
 
 app.command("train")(train_command)
-from syncse_ray.cli.synth import synth_command  # noqa: E402
+from syncse_ray.cli.synth import synth_command
 
 app.command("synth")(synth_command)
-from syncse_ray.cli.eval import eval_command  # noqa: E402
+from syncse_ray.cli.eval import eval_command
 
 app.command("eval")(eval_command)
-from syncse_ray.cli.serve import index_app, serve_command  # noqa: E402
+from syncse_ray.cli.serve import index_app, serve_command
 
 app.command("serve")(serve_command)
 app.add_typer(index_app, name="index")

@@ -42,6 +42,11 @@ class EngineConfig(Section):
         None, description='CPU: the cores the engine\'s threads use ("all", "0-1", "nobind"); None: vLLM\'s "auto"')
     cpu_reserved_cores: int | None = resource(
         None, ge=0, description="CPU: cores vLLM keeps free of its threads; None: vLLM's default")
+    # vLLM runs its engine core in a process of its own (and on CPU a worker process besides), each importing
+    # vLLM again: ~40 s of a 2-core machine's start-up. In the actor's own process the engine runs as fast once
+    # started (docs/synth.md); a GPU keeps the separate core, which overlaps scheduling with the forward pass.
+    in_process: bool | None = resource(
+        None, description="the engine core in the actor's process; None: yes on CPU, no on GPU (vLLM's default)")
 
 
 class WriterConfig(Section):

@@ -67,7 +67,38 @@ def build_llm(model_path: str | Path, cfg: EngineConfig | None = None, *, seed: 
     on_cpu = vllm_is_cpu_build()
     if on_cpu:
         os.environ.update(cpu_binding_env(cfg))  # read by the engine processes this call starts
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if engine_in_process(cfg) else "1"
     return LLM(**engine_kwargs(model_path, cfg, on_cpu=on_cpu, seed=seed))
+
+
+def engine_in_process(cfg: EngineConfig) -> bool:
+    """Whether the engine core runs in the process that builds the engine (`synth.engine.in_process`)."""
+    return vllm_is_cpu_build() if cfg.in_process is None else cfg.in_process
+
+
+def engine_actor_env(cfg: EngineConfig, cores: set[int] | None = None) -> dict[str, Any]:
+    """Ray options for an engine's actor: with the engine in the actor's process (the CPU default), its OpenMP
+    threads are the actor's, and a Ray actor starts with OMP_NUM_THREADS set to its CPU share (1): the bound
+    cores but one would sit idle (78 against 104 tok/s, docs/synth.md). The count must be in the environment the
+    process starts with: `torch.set_num_threads` reaches only the calling thread's OpenMP, Ray Data calls the actor
+    from other threads, and vLLM's CPU attention checks that its metadata and kernel agree on the count. `all` is
+    counted on this machine (`cores`, default this process's CPU affinity)."""
+    threads = engine_threads(cfg, cores)
+    return {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads)}}} if threads else {}
+
+
+def engine_threads(cfg: EngineConfig, cores: set[int] | None = None) -> int | None:
+    """How many cores the engine's thread binding names (`cpu_threads_bind`: "all", or a list like "0-1,3");
+    None where vLLM chooses ("auto", None) or nothing is bound ("nobind")."""
+    env = cpu_binding_env(cfg, cores)
+    bind = env.get("VLLM_CPU_OMP_THREADS_BIND")
+    if not bind or bind in ("auto", "nobind"):
+        return None
+    count = 0
+    for part in bind.replace("|", ",").split(","):
+        first, _, last = part.partition("-")
+        count += int(last) - int(first) + 1 if last else 1
+    return count
 
 
 def cpu_binding_env(cfg: EngineConfig, cores: set[int] | None = None) -> dict[str, str]:

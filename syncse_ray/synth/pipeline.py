@@ -36,6 +36,7 @@ from syncse_ray.runtime.ray_env import init_ray
 from syncse_ray.synth import filters
 from syncse_ray.synth.card import CARD, write_dataset_card
 from syncse_ray.synth.decontaminate import DecontaminationError, EvalOverlapIndex
+from syncse_ray.synth.engine import engine_actor_env
 from syncse_ray.synth.inputs import SynthInputError, iter_input_sentences
 from syncse_ray.synth.judge import EmbeddingJudge, uses_embedding
 from syncse_ray.synth.layout import ANNOTATE, STAGED_INPUT_SCHEMA, Layout, PhaseLayout
@@ -238,8 +239,8 @@ def _writer_step(spec: PhaseSpec, board: Any, api_key: Any) -> tuple[type, tuple
     if writer.kind == "openai":
         return (EndpointGenerator, (spec, board, api_key), {"num_gpus": 0, "num_cpus": writer.num_cpus_per_actor},
                 writer.num_actors)
-    return (Generator, (spec, board), {"num_gpus": engine.num_gpus_per_engine,
-                                       "num_cpus": engine.num_cpus_per_engine}, engine.num_engines)
+    return (Generator, (spec, board), {"num_gpus": engine.num_gpus_per_engine, "num_cpus": engine.num_cpus_per_engine,
+                                       **engine_actor_env(engine)}, engine.num_engines)
 
 
 def endpoint_failure(exc: BaseException) -> str | None:

@@ -298,14 +298,15 @@ class Generator(ChunkWriter):
     With a progress `board` (an actor handle), the requests of the chunk's call are counted as they finish and
     reported to it (module docstring); the judge's call is not counted.
 
-    When the engine-core process dies (killed, OOM, crashed; `engine.watch_engine` sees it, or vLLM raises
+    On CPU the engine core runs in the actor's own process (`synth.engine.in_process`); where it has a process of
+    its own (GPU) and that process dies (killed, OOM, crashed; `engine.watch_engine` sees it, or vLLM raises
     `EngineDeadError`), the actor ends its own process: Ray Data's actors
     restart (`max_restarts=-1`) and their unfinished calls are retried (`max_task_retries=-1`), so the chunk runs
     again on a fresh engine. A chunk's files are written only after generation, so it still lands exactly once,
     and the reaper ends the dead engine's other processes."""
 
     def __init__(self, spec: PhaseSpec, board: Any = None):
-        from syncse_ray.synth.engine import build_llm, watch_engine
+        from syncse_ray.synth.engine import build_llm, engine_in_process, watch_engine
         from syncse_ray.synth.reaper import start_reaper
 
         self.spec = spec
@@ -319,7 +320,8 @@ class Generator(ChunkWriter):
         if board is not None:
             observe_engine_steps(self.llm, self._observe)
         start_reaper()  # the engine's processes must not outlive this actor (see reaper.py)
-        watch_engine(lambda pid: self._engine_died(f"engine process {pid} ended"))
+        if not engine_in_process(cfg.engine):  # in this process, the engine's death is the actor's
+            watch_engine(lambda pid: self._engine_died(f"engine process {pid} ended"))
 
     def _observe(self, outputs: list) -> None:
         progress = self.progress
