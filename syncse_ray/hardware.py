@@ -224,12 +224,23 @@ def this_machine() -> Machine:
             cuda_bf16 = torch.cuda.get_device_capability(0)[0] >= 8  # Ampere and later
     except Exception:  # noqa: BLE001, S110 (no torch, or a CUDA driver that cannot be asked: a CPU machine)
         pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return Machine(cpu_model=model, cpu_flags=effective_flags(raw, cap), cores=cores,
+    return Machine(cpu_model=model, cpu_flags=effective_flags(raw, cap), cores=usable_cores(),
                    memory_gib=round(_memory_gib(), 1), cap=cap, gpus=gpus, cuda_bf16=cuda_bf16, raw_flags=raw)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cpu_threads_per_worker(requested: int | None, *, cores: int, workers_here: int) -> int:
+    """Torch threads for each of `workers_here` processes computing on a node's `cores` cores: `requested` where
+    set, else an equal share (at least one). Ray starts a worker with as many threads as CPUs it reserves (one by
+    default), which leaves a single worker on a laptop computing on one core of many."""
+    return requested if requested is not None else max(1, cores // max(1, workers_here))
 
 
 def precision_here(requested: str = "auto", device: str | None = None, stored: str | None = None) -> Precision:

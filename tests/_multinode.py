@@ -130,10 +130,12 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
     os.environ["DS_ACCELERATOR"] = "cpu"  # the nodes' workers inherit it
     # The head runs the driver only. No exit hooks: they install a SIGTERM handler, which Python allows only in
     # the main thread, and nodes are added from the thread that watches the run; `finally` below ends them all.
+    start = time.monotonic()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0}, shutdown_at_exit=False)
     nodes = [cluster.add_node(num_cpus=NODE_CPUS) for _ in range(2)]
     events: list[dict] = []
-    result: dict = {"events": events}
+    seconds: dict[str, float] = {"cluster": round(time.monotonic() - start)}  # where the time goes, for the log
+    result: dict = {"events": events, "seconds": seconds}
     try:
         common = [f"data_dir={data_dir}", f"cache_dir={cache_dir}", f"ray.address={cluster.address}"]
 
@@ -165,6 +167,7 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
         result["synth"] = {"output_dir": str(synth.output_dir), "kept": synth.kept, "dropped": synth.dropped,
                            "chunks_done_at_hit": chunks_done.get("at_hit"), "engine_cores_seen": sum(t == "VLLM::EngineCore" for t in seen.values()),
                            "left_running": _left_running(seen)}
+        seconds["synth"] = round(time.monotonic() - start - sum(seconds.values()))
 
         # 2. Training across the nodes; a node holding a worker is removed after the step-2 checkpoint.
         snli_triplets(data_dir / "seeds" / "snli" / "labels.dev").slice(0, 128).to_pandas().to_parquet(
@@ -173,7 +176,9 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
             *common, f"run_dir={tmp / 'train-run'}", f"train.data={tmp / 'triplets.parquet'}",
             "train.model=bundled:all-minilm-l6-v2", "train.precision=fp32", "train.backend=ddp",
             "train.num_workers=2", "train.batch_size=8", "train.max_steps=6", "train.eval_steps=2",
-            "train.max_seq_length=24", "train.dev_max_pairs=100", "train.log_every=1", "train.max_failures=2"])
+            "train.max_seq_length=24", "train.dev_max_pairs=100", "train.log_every=1", "train.max_failures=2",
+            # one thread each: the "nodes" share this machine's cores, each would otherwise take them all
+            "train.cpu_threads_per_worker=1"])
         progress = tmp / "train-run" / "train" / "progress.json"
 
         def after_checkpoint() -> bool:  # step 3 running and the step-2 checkpoint registered
@@ -190,6 +195,7 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
         killer.join(timeout=5)
         result["train"] = {"steps": trained.steps, "resumed_from_step": trained.resumed_from_step,
                            "metrics": str(trained.metrics_path)}
+        seconds["train"] = round(time.monotonic() - start - sum(seconds.values()))
     finally:
         import ray
 

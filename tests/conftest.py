@@ -146,9 +146,10 @@ QUICKSTART_CONSOLE = REPO / "runs" / "quickstart.console.txt"  # .ci/run tees RE
 
 
 def _comparable(cfg) -> str:
+    """The config as its outputs depend on it: not where the run folder or the model cache is."""
     from syncse_ray.config import dump_config
 
-    return dump_config(cfg.model_copy(update={"run_dir": Path("run")}))
+    return dump_config(cfg.model_copy(update={"run_dir": Path("run"), "cache_dir": Path("cache")}))
 
 
 @pytest.fixture(scope="session")

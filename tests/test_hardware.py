@@ -127,3 +127,12 @@ def test_a_resumed_auto_run_keeps_the_precision_its_checkpoints_were_written_in(
     assert "resumes in bf16" in capsys.readouterr().out
     assert _run_precision("fp32", "cpu", {"step": 4, "precision": "bf16"}, rank=0) == "fp32"  # explicit wins
     assert _run_precision("auto", "cpu", {"step": 4}, rank=0) == "fp32"  # a checkpoint from before the record
+
+
+def test_cpu_workers_share_their_nodes_cores_unless_told():
+    from syncse_ray.hardware import cpu_threads_per_worker
+
+    assert cpu_threads_per_worker(None, cores=2, workers_here=1) == 2  # Ray alone: 1 (the CPU it reserves)
+    assert cpu_threads_per_worker(None, cores=16, workers_here=4) == 4
+    assert cpu_threads_per_worker(None, cores=2, workers_here=3) == 1
+    assert cpu_threads_per_worker(3, cores=2, workers_here=1) == 3

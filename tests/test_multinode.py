@@ -19,13 +19,16 @@ pytestmark = pytest.mark.slow  # a three-node Ray cluster, two vLLM engines, a t
 @pytest.mark.timeout(1000)
 def test_worker_nodes_removed_mid_synthesis_and_mid_training(tmp_path, data_dir, cache_dir, run_scenario):
     result = run_scenario("_multinode.py", tmp_path, str(data_dir), str(cache_dir), timeout=900)
+    print("multinode: seconds", result["seconds"])  # `pytest -s` shows where the time went
     removed = [e["removed"] for e in result["events"] if "removed" in e]
     assert removed == ["Generator", "RayTrainWorker"], result  # each removal hit the stage it meant to
     assert [e["killed"] for e in result["events"] if "killed" in e] == ["VLLM::EngineCore"], result
     synth_run = result["synth"]
     assert 0 < synth_run["chunks_done_at_hit"] < 8, "the faults did not land mid-run"
-    # two engines at the start, and each hit engine replaced by a new one (the killed core's actor ended itself)
-    assert synth_run["engine_cores_seen"] >= 4, result
+    # two engines at the start and a new one after the hits: the run finished (every id below) on replacements.
+    # Not 4: on a slow CPU (AVX2) one replacement can finish the last chunks while the other is still starting,
+    # and Ray Data then ends that actor before its engine core exists (seen: 3)
+    assert synth_run["engine_cores_seen"] >= 3, result
     assert synth_run["left_running"] == [], "vLLM processes of the run outlived it"
 
     synth = Path(result["synth"]["output_dir"])

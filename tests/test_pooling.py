@@ -120,7 +120,10 @@ def test_smollm2_bf16_train_export_eval_and_serve_give_the_same_vectors(smollm2_
 
     # The untrained model (the quality benchmark's arm 1) as the eval encoder sees it: same pooling.
     base_vectors = model.encode(SENTENCES, tok, 32)
-    base_eval = load_encoder("bundled:smollm2-135m-instruct", pooler=pooler).encode(SENTENCES, show_progress=False)
+    # bf16 asked for on every path: `auto` would load fp32 on a CPU without native bf16 (AVX2), and the
+    # comparison is of the same weights in the same precision
+    base_eval = load_encoder("bundled:smollm2-135m-instruct", pooler=pooler, precision="bf16").encode(
+        SENTENCES, show_progress=False)
     assert _cos(base_vectors, base_eval).min() >= 0.9999
 
     # One real training step in bf16, so the exported weights are not the base model's.
@@ -138,7 +141,7 @@ def test_smollm2_bf16_train_export_eval_and_serve_give_the_same_vectors(smollm2_
     assert next(st.parameters()).dtype == torch.bfloat16
     assert type(st[1]).__name__ == "Pooling" and st[1].pooling_mode == {"avg": "mean", "last": "lasttoken"}[pooler]
     exported = st.encode(SENTENCES, convert_to_numpy=True)
-    evaluated = load_encoder(str(folder)).encode(SENTENCES, show_progress=False)
-    served = SentenceEncoder(folder).encode(SENTENCES)
+    evaluated = load_encoder(str(folder), precision="bf16").encode(SENTENCES, show_progress=False)
+    served = SentenceEncoder(folder, precision="bf16").encode(SENTENCES)
     for other in (exported, evaluated, served):
         assert _cos(trained, other).min() >= 0.9999

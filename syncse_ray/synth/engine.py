@@ -78,11 +78,13 @@ def engine_in_process(cfg: EngineConfig) -> bool:
 
 def engine_actor_env(cfg: EngineConfig, cores: set[int] | None = None) -> dict[str, Any]:
     """Ray options for an engine's actor: with the engine in the actor's process (the CPU default), its OpenMP
-    threads are the actor's, and a Ray actor starts with OMP_NUM_THREADS set to its CPU share (1): the bound
-    cores but one would sit idle (78 against 104 tok/s, docs/synth.md). The count must be in the environment the
-    process starts with: `torch.set_num_threads` reaches only the calling thread's OpenMP, Ray Data calls the actor
-    from other threads, and vLLM's CPU attention checks that its metadata and kernel agree on the count. `all` is
-    counted on this machine (`cores`, default this process's CPU affinity)."""
+    threads are the actor's. vLLM applies `cpu_threads_bind` only to the worker processes it spawns (their
+    OMP_NUM_THREADS and GOMP_CPU_AFFINITY), and a Ray actor starts with OMP_NUM_THREADS set to its CPU share (1):
+    the named cores but one would sit idle (78 against 104 tok/s, docs/synth.md). The count must be in the
+    environment the process starts with: `torch.set_num_threads` reaches only the calling thread's OpenMP, Ray Data
+    calls the actor from other threads, and vLLM's CPU attention checks that its metadata and kernel agree on the
+    count. `all` is counted on this machine (`cores`, default this process's CPU affinity); with nothing named,
+    Ray's default (the actor's num_cpus) stays."""
     threads = engine_threads(cfg, cores)
     return {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(threads)}}} if threads else {}
 

@@ -21,6 +21,13 @@ import torch
 import torch.distributed as dist
 
 from syncse_ray.config import TrainConfig
+from syncse_ray.hardware import (
+    cpu_threads_per_worker,
+    precision_here,
+    slow_precision_warning,
+    this_machine,
+    usable_cores,
+)
 
 CHECKPOINT_STATE = "train_state.json"
 CHECKPOINT_WEIGHTS = "encoder.pt"
@@ -61,8 +68,6 @@ def _run_precision(requested: str, device_type: str, state: dict | None, rank: i
     that a resumed `auto` run keeps the precision its checkpoints were written in (a DeepSpeed checkpoint loads
     into an engine of the same precision; a run folder moved to a machine that resolves `auto` differently goes
     on as it started)."""
-    from syncse_ray.hardware import precision_here, slow_precision_warning, this_machine
-
     resolved = precision_here(requested, device_type)
     pinned = (state or {}).get("precision")
     if requested == "auto" and pinned and pinned != resolved:
@@ -94,6 +99,10 @@ def train_loop_per_worker(config: dict) -> dict:
 
     rank, world = _rank(), ray.train.get_context().get_world_size()
     device = ray.train.torch.get_device()
+    if device.type == "cpu":  # set in this thread: OpenMP's thread count is per calling thread
+        torch.set_num_threads(cpu_threads_per_worker(
+            train.cpu_threads_per_worker, cores=usable_cores(),
+            workers_here=ray.train.get_context().get_local_world_size()))
     checkpoint = ray.train.get_checkpoint()
     state = None
     if checkpoint is not None:
