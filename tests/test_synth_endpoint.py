@@ -350,3 +350,27 @@ def test_the_drivers_error_is_the_actors_one_line():
                             f"syncse_ray.synth.endpoint.EndpointRequestFailed: {line}")
     assert endpoint_failure(ray_text) == line
     assert endpoint_failure(RuntimeError("something else")) is None
+
+
+def test_vllm_serve_command_is_the_in_process_engines_set_up_and_vllm_parses_it():
+    """The server the endpoint tests and benchmark start (engine.vllm_serve_command) is built from the same engine
+    kwargs as the in-process engine, and vLLM's own server parser reads every flag back to the same value."""
+    from syncse_ray.config.synth import EngineConfig
+    from syncse_ray.synth.engine import engine_kwargs, vllm_serve_command
+
+    cfg = EngineConfig()
+    cmd = vllm_serve_command("python", "/models/m", cfg, port=8123, served_model_name="m", on_cpu=True,
+                             cpu_flags=frozenset())
+    assert cmd[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert "--enforce-eager" in cmd and "--no-enable-chunked-prefill" in cmd and "--dtype" in cmd
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    try:  # where vLLM 0.32 keeps the server's parser (older releases: vllm.entrypoints.openai.cli_args)
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    except ImportError:
+        from vllm.entrypoints.openai.cli_args import make_arg_parser
+
+    parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(cmd[3:])
+    for key, value in engine_kwargs("/models/m", cfg, on_cpu=True, cpu_flags=frozenset()).items():
+        assert getattr(parsed, key) == value, key
+    assert parsed.port == 8123 and parsed.served_model_name == ["m"]

