@@ -35,6 +35,8 @@ def llm_config_args(args: dict[str, str]) -> dict[str, Any]:
     }
     if accelerator:
         config["accelerator_type"] = accelerator
+    else:  # Ray Serve LLM asks for a GPU unless told the engine runs on CPU
+        config["accelerator_config"] = {"kind": "cpu"}
     return config
 
 

@@ -123,6 +123,7 @@ def test_serve_llm_writer_builds_the_llm_config_ray_validates():
         sys.path.remove(str(CLUSTER))
     cpu = LLMConfig(**llm_config_args({"model": "/models/smollm2"}))
     assert cpu.model_loading_config.model_id == "writer" and cpu.accelerator_type is None
+    assert cpu.accelerator_config.kind == "cpu"
     assert cpu.engine_kwargs["enforce_eager"] is True and cpu.engine_kwargs["enable_chunked_prefill"] is False
     assert "model" not in cpu.engine_kwargs and "tensor_parallel_size" not in cpu.engine_kwargs
     gpu = LLMConfig(**llm_config_args({"model": "Qwen/Qwen2.5-7B-Instruct", "accelerator": "A10G", "replicas": "2",
