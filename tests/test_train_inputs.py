@@ -137,6 +137,42 @@ def test_dropout_is_on_in_training_and_export_matches_every_pooler(pooler, minil
     assert cos.min() >= 0.9999
 
 
+def _tiny_llama(folder: Path) -> Path:
+    """A 2-layer LLaMA-style decoder (SmolLM2's architecture: no hidden dropout, attention dropout 0)."""
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(0)
+    LlamaModel(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2)).save_pretrained(folder)
+    return folder
+
+
+def test_train_dropout_gives_a_decoder_two_views_and_sets_bert_style_configs(tmp_path, minilm_path):
+    from syncse_ray.train.model import SimCSEModel
+
+    llama = _tiny_llama(tmp_path / "llama")
+    batch = {"input_ids": torch.randint(1, 64, (3, 7), generator=torch.Generator().manual_seed(0)),
+             "attention_mask": torch.ones(3, 7, dtype=torch.long)}
+    plain = SimCSEModel.from_pretrained(llama, "avg").train()
+    assert torch.equal(plain(**batch)[0], plain(**batch)[0])  # as shipped: no noise, unsup SimCSE sees one view
+    noisy = SimCSEModel.from_pretrained(llama, "avg", dropout=0.1).train()
+    assert noisy.backbone.config.attention_dropout == 0.1
+    assert noisy.dropout_applied == ["attention_dropout", "layers.0.self_attn.o_proj", "layers.0.mlp",
+                                     "layers.1.self_attn.o_proj", "layers.1.mlp"]
+    first, second = noisy(**batch)[0], noisy(**batch)[0]
+    assert (first - second).abs().max() > 1e-3  # two views differ
+    noisy.eval()
+    torch.testing.assert_close(noisy(**batch)[0], plain.eval()(**batch)[0], rtol=0, atol=0)  # eval: none
+
+    bert = SimCSEModel.from_pretrained(minilm_path, "avg", dropout=0.0).train()
+    assert bert.dropout_applied == ["hidden_dropout_prob", "attention_probs_dropout_prob"]
+    assert bert.backbone.config.hidden_dropout_prob == 0.0  # p = 0 turns MiniLM's 0.1 off: one view again
+    tokens = {"input_ids": torch.tensor([[101, 1037, 3899, 102]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    assert torch.equal(bert(**tokens)[0], bert(**tokens)[0])
+    with pytest.raises(ValueError, match="less than 1"):
+        load_config(None, ["train.dropout=1.0"])
+
+
 def test_mlm_head_gives_an_auxiliary_loss(minilm_path):
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 

@@ -70,6 +70,10 @@ class TrainConfig(Section):
     objective: Literal["supervised", "unsupervised"] = "supervised"
     pooler: Pooler = Field("cls", description="syncse_ray.models.pooling: cls, cls_before_pooler, avg, last, avg_top2, "
                                               "avg_first_last")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description=(
+        "the encoder's dropout while training (unsupervised SimCSE's noise): None keeps the model's own (0.1 in "
+        "BERT-style models, 0 in LLaMA-style decoders such as SmolLM2); p sets every dropout the config has, and "
+        "on decoders without hidden dropout puts p on each sublayer's output (docs/train.md)"))
     temperature: float = Field(0.05, gt=0.0)
     hard_negative_weight: float = Field(0.0, description="log weight on each anchor's own hard negative")
     mlm_weight: float = Field(0.0, ge=0.0, description="auxiliary MLM loss weight (official SynCSE script: 0.1)")

@@ -113,7 +113,8 @@ def train_loop_per_worker(config: dict) -> dict:
     # Model: the same MLP initialisation on every worker, then per-worker randomness (dropout, masking).
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(spec.model_path), train.pooler)
     torch.manual_seed(spec.seed)
-    model = SimCSEModel.from_pretrained(spec.model_path, train.pooler, mlm=train.mlm_weight > 0).to(device)
+    model = SimCSEModel.from_pretrained(spec.model_path, train.pooler, mlm=train.mlm_weight > 0,
+                                        dropout=train.dropout).to(device)
     model.train()
     torch.manual_seed(spec.seed + 1 + rank)
     # BERT masking for the auxiliary MLM loss: 15% of the non-special tokens; of those 80% [MASK], 10% random.
@@ -137,6 +138,10 @@ def train_loop_per_worker(config: dict) -> dict:
     if rank == 0:
         print(f"[train] {world} worker(s), {torch.get_num_threads()} torch threads each, precision "
               f"{train.precision}, parameters {next(engine.module.parameters()).dtype}", flush=True)
+        if train.dropout is not None:
+            print(f"[train] dropout {train.dropout} on {len(model.dropout_applied)} setting(s)/sublayer(s): "
+                  f"{', '.join(model.dropout_applied[:4])}{' …' if len(model.dropout_applied) > 4 else ''}",
+                  flush=True)
 
     # Resume: the engine state and the step (= data position) from the latest checkpoint, if any.
     step, history = 0, []

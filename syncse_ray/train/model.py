@@ -5,8 +5,12 @@ The poolers are `syncse_ray.models.pooling`'s (one implementation for training, 
 does; at test time (eval mode) `cls` keeps it and `cls_before_pooler` drops it.
 
 The backbone's own pretrained pooler (BERT's/RoBERTa's `pooler`) is dropped: SimCSE trains its own MLP.
-Dropout stays whatever the backbone config says (0.1 for BERT, RoBERTa and all-MiniLM-L6-v2); it is the noise
-of unsupervised SimCSE and is on whenever the module is in train mode.
+Dropout is the noise of unsupervised SimCSE and is on whenever the module is in train mode. By default it stays
+whatever the backbone config says (0.1 for BERT, RoBERTa and all-MiniLM-L6-v2; 0 for LLaMA-style decoders such as
+SmolLM2, whose two "views" are then identical). `dropout=p` sets it: every dropout probability the config has
+(`DROPOUT_FIELDS`), and where the architecture has no hidden dropout (LLaMA, Mistral, Qwen: attention dropout only)
+dropout p on each sublayer's output before it joins the residual stream (the attention's `o_proj` and the `mlp`),
+where BERT applies its hidden dropout.
 """
 
 from __future__ import annotations
@@ -19,6 +23,21 @@ from torch import nn
 
 from syncse_ray.models.pooling import check_pooler, needs_hidden_states, pool
 
+# transformers config fields that are dropout probabilities (BERT/RoBERTa/MiniLM, DistilBERT, GPT-2, LLaMA-style, …)
+DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "hidden_dropout", "attention_dropout",
+                  "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+# of those, the ones that put dropout on the residual stream; a config with none gets the sublayer-output hooks
+HIDDEN_DROPOUT_FIELDS = ("hidden_dropout_prob", "hidden_dropout", "dropout", "resid_pdrop")
+# LLaMA-style decoder layers' sublayers whose outputs are added to the residual stream
+SUBLAYER_OUTPUTS = ("self_attn.o_proj", "mlp")
+
+
+def _sublayer_dropout(p: float):
+    def hook(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
+        return nn.functional.dropout(output, p, training=module.training)
+
+    return hook
+
 
 class SimCSEModel(nn.Module):
     """Backbone + pooler (+ MLM head). `forward` returns sentence vectors and the MLM loss (None if off)."""
@@ -28,23 +47,39 @@ class SimCSEModel(nn.Module):
         check_pooler(pooler)
         self.lm = lm  # AutoModel, or AutoModelForMaskedLM when the MLM auxiliary loss is on
         self.pooler = pooler
+        self.dropout_applied: list[str] = []  # what `dropout=` set (config fields, hooked sublayers), for the log
         hidden = self.backbone.config.hidden_size
         self.mlp = (nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
                     if pooler in ("cls", "cls_before_pooler") else None)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, pooler: str, mlm: bool = False,
-                        dtype: torch.dtype = torch.float32) -> SimCSEModel:
+                        dtype: torch.dtype = torch.float32, dropout: float | None = None) -> SimCSEModel:
         """Load in `dtype` (the weights; transformers keeps buffers such as RoPE frequencies in float32, which
-        `model.to(torch.bfloat16)` would not)."""
-        from transformers import AutoModel, AutoModelForMaskedLM
+        `model.to(torch.bfloat16)` would not). `dropout`: None keeps the backbone's own; p sets it (module doc)."""
+        from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
-        lm = (AutoModelForMaskedLM if mlm else AutoModel).from_pretrained(str(path), dtype=dtype)
+        config = AutoConfig.from_pretrained(str(path))
+        fields = [f for f in DROPOUT_FIELDS if isinstance(getattr(config, f, None), (int, float))]
+        if dropout is not None:
+            for field in fields:
+                setattr(config, field, dropout)
+        lm = (AutoModelForMaskedLM if mlm else AutoModel).from_pretrained(str(path), config=config, dtype=dtype)
         if getattr(lm.base_model, "pooler", None) is not None:
             lm.base_model.pooler = None  # unused: SimCSE's MLP replaces it (and DDP would see unused params)
         model = cls(lm, pooler)
         if model.mlp is not None:
             model.mlp.to(dtype)
+        if dropout is not None:
+            model.dropout_applied = list(fields)
+            if not any(f in fields for f in HIDDEN_DROPOUT_FIELDS):
+                for name, module in model.backbone.named_modules():
+                    if name.endswith(SUBLAYER_OUTPUTS) and ".layers." in f".{name}":
+                        module.register_forward_hook(_sublayer_dropout(dropout))
+                        model.dropout_applied.append(name)
+            if not model.dropout_applied:
+                raise ValueError(f"train.dropout: {type(lm).__name__} has no dropout setting and no "
+                                 f"{' / '.join(SUBLAYER_OUTPUTS)} sublayers to put dropout on")
         return model
 
     @property
