@@ -8,8 +8,12 @@ Measures, in one process, one after another (never two engines busy at once):
   1. raw engine, naive requests (exemplars in sampled order, rows in input order), prefix caching on
   2. raw engine, prefix-aware requests (exemplar sets in pool order, each chunk grouped by prefix)
   3. `run_synth` on the same sentences and seed: the same requests as 2, through Ray Data actors
-Engine start-up is excluded everywhere (the pipeline's span runs from its first chunk's engine call to its
-last chunk's files being written). Goals: pipeline / raw >= 0.95; prefix-aware / naive >= 1.3.
+  4. with `--endpoint`: `run_synth` again, the endpoint writer (`synth.writer.kind: openai`) against `vllm serve`
+     of the same model on loopback, started with the in-process engine's set-up (`engine.vllm_serve_command`,
+     the same thread binding), every request of a chunk in flight at once (as the engine gets them)
+Engine start-up is excluded everywhere (a pipeline's span runs from its first chunk's engine call, or first
+request, to its last chunk's files being written). Goals: pipeline / raw >= 0.95; prefix-aware / naive >= 1.3;
+endpoint / in-process pipeline >= 0.9.
 
 Every figure carries the CPU it ran on (`describe_cpu()`, its capability tier, any ATEN_CPU_CAPABILITY /
 ONEDNN_MAX_CPU_ISA cap), the engine's resolved dtype and the vLLM kernel library its engine process loaded
@@ -145,6 +149,51 @@ def _pipeline_run(cfg) -> dict:
             "kept": result.kept, "dropped": result.dropped}
 
 
+def _endpoint_run(cfg, model_path: Path, chunk_size: int, work: Path) -> dict:
+    """`_pipeline_run` through `vllm serve` (started here, stopped after) instead of the in-process engine."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from syncse_ray.synth.engine import cpu_binding_env, vllm_serve_command
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    served = "writer"
+    cmd = vllm_serve_command(sys.executable, model_path, cfg.synth.engine, port=port, served_model_name=served,
+                             on_cpu=True, seed=cfg.seed)
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **cpu_binding_env(cfg.synth.engine)}
+    log = work / "vllm-serve.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"vllm serve did not start: {log}\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        writer = cfg.synth.writer.model_copy(update={"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1",
+                                                     "model": served, "max_concurrency": 2 * chunk_size})
+        endpoint_cfg = cfg.model_copy(update={"run_dir": work / "endpoint-run",
+                                              "synth": cfg.synth.model_copy(update={"writer": writer})})
+        return {**_pipeline_run(endpoint_cfg), "server_command": " ".join(cmd[1:])}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=48, help="input sentences (2 requests each)")
@@ -159,7 +208,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "synth_throughput.json")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run, e.g. synth.engine.cpu_threads_bind=0-1")
-    parser.add_argument("--raw-only", action="store_true", help="skip the pipeline run")
+    parser.add_argument("--raw-only", action="store_true", help="skip the pipeline runs")
+    parser.add_argument("--endpoint", action="store_true",
+                        help="also the endpoint writer through `vllm serve` of the same model (after the pipeline)")
     parser.add_argument("--exemplar-sets", type=int, default=8,
                         help="also a raw run with synth.exemplar_sets=N (fixed exemplar sets; 0: skip it)")
     args = parser.parse_args()
@@ -223,6 +274,12 @@ def main() -> None:
         pipeline.update({**machine, "vllm_kernels": []})  # its engine is in a Ray actor: kernels not read
         report["pipeline_prefix_aware"] = pipeline
         report["pipeline_vs_raw_output_tokens_per_s"] = pipeline["output_tokens_per_s"] / aware["output_tokens_per_s"]
+        if args.endpoint:
+            endpoint = _endpoint_run(cfg, resolve_model(cfg.synth.model, cfg.cache_dir), args.chunk_size, work)
+            endpoint.update({**machine, "vllm_kernels": []})
+            report["endpoint_vllm_serve"] = endpoint
+            report["endpoint_vs_pipeline_output_tokens_per_s"] = (endpoint["output_tokens_per_s"]
+                                                                  / pipeline["output_tokens_per_s"])
     if naive is not None:
         report.update({
             "prefix_aware_vs_naive_requests_per_s": aware["requests_per_s"] / naive["requests_per_s"],
@@ -233,7 +290,8 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2))
     print(f"cpu: {machine['cpu']}  engine dtype: {machine['engine_dtype']}  vLLM kernels: "
           f"{', '.join(machine['vllm_kernels']) or '?'}  torch: {machine['torch_cpu_capability']}")
-    for name in ("raw_naive", "raw_prefix_aware", "raw_fixed_exemplar_sets", "pipeline_prefix_aware"):
+    for name in ("raw_naive", "raw_prefix_aware", "raw_fixed_exemplar_sets", "pipeline_prefix_aware",
+                 "endpoint_vllm_serve"):
         if name not in report:
             continue
         r = report[name]
@@ -243,6 +301,9 @@ def main() -> None:
     if "pipeline_vs_raw_output_tokens_per_s" in report:
         print(f"pipeline / raw (output tok/s):        {report['pipeline_vs_raw_output_tokens_per_s']:.3f}  "
               "(goal >= 0.95)")
+    if "endpoint_vs_pipeline_output_tokens_per_s" in report:
+        print(f"endpoint / in-process pipeline (output tok/s): "
+              f"{report['endpoint_vs_pipeline_output_tokens_per_s']:.3f}  (goal >= 0.9)")
     if naive is not None:
         print(f"prefix-aware / naive (requests/s):    {report['prefix_aware_vs_naive_requests_per_s']:.3f}  "
               "(goal >= 1.3)")

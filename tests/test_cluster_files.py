@@ -107,3 +107,28 @@ def test_dockerfile_builds_on_the_current_ray_image():
     first = (CLUSTER / "Dockerfile").read_text().splitlines()
     base = next(line for line in first if line.startswith("FROM "))
     assert base == f"FROM rayproject/ray:{ray.__version__}-py311-gpu"
+
+
+def test_serve_llm_writer_builds_the_llm_config_ray_validates():
+    """cluster/serve_llm_writer.py's arguments become an `LLMConfig` (Ray's own pydantic model): on CPU the engine
+    set-up synthesis gives an in-process engine, on a GPU the accelerator; a wrong argument is refused by name."""
+    import sys
+
+    from ray.serve.llm import LLMConfig
+
+    sys.path.insert(0, str(CLUSTER))
+    try:
+        from serve_llm_writer import llm_config_args
+    finally:
+        sys.path.remove(str(CLUSTER))
+    cpu = LLMConfig(**llm_config_args({"model": "/models/smollm2"}))
+    assert cpu.model_loading_config.model_id == "writer" and cpu.accelerator_type is None
+    assert cpu.accelerator_config.kind == "cpu"
+    assert cpu.engine_kwargs["enforce_eager"] is True and cpu.engine_kwargs["enable_chunked_prefill"] is False
+    assert "model" not in cpu.engine_kwargs and "tensor_parallel_size" not in cpu.engine_kwargs
+    gpu = LLMConfig(**llm_config_args({"model": "Qwen/Qwen2.5-7B-Instruct", "accelerator": "A10G", "replicas": "2",
+                                       "model_id": "qwen"}))
+    assert gpu.accelerator_type == "A10G" and gpu.deployment_config["num_replicas"] == 2
+    assert "kv_cache_memory_bytes" not in gpu.engine_kwargs
+    with pytest.raises(ValueError, match="replica"):
+        llm_config_args({"model": "m", "replica": "2"})

@@ -30,6 +30,12 @@ def summary_table(result) -> Table:
         table.add_row(f"  dropped: {reason}", str(n))
     table.add_row("prompt / output tokens", f"{m['prompt_tokens']} / {m['output_tokens']}")
     table.add_row("output tokens/s (engine)", f"{final['output_tokens_per_s']:.1f}")
+    writer = m.get("writer") or {}
+    if writer.get("kind") == "openai":
+        table.add_row("endpoint", f"{writer.get('endpoint')} ({writer.get('model')})")
+        table.add_row("HTTP requests / retries", f"{writer.get('http_requests')} / {writer.get('retries')}")
+        if writer.get("cost_usd") is not None:
+            table.add_row("cost (configured prices)", f"${writer['cost_usd']:.4f}")
     for column, d in result.stats["diversity"].items():
         table.add_row(f"{column}: distinct-2 / duplicate rate", f"{d['distinct_2']:.3f} / {d['duplicate_rate']:.3f}")
     table.add_row("wall time (this run)", f"{m['wall_seconds']:.1f} s")

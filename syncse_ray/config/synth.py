@@ -50,6 +50,52 @@ class EngineConfig(Section):
         None, description="the engine core in the actor's process; None: yes on CPU, no on GPU (vLLM's default)")
 
 
+class WriterConfig(Section):
+    """Where the LLM that writes (and, with `judge.method: llm`, judges) runs. `vllm`: an in-process vLLM engine in
+    each Ray Data actor (`synth.engine`). `openai`: an OpenAI-compatible HTTP endpoint (a hosted API, `vllm serve`,
+    Ray Serve LLM, llama.cpp's server, Ollama, LM Studio) called by light CPU actors with async requests; the same
+    prompts, sampling, candidates, judge, selection and layout. The API key is read from the environment variable
+    `api_key_env` names, never from this config, and written nowhere."""
+
+    kind: Literal["vllm", "openai"] = Field("vllm", description="vllm: in-process engine; openai: an HTTP endpoint")
+    base_url: str | None = resource(None, description="openai: the API root, e.g. https://api.openai.com/v1 or "
+                                                      "http://gpu-node:8000/v1 (where the model runs, not what "
+                                                      "it writes)")
+    model: str | None = Field(None, description="openai: the model name the endpoint serves (its /v1/models id); "
+                                                "None: synth.model")
+    api_key_env: str | None = resource(None, description="openai: the environment variable holding the API key; "
+                                                         "None: no key (local servers)")
+    num_actors: int = resource(1, ge=1, description="openai: request actors (Ray Data actor pool size)")
+    num_cpus_per_actor: float = resource(0.5, ge=0.0, description="openai: CPUs each request actor reserves")
+    max_concurrency: int = resource(16, ge=1, description="openai: requests in flight per actor")
+    requests_per_minute: float | None = resource(None, gt=0, description="openai: the whole run's request rate "
+                                                                        "limit (split over the actors)")
+    tokens_per_minute: float | None = resource(None, gt=0, description="openai: the whole run's token rate limit "
+                                                                      "(prompt estimate + max_tokens x n; split "
+                                                                      "over the actors)")
+    timeout_s: float = resource(120.0, gt=0, description="openai: seconds one HTTP request may take")
+    max_retries: int = resource(6, ge=0, description="openai: retries of a request on 429, 5xx, connection errors "
+                                                     "and timeouts before its chunk fails")
+    backoff_base_s: float = resource(1.0, gt=0, description="openai: first retry wait; doubles each retry "
+                                                           "(jittered); a Retry-After header wins")
+    backoff_max_s: float = resource(60.0, gt=0, description="openai: the longest wait between retries")
+    price_per_million_input_tokens: float | None = resource(None, ge=0, description="openai: USD, for the cost in "
+                                                                                   "the manifest and card")
+    price_per_million_output_tokens: float | None = resource(None, ge=0, description="openai: USD, for the cost "
+                                                                                    "in the manifest and card")
+
+    @model_validator(mode="after")
+    def _endpoint(self):
+        if self.kind == "openai":
+            if not self.base_url:
+                raise ValueError("writer.kind is openai but writer.base_url is not set (e.g. http://host:8000/v1)")
+            if not self.base_url.startswith(("http://", "https://")):
+                raise ValueError(f"writer.base_url must start with http:// or https://, not {self.base_url!r}")
+        if self.api_key_env is not None and not self.api_key_env.strip():
+            raise ValueError("writer.api_key_env is empty: name an environment variable, or null for no key")
+        return self
+
+
 class ScratchConfig(Section):
     num_requests: int = Field(8, ge=1, description="sentence-writing requests; each asks for sentences_per_request")
     requests_per_chunk: int = Field(16, ge=1, description="sentence-writing requests per resumable chunk")
@@ -137,6 +183,7 @@ class SynthConfig(Section):
     # instruction and exemplars, so that requests share longer prompt prefixes (vLLM prefix caching).
     prefix_aware_requests: bool = True
     prompt_dir: Path | None = Field(None, description="replace the packaged instructions/exemplars/genres")
+    writer: WriterConfig = WriterConfig()
     engine: EngineConfig = EngineConfig()
     sentence_sampling: SamplingConfig = SamplingConfig(
         temperature=1.3, top_p=1.0, presence_penalty=0.3, frequency_penalty=0.3, max_tokens=768

@@ -125,6 +125,12 @@ def _synth_section(synth_dir: Path, run_dir: Path) -> list[str]:
     if rows:
         out += _table(["phase", "LLM requests", "kept", "dropped", "prompt tokens", "output tokens",
                        "output tokens/s"], rows)
+    writer = manifest.get("writer") or {}
+    if writer.get("kind") == "openai":
+        cost = writer.get("cost_usd")
+        out += ["", (f"Written through the OpenAI-compatible endpoint `{writer.get('endpoint')}` (model "
+                     f"`{writer.get('model')}`): {writer.get('http_requests', 0)} HTTP requests, "
+                     f"{writer.get('retries', 0)} retries" + (f", about ${cost:.4f}." if cost is not None else "."))]
     elif (stats or {}).get("kept"):
         out += _table(["phase", "kept", "dropped"], [[phase, n, (stats.get("dropped") or {}).get(phase, "–")]
                                                      for phase, n in stats["kept"].items()])

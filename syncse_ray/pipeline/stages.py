@@ -47,16 +47,20 @@ def _lazy(module: str, name: str) -> StageRun:
 
 
 def _watch_synth(cfg: Config, display: StageDisplay) -> Callable[..., None]:
-    totals = {"requests": 0, "kept": 0, "dropped": 0, "output_tokens": 0}
+    totals = {"requests": 0, "kept": 0, "dropped": 0, "output_tokens": 0, "retries": 0}
     started = time.time()
+    endpoint = cfg.synth.writer.kind == "openai"
 
     def progress(phase: str, done: int, total: int, summary: dict[str, Any] | None = None) -> None:
         if summary:
             for k in totals:
                 totals[k] += summary.get(k, 0)
+        seconds = max(time.time() - started, 1e-9)
+        rates = {"out tok/s": f"{totals['output_tokens'] / seconds:.1f}"}
+        if endpoint:  # the endpoint writer: its request rate and the retries of finished chunks
+            rates = {"req/s": f"{totals['requests'] / seconds:.2f}", **rates, "retries": totals["retries"]}
         display.update(done, total, phase=phase, requests=totals["requests"], kept=totals["kept"],
-                       dropped=totals["dropped"],
-                       **{"out tok/s": f"{totals['output_tokens'] / max(time.time() - started, 1e-9):.1f}"})
+                       dropped=totals["dropped"], **rates)
     return progress
 
 
@@ -65,6 +69,11 @@ def _synth_entry(cfg: Config, result: Any, display: StageDisplay) -> dict[str, A
 
     engine = cfg.synth.engine
     display.update(kept=result.kept, dropped=result.dropped)
+    if cfg.synth.writer.kind == "openai":
+        writer = result.manifest.get("writer") or {}
+        return {"kept": result.kept, "dropped": result.dropped, "requested": result.requested,
+                "writer": "openai", "endpoint": writer.get("endpoint"), "retries": writer.get("retries"),
+                "cost_usd": writer.get("cost_usd")}
     return {"kept": result.kept, "dropped": result.dropped, "requested": result.requested,
             # what synth.engine.dtype resolves to here (auto on a GPU: vLLM's own choice)
             "engine_dtype": engine_dtype(engine, on_cpu=engine.num_gpus_per_engine == 0)}

@@ -99,6 +99,25 @@ def _thresholds(judge: dict[str, Any]) -> list[str]:
     return [k for k in names if k in judge]
 
 
+def _where(manifest: dict) -> str:
+    """Where the writer ran: the resolved model folder (in-process vLLM) or the endpoint (OpenAI-compatible)."""
+    writer = manifest.get("writer") or {}
+    if writer.get("kind") == "openai":
+        return f"through the OpenAI-compatible endpoint `{writer.get('endpoint')}`"
+    return f"`{manifest.get('model_path')}`"
+
+
+def _endpoint_cost(manifest: dict) -> str:
+    """The endpoint writer's retries and, when prices were set, the run's cost in USD."""
+    writer = manifest.get("writer") or {}
+    if writer.get("kind") != "openai":
+        return ""
+    text = f", {writer.get('http_requests', 0):,} HTTP requests ({writer.get('retries', 0):,} retries)"
+    if writer.get("cost_usd") is not None:
+        text += f", about ${writer['cost_usd']:.4f} at the configured prices"
+    return text
+
+
 def render_dataset_card(root: Path) -> str:
     """The README.md of the synth folder `root` (manifest.json and the Parquet parts must exist)."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -149,7 +168,7 @@ def render_dataset_card(root: Path) -> str:
               + (f", anchors from `{synth.get('input')}`" + (f" (first {synth['limit']} rows)" if synth.get("limit")
                                                               else "") if mode == "partial" else
                  f", {synth.get('scratch', {}).get('num_requests')} sentence-writing requests"),
-              (f"- **Generator LLM:** `{gen}` (`{manifest.get('model_path')}`), {synth.get('num_exemplars')} "
+              (f"- **Generator LLM:** `{gen}` ({_where(manifest)}), {synth.get('num_exemplars')} "
               f"few-shot exemplars a request, sampling: positives "
               f"{json.dumps(synth.get('positive_sampling'))}, hard negatives "
               f"{json.dumps(synth.get('hard_negative_sampling'))}"),
@@ -160,7 +179,8 @@ def render_dataset_card(root: Path) -> str:
               "sentences)"),
               (f"- **Cost:** {annotate.get('requests')} requests, {annotate.get('candidates')} candidates, "
               f"{manifest.get('prompt_tokens'):,} prompt / {manifest.get('output_tokens'):,} output tokens, "
-              f"{manifest.get('judge_tokens', 0):,} judge tokens, {manifest.get('wall_seconds', 0):.0f} s"),
+              f"{manifest.get('judge_tokens', 0):,} judge tokens, {manifest.get('wall_seconds', 0):.0f} s"
+              + _endpoint_cost(manifest)),
               f"- **Config fingerprint:** `{manifest.get('fingerprint')}` (the whole config: `manifest.json`)", ""]
 
     reasons = annotate.get("drop_reasons") or {}

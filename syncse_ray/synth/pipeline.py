@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from syncse_ray.config import Config
 from syncse_ray.config.base import output_settings
-from syncse_ray.errors import SyncseError
+from syncse_ray.errors import SyncseError, SyncseRunError
 from syncse_ray.io import write_json_atomic, write_table_atomic
 from syncse_ray.runtime import stage_marker
 from syncse_ray.runtime.ray_env import init_ray
@@ -41,7 +41,14 @@ from syncse_ray.synth.inputs import SynthInputError, iter_input_sentences
 from syncse_ray.synth.judge import EmbeddingJudge, uses_embedding
 from syncse_ray.synth.layout import ANNOTATE, STAGED_INPUT_SCHEMA, Layout, PhaseLayout
 from syncse_ray.synth.prompts import check_pack, load_prompt_pack
-from syncse_ray.synth.steps import BuildRequests, FinishChunk, Generator, PhaseSpec, chunk_request_count
+from syncse_ray.synth.steps import (
+    BuildRequests,
+    EndpointGenerator,
+    FinishChunk,
+    Generator,
+    PhaseSpec,
+    chunk_request_count,
+)
 
 STAGE = "synth"
 log = logging.getLogger(__name__)
@@ -136,8 +143,12 @@ class SynthResult:
 
 def synth_settings(cfg: Config) -> dict[str, Any]:
     """What determines the stage's output (its fingerprint): the synth section without its resource fields
-    (`config.base.resource`) and the run seed."""
-    return {"synth": output_settings(cfg.synth), "seed": cfg.seed}
+    (`config.base.resource`) and the run seed. The in-process writer (`writer.kind: vllm`, the default) leaves
+    `writer` out, so folders finished before the endpoint writer existed keep their fingerprint."""
+    synth = output_settings(cfg.synth)
+    if cfg.synth.writer.kind == "vllm":
+        synth.pop("writer")
+    return {"synth": synth, "seed": cfg.seed}
 
 
 def _release_output_dir(layout: Layout) -> None:
@@ -221,7 +232,54 @@ def _watch_board(board: Any, tracker: PhaseProgress, stop: threading.Event) -> N
             tracker.running(snapshot)
 
 
-def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None, cache_dir: Path) -> int:
+def _writer_step(spec: PhaseSpec, board: Any, api_key: Any) -> tuple[type, tuple, dict[str, Any], int]:
+    """The generation step for `synth.writer.kind`: (actor class, its constructor args, Ray Data resources, actor
+    pool size). vllm: an engine per actor (`synth.engine`); openai: light CPU actors calling the endpoint."""
+    writer, engine = spec.cfg.writer, spec.cfg.engine
+    if writer.kind == "openai":
+        return (EndpointGenerator, (spec, board, api_key), {"num_gpus": 0, "num_cpus": writer.num_cpus_per_actor},
+                writer.num_actors)
+    return (Generator, (spec, board), {"num_gpus": engine.num_gpus_per_engine, "num_cpus": engine.num_cpus_per_engine,
+                                       **engine_actor_env(engine)}, engine.num_engines)
+
+
+def endpoint_failure(exc: BaseException) -> str | None:
+    """The one-line message of an `EndpointRequestFailed` raised in a request actor, found in what Ray Data raised
+    in the driver (the original in its cause chain, or its line inside Ray's wrapper text); None if not one."""
+    from syncse_ray.synth.endpoint import EndpointRequestFailed
+
+    def line_of(text: str) -> str | None:
+        for line in text.splitlines():
+            if "synth writer:" in line or "synth judge:" in line:
+                return line.split("EndpointRequestFailed:", 1)[-1].strip()
+        return None
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    found = False
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, EndpointRequestFailed):
+            found = True
+            message = line_of(str(e))
+            if message:
+                return message
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    message = line_of(str(exc))
+    if message and (found or "EndpointRequestFailed" in str(exc)):
+        return message
+    return None
+
+
+class SynthEndpointError(SyncseRunError):
+    """The endpoint writer gave up on a request (the run stops; a rerun resumes): one line from the actor."""
+
+
+def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None, cache_dir: Path,
+               api_key: Any = None) -> int:
     """Run every unfinished chunk of a phase through the Ray Data pipeline, reporting progress in requests as they
     finish (module docstring). Returns how many chunks were already finished (by an earlier, interrupted run)."""
     import ray
@@ -236,18 +294,17 @@ def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None, ca
         tracker.start()
     if not pending:
         return num_chunks
-    engine, judge = spec.cfg.engine, spec.cfg.judge
+    judge = spec.cfg.judge
     # The caller's progress replaces Ray Data's bars (which print log lines when there is no terminal).
     ray.data.DataContext.get_current().enable_progress_bars = progress is None
     board = _start_board() if tracker else None
-    # Request building and finishing are light next to generation: up to one actor each per engine.
-    helpers = ray.data.ActorPoolStrategy(min_size=1, max_size=engine.num_engines)
+    writer_cls, writer_args, writer_resources, writers = _writer_step(spec, board, api_key)
+    # Request building and finishing are light next to generation: up to one actor each per writer actor.
+    helpers = ray.data.ActorPoolStrategy(min_size=1, max_size=writers)
     ds = (ray.data.from_items([{"chunk": c} for c in pending], override_num_blocks=len(pending))
           .map(BuildRequests, fn_constructor_args=(spec,), num_cpus=0.5, compute=helpers)
-          .map_batches(Generator, fn_constructor_args=(spec, board), batch_size=1,
-                       compute=ray.data.ActorPoolStrategy(size=engine.num_engines),
-                       num_gpus=engine.num_gpus_per_engine, num_cpus=engine.num_cpus_per_engine,
-                       **engine_actor_env(engine)))
+          .map_batches(writer_cls, fn_constructor_args=writer_args, batch_size=1,
+                       compute=ray.data.ActorPoolStrategy(size=writers), **writer_resources))
     if phase.phase == ANNOTATE and uses_embedding(judge.method):
         ds = ds.map_batches(EmbeddingJudge, fn_constructor_args=(judge, str(cache_dir)), batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=judge.num_actors),
@@ -262,6 +319,11 @@ def _run_phase(spec: PhaseSpec, num_chunks: int, progress: ProgressFn | None, ca
         for row in ds.iter_rows():
             if tracker:
                 tracker.chunk_done(json.loads(row["summary"]))
+    except Exception as exc:
+        message = endpoint_failure(exc) if spec.cfg.writer.kind == "openai" else None
+        if message is None:
+            raise
+        raise SynthEndpointError(message) from None
     finally:
         stop.set()
         if watcher is not None:
@@ -278,7 +340,7 @@ def _totals(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         for k, v in s["reasons"].items():
             reasons[k] = reasons.get(k, 0) + v
     keys = ("kept", "dropped", "requests", "candidates", "prompt_tokens", "output_tokens", "judge_prompt_tokens",
-            "judge_output_tokens", "truncated", "generate_seconds")
+            "judge_output_tokens", "truncated", "generate_seconds", "retries", "http_requests")
     totals = {k: sum(s.get(k, 0) for s in summaries) for k in keys}
     totals["drop_reasons"] = dict(sorted(reasons.items()))
     candidate_reasons: dict[str, int] = {}
@@ -382,6 +444,28 @@ def _overlap_for_staging(cfg: Config) -> EvalOverlapIndex | None:
         raise SynthError(str(exc)) from exc
 
 
+def _check_writer(cfg: Config) -> Any:
+    """Fail before any chunk is written when the endpoint writer cannot work (unreachable, key refused, model not
+    served, chat or the LLM judge's logprobs refused); returns the API key for the actors (None: vllm or no key)."""
+    from syncse_ray.synth.endpoint import check_endpoint, read_api_key, served_model
+    from syncse_ray.synth.judge import uses_llm
+
+    synth = cfg.synth
+    if synth.writer.kind != "openai":
+        return None
+    api_key = read_api_key(synth.writer.api_key_env)
+    check_endpoint(synth.writer, served_model(synth), api_key, needs_logprobs=uses_llm(synth.judge.method))
+    return api_key
+
+
+def cost_usd(writer: Any, prompt_tokens: int, output_tokens: int) -> float | None:
+    """The run's cost from the writer's prices per million tokens; None when no price is set."""
+    inp, out = writer.price_per_million_input_tokens, writer.price_per_million_output_tokens
+    if inp is None and out is None:
+        return None
+    return (prompt_tokens * (inp or 0.0) + output_tokens * (out or 0.0)) / 1e6
+
+
 def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
     """Run (or resume, or skip if finished) the synth stage for `cfg`; returns counts and paths."""
     from syncse_ray.models.references import resolve_model
@@ -401,14 +485,16 @@ def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
     started = time.time()
     try:
         _check_judge(cfg)
+        api_key = _check_writer(cfg)
         overlap = _overlap_for_staging(cfg)
-    except SynthError:
+    except SyncseError:
         _release_output_dir(layout)
         raise
-    model_path = resolve_model(synth.model, cfg.cache_dir)
+    endpoint = synth.writer.kind == "openai"
+    model_path = None if endpoint else resolve_model(synth.model, cfg.cache_dir)
 
     def spec(phase: PhaseLayout) -> PhaseSpec:
-        return PhaseSpec(phase, synth, cfg.seed, str(model_path), str(cfg.data_dir))
+        return PhaseSpec(phase, synth, cfg.seed, str(model_path or ""), str(cfg.data_dir))
 
     totals: dict[str, dict[str, Any]] = {}
     resumed: dict[str, int] = {}
@@ -425,11 +511,11 @@ def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
         sentences = layout.sentences
         per = synth.scratch.requests_per_chunk
         resumed["sentences"] = _run_phase(spec(sentences), -(-synth.scratch.num_requests // per), progress,
-                                          cfg.cache_dir)
+                                          cfg.cache_dir, api_key)
         totals["sentences"] = _totals(sentences.summaries())
         num_chunks = _stage_rows(layout.annotate, _scratch_rows(sentences), synth.chunk_size,
                                  synth.filters.near_duplicate_threshold, overlap)
-    resumed["annotate"] = _run_phase(spec(layout.annotate), num_chunks, progress, cfg.cache_dir)
+    resumed["annotate"] = _run_phase(spec(layout.annotate), num_chunks, progress, cfg.cache_dir, api_key)
     totals["annotate"] = _totals(layout.annotate.summaries())
 
     staged_rows = json.loads(layout.annotate.staged_marker.read_text())["rows"]
@@ -438,8 +524,19 @@ def run_synth(cfg: Config, progress: ProgressFn | None = None) -> SynthResult:
         raise SynthError(f"accounting mismatch: {staged_rows} rows staged, {accounted} kept + dropped")
 
     stats = _stats(layout, totals, synth.filters.stats_sample_rows)
+    prompt_tokens = sum(t["prompt_tokens"] + t["judge_prompt_tokens"] for t in totals.values())
+    output_tokens = sum(t["output_tokens"] + t["judge_output_tokens"] for t in totals.values())
+    writer = {"kind": synth.writer.kind}
+    if endpoint:
+        from syncse_ray.synth.endpoint import served_model
+
+        writer.update({"endpoint": synth.writer.base_url, "model": served_model(synth),
+                       "retries": sum(t["retries"] for t in totals.values()),
+                       "http_requests": sum(t["http_requests"] for t in totals.values()),
+                       "cost_usd": cost_usd(synth.writer, prompt_tokens, output_tokens)})
     manifest = {
-        "stage": STAGE, "mode": synth.mode, "model": synth.model, "model_path": str(model_path),
+        "stage": STAGE, "mode": synth.mode, "model": spec(layout.annotate).model_ref,
+        "model_path": str(model_path) if model_path else None, "writer": writer,
         "fingerprint": stage_marker.fingerprint(settings), "config": cfg.model_dump(mode="json"),
         "requested": staged_rows, "phases": totals,
         "prompt_tokens": sum(t["prompt_tokens"] for t in totals.values()),

@@ -1,4 +1,5 @@
-"""The per-chunk steps the Ray Data pipeline runs: build requests, generate (vLLM actor: k candidates per
+"""The per-chunk steps the Ray Data pipeline runs: build requests, generate (vLLM actor, `Generator`, or with
+`synth.writer.kind: openai` an actor calling an OpenAI-compatible endpoint, `EndpointGenerator`: k candidates per
 request, parsed and filtered, optionally scored by the LLM judge), judge (embedding actor, optional), finish
 (select a triplet per anchor, write the chunk's part files, then its done-summary). A row of the pipeline is
 one chunk.
@@ -67,7 +68,9 @@ class PhaseSpec:
 
     @property
     def model_ref(self) -> str:
-        return self.cfg.model
+        """The writer model as rows record it: the endpoint's model name with `writer.kind: openai`."""
+        writer = self.cfg.writer
+        return (writer.model or self.cfg.model) if writer.kind == "openai" else self.cfg.model
 
     def sampling(self, kind: str) -> SamplingConfig:
         cfg = self.cfg
@@ -245,7 +248,51 @@ def observe_engine_steps(llm: Any, observe: Callable[[list], None]) -> bool:
     return True
 
 
-class Generator:
+class ChunkWriter:
+    """What both writers share: a Ray Data actor step that turns a chunk's requests into results (`generate`) and,
+    in annotation, into candidates, scored by the LLM judge when it is on (`judge_with_llm`). `failed(exc)` sees an
+    exception of a chunk first (the vLLM writer ends its actor on a dead engine); it re-raises by default."""
+
+    spec: PhaseSpec
+    chunk: int | None = None  # the chunk being generated, for messages and progress
+
+    def generate(self, requests: list[Request]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def judge_with_llm(self, entries: list[dict]) -> dict[str, int]:
+        raise NotImplementedError
+
+    def failed(self, exc: Exception) -> None:
+        raise exc
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        out: dict[str, list] = {"chunk": [], "requests": [], "results": [], "candidates": [], "judge_tokens": [],
+                                "generate_started_at": [], "generate_seconds": []}
+        for chunk, payload in zip(batch["chunk"], batch["requests"]):
+            requests = [Request.from_json(d) for d in json.loads(payload)]
+            started_at, start = time.time(), time.perf_counter()
+            self.chunk = int(chunk)
+            try:
+                results = self.generate(requests)
+                entries, judge_tokens = [], {"prompt_tokens": 0, "output_tokens": 0}
+                if self.spec.layout.phase == ANNOTATE:
+                    entries = chunk_candidates(self.spec, int(chunk), requests, results)
+                    if uses_llm(self.spec.cfg.judge.method):
+                        judge_tokens = self.judge_with_llm(entries)
+            except Exception as exc:
+                self.failed(exc)
+                raise
+            out["chunk"].append(int(chunk))
+            out["requests"].append(payload)
+            out["results"].append(json.dumps(results))
+            out["candidates"].append(json.dumps(entries))
+            out["judge_tokens"].append(json.dumps(judge_tokens))
+            out["generate_started_at"].append(started_at)
+            out["generate_seconds"].append(time.perf_counter() - start)
+        return out
+
+
+class Generator(ChunkWriter):
     """Ray Data actor: one vLLM engine per actor, one `LLM.chat` call per chunk (k samples per request, seeded),
     then the chunk's candidates, scored by the LLM judge when it is on (a second call on the same engine).
     With a progress `board` (an actor handle), the requests of the chunk's call are counted as they finish and
@@ -345,32 +392,55 @@ class Generator:
         return {"prompt_tokens": sum(len(o.prompt_token_ids or []) for o in outputs),
                 "output_tokens": sum(len(o.outputs[0].token_ids) for o in outputs)}
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {"chunk": [], "requests": [], "results": [], "candidates": [], "judge_tokens": [],
-                                "generate_started_at": [], "generate_seconds": []}
-        for chunk, payload in zip(batch["chunk"], batch["requests"]):
-            requests = [Request.from_json(d) for d in json.loads(payload)]
-            started_at, start = time.time(), time.perf_counter()
-            self.chunk = int(chunk)
-            try:
-                results = self.generate(requests)
-                entries, judge_tokens = [], {"prompt_tokens": 0, "output_tokens": 0}
-                if self.spec.layout.phase == ANNOTATE:
-                    entries = chunk_candidates(self.spec, int(chunk), requests, results)
-                    if uses_llm(self.spec.cfg.judge.method):
-                        judge_tokens = self.judge_with_llm(entries)
-            except Exception as exc:
-                if not engine_died(exc):
-                    raise
-                self._engine_died(f"{type(exc).__name__}: {exc}")
-            out["chunk"].append(int(chunk))
-            out["requests"].append(payload)
-            out["results"].append(json.dumps(results))
-            out["candidates"].append(json.dumps(entries))
-            out["judge_tokens"].append(json.dumps(judge_tokens))
-            out["generate_started_at"].append(started_at)
-            out["generate_seconds"].append(time.perf_counter() - start)
-        return out
+    def failed(self, exc: Exception) -> None:
+        if engine_died(exc):
+            self._engine_died(f"{type(exc).__name__}: {exc}")
+        raise exc
+
+
+class EndpointGenerator(ChunkWriter):
+    """Ray Data actor for `synth.writer.kind: openai`: the chunk's requests go to an OpenAI-compatible endpoint as
+    async HTTP calls (`synth.endpoint.EndpointClient`: at most `max_concurrency` in flight, rate limits, retries),
+    k candidates through `n`; the LLM judge asks the same endpoint for logprobs. No vLLM, no GPU. Requests are
+    counted to the progress `board` as they are answered. A request that gives up fails its chunk
+    (`EndpointRequestFailed`, which names the chunk): nothing of that chunk is written, finished chunks stay."""
+
+    def __init__(self, spec: PhaseSpec, board: Any = None, api_key: Any = None):
+        from syncse_ray.synth.endpoint import EndpointClient
+
+        self.spec = spec
+        self.client = EndpointClient.from_config(spec.cfg, api_key)
+        self.board = board
+        self.chunk: int | None = None
+
+    def _report(self, chunk: int, requests: int, output_tokens: int) -> None:
+        self.board.report.remote(chunk, requests, output_tokens)  # fire and forget
+
+    def generate(self, requests: list[Request]) -> list[dict[str, Any]]:
+        jobs = [(r.messages, self.spec.sampling(r.kind), 1 if r.kind == SENTENCES else self.spec.cfg.candidates,
+                 r.seed) for r in requests]
+        progress = None
+        if jobs and self.board is not None and self.chunk is not None:
+            progress = ChunkProgress(self.chunk, self._report)
+        results = self.client.generate(jobs, on_done=progress.add if progress else None)
+        if progress is not None:
+            progress.flush()
+        return results
+
+    def judge_with_llm(self, entries: list[dict]) -> dict[str, int]:
+        todo = [(e["anchor"], c) for e in entries for kind in (POSITIVE, HARD_NEGATIVE) for c in e[kind]
+                if c["reason"] is None]
+        scores, tokens = self.client.judge([llm_judge_messages(a, c["text"], c["kind"]) for a, c in todo])
+        for (_, c), score in zip(todo, scores):
+            c["llm"] = score
+        return tokens
+
+    def failed(self, exc: Exception) -> None:
+        from syncse_ray.synth.endpoint import EndpointRequestFailed
+
+        if isinstance(exc, EndpointRequestFailed):
+            raise EndpointRequestFailed(f"chunk {self.chunk}: {exc}") from None
+        raise exc
 
 
 def _sampling_json(spec: PhaseSpec, kind: str) -> str:
@@ -485,6 +555,9 @@ def finish_chunk(spec: PhaseSpec, chunk: int, requests: list[Request], results: 
         "output_tokens": sum(r["output_tokens"] for r in results),
         "judge_prompt_tokens": judge_tokens["prompt_tokens"], "judge_output_tokens": judge_tokens["output_tokens"],
         "truncated": sum(r["truncated"] for r in results),
+        # the endpoint writer's retries and HTTP calls (the vLLM writer has neither)
+        "retries": sum(r.get("retries", 0) for r in results) + judge_tokens.get("retries", 0),
+        "http_requests": sum(r.get("calls", 0) for r in results) + judge_tokens.get("calls", 0),
         "generate_started_at": generate_started_at, "generate_seconds": generate_seconds,
         "finished_at": time.time(),
     }
