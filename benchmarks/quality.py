@@ -54,6 +54,10 @@ ARM_LABELS = {"base": "1 base encoder, untrained", "unsup": "2 unsup-SimCSE on t
               "synth": "3 SynCSE-partial (project synthesis)", "gold": "4 SNLI gold triplets",
               "scratch": "5 SynCSE-scratch (project synthesis, sentences written too)"}
 SYNTHETIC = ("synth", "scratch")
+# Arm 5's size, to keep about as many triplets as arm 3: arm 3 kept 654 of 1,000 and 338 of 512 premises
+# (docs/quality.md); a writing request of the CPU scratch recipe kept ~3.5 triplets (11 requests: 67 sentences,
+# 38 kept; `--n 16` in docs/quality.md). Override with --scratch-requests.
+PARTIAL_KEPT_SHARE, SCRATCH_KEPT_PER_REQUEST = 0.65, 3.5
 # Test-set score columns: the STS tasks and their average, then the transfer tasks and theirs
 TRANSFER_AVG = "transfer avg"
 
@@ -92,8 +96,9 @@ def write_inputs(data_dir: Path, n: int, out: Path) -> tuple[Path, Path, int]:
 
 def synthesize(args, arm: str, premises: Path, out: Path) -> tuple[Path, dict]:
     """A synthetic arm's data. Arm 3: the project's synthesis with its default settings (only the input and the
-    count set); arm 5: the project's CPU scratch recipe with as many writing requests as give about N sentences.
-    `--synth-set` options apply to both, each set of options in a folder of its own."""
+    count set); arm 5: the project's CPU scratch recipe with as many writing requests as keep about as many
+    triplets as arm 3 (PARTIAL_KEPT_SHARE, SCRATCH_KEPT_PER_REQUEST). `--synth-set` options apply to both, each set
+    of options in a folder of its own."""
     import math
 
     from syncse_ray.config import load_config
@@ -101,13 +106,13 @@ def synthesize(args, arm: str, premises: Path, out: Path) -> tuple[Path, dict]:
 
     common = [f"run_dir={out}", f"data_dir={args.data_dir}", "ray.num_cpus=8", f"seed={args.synth_seed}"]
     if arm == "synth":
-        recipe, sets = None, ["synth.mode=partial", f"synth.input={premises}", f"synth.limit={args.n}"]
+        recipe, name = None, arm
+        sets = ["synth.mode=partial", f"synth.input={premises}", f"synth.limit={args.n}"]
     else:
         recipe = REPO / "configs" / "synth_scratch_cpu.yaml"
-        per_request = load_config(recipe, args.synth_set).synth.scratch.sentences_per_request
-        requests = args.scratch_requests or math.ceil(args.n / per_request)
-        sets = [f"synth.scratch.num_requests={requests}"]
-    folder = out / (f"{arm}-{_tag(' '.join(args.synth_set))}" if args.synth_set else arm)
+        requests = args.scratch_requests or math.ceil(args.n * PARTIAL_KEPT_SHARE / SCRATCH_KEPT_PER_REQUEST)
+        name, sets = f"{arm}-r{requests}", [f"synth.scratch.num_requests={requests}"]
+    folder = out / (f"{name}-{_tag(' '.join(args.synth_set))}" if args.synth_set else name)
     cfg = load_config(recipe, [*common, *sets, f"synth.output_dir={folder}", *args.synth_set])
     started = time.time()
     result = run_synth(cfg)
@@ -149,7 +154,8 @@ def train_arm(args, arm: str, data: Path, out: Path, lr: float, steps: int, seed
         f"train.batch_size={args.batch_size}", f"train.max_steps={steps}", f"train.lr={lr}",
         f"train.seed={seed}", f"train.eval_steps={steps}", "train.log_every=5", "train.num_workers=1",
         f"train.dropout={'null' if dropout is None else dropout}",
-        f"train.cpus_per_worker={args.threads}", f"train.output_dir={folder / 'train'}", *args.train_set])
+        f"train.cpus_per_worker={args.threads}", f"train.cpu_threads_per_worker={args.threads}",
+        f"train.output_dir={folder / 'train'}", *args.train_set])
     started = time.time()
     result = run_train(cfg)
     log = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
@@ -182,7 +188,8 @@ def run_rounds_arm(args, premises: Path, out: Path) -> list[dict]:
         f"train.model={args.encoder}", f"train.pooler={args.pooler}", f"train.precision={args.precision}",
         f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}", f"train.lr={args.lr}",
         f"train.seed={args.seed}", f"train.eval_steps={args.steps}", "train.log_every=5", "train.num_workers=1",
-        f"train.cpus_per_worker={args.threads}", f"eval.tasks={json.dumps(args.tasks)}",
+        f"train.cpus_per_worker={args.threads}", f"train.cpu_threads_per_worker={args.threads}",
+        f"eval.tasks={json.dumps(args.tasks)}",
         f"eval.batch_size={args.eval_batch_size}", "eval.compare_base=false",
         f"pipeline.rounds={args.rounds}", f"pipeline.next_round.judge={args.round_judge}",
         f"pipeline.next_round.mine={args.round_mine}", f"pipeline.next_round.init={args.round_init}",
@@ -224,8 +231,8 @@ def evaluate(args, model: str, out_dir: Path, pooler: str | None) -> dict:
 
 
 def score_columns(results: dict) -> dict[str, float]:
-    """An evaluation's test-set columns: each STS task and "avg" (all seven), each transfer task and
-    TRANSFER_AVG (all seven, or absent: an average over a subset is not comparable)."""
+    """An evaluation's test-set columns: each STS task and "avg" (only when all seven ran), each transfer task and
+    TRANSFER_AVG (the evaluation's mean over the transfer tasks it ran: every arm runs the same ones)."""
     scores = {}
     for r in results["records"]:
         if r["protocol"] == "senteval-sts":
@@ -341,7 +348,7 @@ def _floats(text: str) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1000, help="SNLI premises (arm 5: about as many written sentences)")
+    parser.add_argument("--n", type=int, default=1000, help="SNLI premises")
     parser.add_argument("--encoder", default="bundled:smollm2-135m-instruct")
     parser.add_argument("--pooler", default="avg", choices=["avg", "last", "cls", "cls_before_pooler"])
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
@@ -367,7 +374,7 @@ def main() -> None:
                                                         "such as sts:STSBenchmark is for quick checks only")
     parser.add_argument("--synth-data", type=Path, help="arm 3 on this triplet folder instead of synthesizing")
     parser.add_argument("--scratch-requests", type=int,
-                        help="arm 5's writing requests (default: N / sentences_per_request, about N sentences)")
+                        help="arm 5's writing requests (default: 0.65 N / 3.5, about as many kept triplets as arm 3)")
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ",".join(ARMS))
     parser.add_argument("--synth-only", action="store_true", help="only write the inputs and synthesize the "
                                                                  "synthetic arms' data (cached), e.g. beside a --sweep")
