@@ -59,12 +59,14 @@ class SimCSEModel(nn.Module):
         `model.to(torch.bfloat16)` would not). `dropout`: None keeps the backbone's own; p sets it (module doc)."""
         from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
-        config = AutoConfig.from_pretrained(str(path))
-        fields = [f for f in DROPOUT_FIELDS if isinstance(getattr(config, f, None), (int, float))]
-        if dropout is not None:
+        fields, overrides = [], {}
+        if dropout is not None:  # the config read twice only when something in it changes
+            config = AutoConfig.from_pretrained(str(path))
+            fields = [f for f in DROPOUT_FIELDS if isinstance(getattr(config, f, None), (int, float))]
             for field in fields:
                 setattr(config, field, dropout)
-        lm = (AutoModelForMaskedLM if mlm else AutoModel).from_pretrained(str(path), config=config, dtype=dtype)
+            overrides["config"] = config
+        lm = (AutoModelForMaskedLM if mlm else AutoModel).from_pretrained(str(path), dtype=dtype, **overrides)
         if getattr(lm.base_model, "pooler", None) is not None:
             lm.base_model.pooler = None  # unused: SimCSE's MLP replaces it (and DDP would see unused params)
         model = cls(lm, pooler)
