@@ -48,7 +48,10 @@ def ray_head(tmp_path_factory, free_port):
     # Token authentication as Ray 2.60 sets it up for a new cluster, with a token of the test's own (so a token
     # left in ~/.ray by another cluster on this machine neither leaks in nor locks the client out).
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DS_ACCELERATOR": "cpu",
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           # the dashboard (the job server) gets 60 s to start and its modules 30 s: on 2 busy cores (two
+           # pytest-xdist workers, a laptop at work) it took longer once, and the head gave up
+           "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "300", "RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180"}
     env.pop("RAY_ADDRESS", None)
     port, dashboard = free_port(), free_port()
     temp_dir = tmp_path_factory.mktemp("ray")

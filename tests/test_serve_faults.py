@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+from _processes import own_live_processes
 
 pytestmark = pytest.mark.slow  # a local Ray cluster, Serve, two model replicas
 
@@ -22,15 +23,8 @@ TEXTS = [f"sentence number {i} about a cat sitting on the mat near the window" f
 
 
 def _embedder_replicas() -> list[int]:
-    """Pids of this app's live Embedder replica processes (Ray titles an actor's process after its class)."""
-    import psutil
-
-    pids = []
-    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        title = " ".join(proc.info["cmdline"] or [])
-        if f"ServeReplica:{APP}:Embedder" in title and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            pids.append(proc.info["pid"])
-    return pids
+    """Pids of this app's live Embedder replica processes in this session's cluster."""
+    return own_live_processes(f"ServeReplica:{APP}:Embedder")
 
 
 @pytest.mark.timeout(420)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _checkpoints import registered_checkpoint_step
+from _processes import own_live_processes
 
 from syncse_ray.config import load_config
 
@@ -47,11 +48,8 @@ def anchor_copies(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _train_worker_pids() -> list[int]:
-    """Pids of the live Ray Train worker processes (Ray titles an actor's process after its class)."""
-    import psutil
-
-    return [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline", "status"])
-            if "RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE]
+    """Pids of this session's live Ray Train worker processes."""
+    return own_live_processes("RayTrainWorker")
 
 
 def _sigkill_a_worker_after(progress_file: Path, step: int, checkpoint: int, killed: dict) -> None:
