@@ -20,9 +20,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,13 +50,12 @@ def ray_head(tmp_path_factory, free_port):
     # Token authentication as Ray 2.60 sets it up for a new cluster, with a token of the test's own (so a token
     # left in ~/.ray by another cluster on this machine neither leaks in nor locks the client out).
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DS_ACCELERATOR": "cpu",
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           # the dashboard (the job server) gets 60 s to start and its modules 30 s: on 2 busy cores (two
-           # pytest-xdist workers, a laptop at work) it took longer once, and the head gave up
-           "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "300", "RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180"}
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env.pop("RAY_ADDRESS", None)
     port, dashboard = free_port(), free_port()
-    temp_dir = tmp_path_factory.mktemp("ray")
+    # A short temp dir: Ray's socket paths under it must stay within AF_UNIX's 107 bytes (pytest-xdist's basetemp,
+    # /tmp/pytest-of-<user>/pytest-<n>/popen-gw<i>/, left the dashboard's module sockets over it)
+    temp_dir = Path(tempfile.mkdtemp(prefix="syncse-sc-", dir="/tmp"))
     start = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=8",
              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
              f"--temp-dir={temp_dir}", "--disable-usage-stats",
@@ -82,6 +83,7 @@ def ray_head(tmp_path_factory, free_port):
     finally:
         stop_process_group(head, timeout_s=10)  # then SIGKILL: nothing of it is kept
         log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _settings(run_dir: Path, data_dir: Path, extra: list[str] = ()) -> list[str]:
