@@ -200,7 +200,17 @@ LONGEST_FIRST = ["test_multinode.py", "test_pipeline_scenario.py", "test_rounds_
                  "test_pooling.py", "test_serve_cli.py", "test_serve_faults.py", "test_models.py"]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--benchmarks", action="store_true",
+                     help="also run the tests marked `benchmark`: a benchmark end to end (minutes; not in .ci/run)")
+
+
 def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--benchmarks"):
+        skip = pytest.mark.skip(reason="a benchmark end to end: run with `pytest --benchmarks`")
+        for item in items:
+            if "benchmark" in item.keywords:
+                item.add_marker(skip)
     if _XDIST_WORKER:
         rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
         items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order

@@ -67,3 +67,63 @@ def test_recovery_falls_back_to_stsb_and_transfer_columns_appear_when_present(qu
     assert quality.recoveries(per_seed, "synth") == {0: 0.75}
     header = quality.render(quality.summarize(per_seed)).splitlines()[0]
     assert header.endswith("| Avg. | MR | transfer avg |")
+
+
+def test_help_names_the_scratch_arm_seeds_and_transfer_columns():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "quality.py"), "--help"], capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    assert "scratch" in out and "--seeds" in out and "--scratch-requests" in out and "transfer" in out
+
+
+@pytest.mark.slow
+@pytest.mark.benchmark  # minutes: `pytest --benchmarks tests/test_quality_benchmark.py`, not in .ci/run
+@pytest.mark.timeout(3600)
+def test_smallest_configuration_end_to_end_table_matches_the_results_files(quality, tmp_path, data_dir):
+    """All five arms × 2 seeds on a handful of premises through the real stages (vLLM synthesis, partial and
+    scratch; Ray Train; the eval stage), MiniLM as the encoder so it runs in minutes; then the report's numbers are
+    recomputed from each run's own `eval/results.json`."""
+    import json
+    import subprocess
+    import sys
+
+    from syncse_ray.eval.results import load_results
+
+    out = tmp_path / "quality"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--n", "16", "--seeds", "0,1", "--steps", "2",
+         "--batch-size", "4", "--encoder", "bundled:all-minilm-l6-v2", "--pooler", "avg", "--precision", "fp32",
+         "--tasks", "sts:STSBenchmark", "--arms", "base,unsup,synth,gold,scratch", "--scratch-requests", "4",
+         "--data-dir", str(data_dir), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=3300, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    report = json.loads((out / "quality.json").read_text())
+
+    # every number in the report is the one its run's results file holds
+    per_seed = {"base": {None: quality.score_columns(load_results(
+        next((out / "eval_base").glob("*/results.json"))))}}
+    for arm in ("unsup", "synth", "gold", "scratch"):
+        assert sorted(report["runs"][arm]) == ["0", "1"], arm
+        per_seed[arm] = {int(seed): quality.score_columns(load_results(Path(run["folder"]) / "eval" / "results.json"))
+                         for seed, run in report["runs"][arm].items()}
+    assert report["scores"] == {arm: {str(s): v for s, v in by_seed.items()} for arm, by_seed in per_seed.items()}
+    # the table's arithmetic, by hand: mean and sample sd over the two seeds, the recovery per seed
+    for arm in ("unsup", "synth", "gold", "scratch"):
+        values = [per_seed[arm][s]["STSBenchmark"] for s in (0, 1)]
+        stat = report["summary"][arm]["STSBenchmark"]
+        assert stat["n"] == 2
+        assert stat["mean"] == pytest.approx(statistics.fmean(values))
+        assert stat["sd"] == pytest.approx(statistics.stdev(values))
+    for arm in ("synth", "scratch"):
+        for s in (0, 1):
+            unsup, gold = per_seed["unsup"][s]["STSBenchmark"], per_seed["gold"][s]["STSBenchmark"]
+            want = (per_seed[arm][s]["STSBenchmark"] - unsup) / (gold - unsup)
+            assert report["gap_recovery"][arm][str(s)] == pytest.approx(want)
+    table = (out / "quality.md").read_text()
+    for arm in ("unsup", "synth", "gold", "scratch"):
+        stat = report["summary"][arm]["STSBenchmark"]
+        assert f"| {quality.ARM_LABELS[arm]} | 2 |" in table and f"{stat['mean']:.2f} ± {stat['sd']:.2f}" in table
+    assert {"synth", "scratch"} <= set(report["synth"]) and all(report["synth"][a]["kept"] > 0
+                                                               for a in ("synth", "scratch"))
