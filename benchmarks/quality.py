@@ -16,7 +16,8 @@ precision, steps, batch, learning rate and seeds:
 
 Each trained arm is trained once per seed (--seeds 0,1,2) on one synthesis per synthetic arm (--synth-seed), scored
 with `syncse_ray.eval.run_eval` on the seven STS tasks (SentEval "all" protocol; --tasks sts,transfer adds the
-SentEval transfer tasks whose data is present), and reported as mean +- standard deviation over the seeds, with
+SentEval transfer tasks whose data is present, --tasks sts,rerank the paper's four reranking sets' MAP through mteb
+where `syncse data fetch --rerank` put them in the data dir), and reported as mean +- standard deviation over the seeds, with
 
     gap recovery = (avg(3) - avg(2)) / (avg(4) - avg(2))   per seed  (paper, RoBERTa-base: (81.94-76.57)/(82.52-76.57) = 90%)
     and the same for arm 5                                           (paper: (80.75-76.57)/(82.52-76.57) = 70%)
@@ -58,8 +59,10 @@ SYNTHETIC = ("synth", "scratch")
 # (docs/quality.md); a writing request of the CPU scratch recipe kept ~3.5 triplets (11 requests: 67 sentences,
 # 38 kept; `--n 16` in docs/quality.md). Override with --scratch-requests.
 PARTIAL_KEPT_SHARE, SCRATCH_KEPT_PER_REQUEST = 0.65, 3.5
-# Test-set score columns: the STS tasks and their average, then the transfer tasks and theirs
+# Test-set score columns: the STS tasks and their average, then the transfer tasks and theirs, then the reranking
+# sets (MAP, through mteb) and theirs
 TRANSFER_AVG = "transfer avg"
+RERANK_AVG = "rerank avg"
 
 
 def _now() -> str:
@@ -232,13 +235,21 @@ def evaluate(args, model: str, out_dir: Path, pooler: str | None) -> dict:
 
 def score_columns(results: dict) -> dict[str, float]:
     """An evaluation's test-set columns: each STS task and "avg" (only when all seven ran), each transfer task and
-    TRANSFER_AVG (the evaluation's mean over the transfer tasks it ran: every arm runs the same ones)."""
-    scores = {}
+    TRANSFER_AVG (the evaluation's mean over the transfer tasks it ran: every arm runs the same ones), each reranking
+    set's MAP and RERANK_AVG (their mean, likewise)."""
+    from syncse_ray.eval.runner import RERANK_TASKS
+
+    scores, rerank = {}, []
     for r in results["records"]:
         if r["protocol"] == "senteval-sts":
             scores[r["task"]] = r["score"]
         elif r["protocol"] == "senteval-transfer":
             scores[TRANSFER_AVG if r["task"] == "avg" else r["task"]] = r["score"]
+        elif r["protocol"] in ("mteb-local", "mteb-hub") and r["task"] in RERANK_TASKS:
+            scores[r["task"]] = r["score"]
+            rerank.append(r["score"])
+    if rerank:
+        scores[RERANK_AVG] = statistics.fmean(rerank)
     return scores
 
 
@@ -285,13 +296,14 @@ def _cell(stat: dict | None) -> str:
 
 
 def render(summary: dict[str, dict[str, dict]]) -> str:
-    """The table: one row per arm (mean ± sd over its seeds, the seed count beside it), STS then transfer columns
-    (transfer only where some arm has them), then the paper's RoBERTa-base averages."""
+    """The table: one row per arm (mean ± sd over its seeds, the seed count beside it), STS, transfer and reranking
+    columns (transfer and reranking only where some arm has them), then the paper's RoBERTa-base averages."""
     from syncse_ray.data.senteval import TRANSFER_TASKS
     from syncse_ray.eval.results import PAPER_STS_AVG, STS_HEADERS
+    from syncse_ray.eval.runner import RERANK_TASKS
 
     present = {c for columns in summary.values() for c in columns}
-    transfer = [t for t in (*TRANSFER_TASKS, TRANSFER_AVG) if t in present]
+    transfer = [t for t in (*TRANSFER_TASKS, TRANSFER_AVG, *RERANK_TASKS, RERANK_AVG) if t in present]
     header = ["arm", "seeds", *STS_HEADERS.values(), "Avg.", *transfer]
     lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
     for arm in (a for a in ARMS if a in summary):
@@ -370,8 +382,9 @@ def main() -> None:
                              "machine 1 thread ran 2-3x faster than 2 (OpenMP threads waiting on each other)")
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--tasks", default="sts", help="eval task specs (default: the 7 STS tasks; sts,transfer adds "
-                                                        "the transfer columns whose data is present); a subset "
-                                                        "such as sts:STSBenchmark is for quick checks only")
+                                                        "the transfer columns whose data is present, rerank the "
+                                                        "reranking columns (MAP; `syncse data fetch --rerank`)); a "
+                                                        "subset such as sts:STSBenchmark is for quick checks only")
     parser.add_argument("--synth-data", type=Path, help="arm 3 on this triplet folder instead of synthesizing")
     parser.add_argument("--scratch-requests", type=int,
                         help="arm 5's writing requests (default: 0.65 N / 3.5, about as many kept triplets as arm 3)")

@@ -125,7 +125,7 @@ def test_bad_task_specs_and_missing_data_fail_before_loading_the_model(tmp_path)
         run_eval("./no-such-folder", ["sts"], tmp_path)
     assert parse_tasks(["sts:STS12", "sts", "mteb:reranking", "transfer:sst-2"]) == {
         "sts": ["STS12", *[t for t in STS_TEST_TASKS if t != "STS12"]], "sts-dev": [],
-        "transfer": ["SST2"],
+        "transfer": ["SST2"], "rerank": [],
         "mteb": ["AskUbuntuDupQuestions", "MindSmallReranking", "SciDocsRR", "StackOverflowDupQuestions"]}
 
 

@@ -1,5 +1,5 @@
 """benchmarks/quality.py's arithmetic, without a run: the per-seed table (mean ± sample sd), the gap recovery per
-seed for both synthetic arms, the transfer columns only where an arm has them."""
+seed for both synthetic arms, the transfer and reranking columns only where an arm has them."""
 
 from __future__ import annotations
 
@@ -30,6 +30,19 @@ def _results(sts: dict[str, float], transfer: dict[str, float] | None = None) ->
 def test_score_columns_keep_test_sets_and_name_the_transfer_average(quality):
     got = quality.score_columns(_results({"STSBenchmark": 50.0, "avg": 48.0}, {"MR": 70.0, "avg": 75.0}))
     assert got == {"STSBenchmark": 50.0, "avg": 48.0, "MR": 70.0, quality.TRANSFER_AVG: 75.0}
+
+
+def test_rerank_maps_are_columns_with_their_average(quality):
+    results = _results({"STSBenchmark": 50.0})
+    results["records"] += [
+        {"protocol": "mteb-local", "task": "AskUbuntuDupQuestions", "score": 50.0},
+        {"protocol": "mteb-hub", "task": "SciDocsRR", "score": 70.0},
+        {"protocol": "mteb-local", "task": "STS12", "score": 10.0},  # an mteb STS task: not a reranking column
+    ]
+    got = quality.score_columns(results)
+    assert got == {"STSBenchmark": 50.0, "AskUbuntuDupQuestions": 50.0, "SciDocsRR": 70.0, quality.RERANK_AVG: 60.0}
+    header = quality.render(quality.summarize({"synth": {0: got}})).splitlines()[0]
+    assert header.endswith("| Avg. | AskUbuntuDupQuestions | SciDocsRR | rerank avg |")
 
 
 def test_seeds_give_mean_and_sample_sd_and_a_recovery_per_seed(quality):
@@ -69,13 +82,14 @@ def test_recovery_falls_back_to_stsb_and_transfer_columns_appear_when_present(qu
     assert header.endswith("| Avg. | MR | transfer avg |")
 
 
-def test_help_names_the_scratch_arm_seeds_and_transfer_columns():
+def test_help_names_the_scratch_arm_seeds_transfer_and_rerank_columns():
     import subprocess
     import sys
 
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "quality.py"), "--help"], capture_output=True,
                          text=True, check=True, timeout=60).stdout
     assert "scratch" in out and "--seeds" in out and "--scratch-requests" in out and "transfer" in out
+    assert "rerank" in out
 
 
 @pytest.mark.slow

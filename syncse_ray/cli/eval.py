@@ -20,8 +20,9 @@ def eval_command(
              "endpoint. Default: the config's eval.model, else (with --config) the run's eval stage on its "
              "trained model, as `syncse pipeline` and jobs/eval.py run it.")] = None,
     tasks: Annotated[list[str] | None, typer.Option(
-        "--tasks", "-t", help="sts, sts:<name>, sts-dev, transfer, transfer:<name>, mteb:<task|sts|reranking>; "
-                              "repeat or comma-separate. Default: the config's eval.tasks (sts).")] = None,
+        "--tasks", "-t", help="sts, sts:<name>, sts-dev, transfer, transfer:<name>, rerank, rerank:<name>, "
+                              "mteb:<task|sts|reranking>; repeat or comma-separate. Default: the config's "
+                              "eval.tasks (sts).")] = None,
     data_dir: Annotated[Path | None, typer.Option(
         help="Benchmark data (senteval/ layout). Default: config data_dir, else $SYNCSE_DATA_DIR, else "
              "~/.cache/syncse-ray/data (syncse data fetch fills it).")] = None,

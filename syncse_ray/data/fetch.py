@@ -16,12 +16,20 @@ snli                stanfordnlp/snli, splits ``validation`` and ``test``,       
 wiki1m-sample       princeton-nlp/datasets-for-simcse, ``wiki1m_for_simcse.txt``  seeds/wiki1m_sample.txt (its first 11,914 lines)
 simcse-wiki1m       princeton-nlp/datasets-for-simcse, ``wiki1m_for_simcse.txt``  wiki1m_for_simcse.txt (the whole file; --only)
 simcse-nli          princeton-nlp/datasets-for-simcse, ``nli_for_simcse.csv``     nli_for_simcse.csv (the whole file; --only)
+rerank-<set>        mteb/AskUbuntuDupQuestions, MindSmallReranking, SciDocsRR,    mteb/<task>/ (the repo's files as the hub has
+(--rerank)          StackOverflowDupQuestions at the revision mteb pins: the      them); <set>: askubuntu, mindsmall, scidocs,
+                    whole repo (corpus, queries, qrels, top_ranked configs)       stackoverflow
 ==================  ===========================================================  ==============================================
 
 Why ``senteval.tar`` and not the mteb copies (``mteb/sts12-sts`` …): SentEval's STS files are one subset a file
 and the readers (``syncse_ray/data/senteval.py``) read the subsets by name, while the mteb copies have no subset column;
 ``mteb/sickr-sts`` is all 9,927 SICK pairs in one ``test`` split, with no train/trial/test; and the SentEval files
 are the tokenized, lower-cased text the SimCSE and SynCSE papers evaluated on. The tar also holds the transfer sets.
+
+The reranking sets (the four the SynCSE paper reports) are mteb's own copies, kept as the hub's repo folders at the
+revision the installed mteb pins for each task (``RERANK_REPOS``; a test checks the pins against mteb): offline,
+``syncse eval --tasks rerank`` points mteb's task at ``<data_dir>/mteb/<task>/`` and mteb reads it with its own
+loader, so the scores are mteb's on mteb's data. Their row counts are read back with ``datasets`` per config.
 
 Text differences from the files SentEval-based projects use: the ``snli`` files are written from the hub's
 untokenized, cased text (SentEval's SNLI copy is tokenized: ``packages .``), same pairs (those with a gold label).
@@ -74,6 +82,15 @@ STS_FOLDERS = ("STS/STS12-en-test", "STS/STS13-en-test", "STS/STS14-en-test", "S
 TRANSFER_FOLDERS = ("MR", "CR", "SUBJ", "MPQA", "SST/binary", "TREC", "MRPC")
 # A member that tells where SentEval's data/downstream folder starts inside the tar.
 TAR_ANCHOR = "STS/STS12-en-test/STS.input.MSRpar.txt"
+
+# The SynCSE paper's reranking sets: mteb task -> (hub dataset repo, the revision mteb 2.26 pins for it)
+RERANK_REPOS: dict[str, tuple[str, str]] = {
+    "AskUbuntuDupQuestions": ("mteb/AskUbuntuDupQuestions", "c5691e3c48741d5f83b5cc8e630653d7a8cfc048"),
+    "MindSmallReranking": ("mteb/MindSmallReranking", "227478e3235572039f4f7661840e059f31ef6eb1"),
+    "SciDocsRR": ("mteb/SciDocsRR", "39b8377811871075eed9de3b8a7e21aaa6acb3d8"),
+    "StackOverflowDupQuestions": ("mteb/StackOverflowDupQuestions", "5debda000fe8e27ebb5c123d38081f92e1847a59"),
+}
+MTEB_DIR = "mteb"  # <data_dir>/mteb/<task>/: an mteb dataset repo as the hub has it
 
 STS_LICENCE = ("STS 2012-2016 and STS Benchmark: scores CC BY-SA 4.0, sentence texts under the terms of their "
                "sources (LICENSE/readme files in the folders); SICK: CC BY-NC-SA 3.0")
@@ -136,6 +153,17 @@ class Source:
         except _download_errors() as exc:
             raise FetchError(f"cannot download {repo_id}/{filename}: {_short(exc)}") from None
 
+    def snapshot(self, repo_id: str, revision: str | None) -> Path:
+        """A local folder holding every file of the dataset repo at ``revision`` (the hub cache's snapshot)."""
+        if self.root is not None:
+            return self._local(repo_id)
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, cache_dir=self.cache_dir))
+        except _download_errors() as exc:
+            raise FetchError(f"cannot download {repo_id}@{revision}: {_short(exc)}") from None
+
     def split(self, repo_id: str, split: str, revision: str | None):
         """One split of a dataset repo as a ``datasets.Dataset``."""
         import datasets
@@ -182,6 +210,8 @@ class DatasetSpec:
     write: Callable[[Source, str | None, Path], dict[str, Any]]  # -> row counts; files go below the given folder
     default: bool = True
     transfer: bool = False
+    rerank: bool = False
+    revision: str | None = None  # pinned (what the reader expects); None: the hub's main, resolved at fetch
     # files that mark the dataset as present in a data dir syncse did not fill (e.g. a shared, read-only copy)
     marks: tuple[str, ...] = ()
 
@@ -308,6 +338,42 @@ def _copy_file(filename: str) -> Callable[[Source, str | None, Path], dict[str, 
     return write
 
 
+def _copy_mteb_repo(task: str) -> Callable[[Source, str | None, Path], dict[str, Any]]:
+    """The task's mteb dataset repo, file for file, into ``mteb/<task>/``; rows: each config's split sizes."""
+    def write(source: Source, revision: str | None, out: Path) -> dict[str, Any]:
+        import datasets
+
+        repo = RERANK_REPOS[task][0]
+        src = source.snapshot(repo, revision)
+        target = out / MTEB_DIR / task
+        for path in sorted(src.rglob("*")):
+            rel = path.relative_to(src)
+            if path.is_file() and not any(part.startswith(".") for part in rel.parts):  # not .gitattributes, .cache
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target / rel)  # the hub cache's symlinks resolved: the file itself
+        if not (target / "README.md").is_file():
+            raise FetchError(f"{repo} has no README.md: not a dataset repo with configs (as mteb's are)")
+        rows: dict[str, Any] = {}
+        try:
+            for config in datasets.get_dataset_config_names(str(target)):
+                ds = datasets.load_dataset(str(target), config)
+                rows[config] = {split: len(part) for split, part in ds.items()}
+        except (OSError, ValueError) as exc:
+            raise FetchError(f"{repo} could not be read back with datasets: {_short(exc)}") from None
+        return rows
+
+    return write
+
+
+def _rerank_spec(name: str, task: str) -> DatasetSpec:
+    repo, revision = RERANK_REPOS[task]
+    return DatasetSpec(name, f"{task} (mteb reranking; the SynCSE paper's reranking table)", repo,
+                       "the whole repo (corpus, queries, qrels, top_ranked configs) at the revision mteb pins",
+                       "the source dataset's terms (see the repo's README.md)", "mteb's copy, unchanged",
+                       _copy_mteb_repo(task), default=False, rerank=True, revision=revision,
+                       marks=(f"{MTEB_DIR}/{task}/README.md",))
+
+
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("senteval-sts", "STS12-16, STS Benchmark, SICK (SentEval layout)", SIMCSE_REPO,
                 f"{SENTEVAL_TAR}: STS/STS12-en-test … STS16-en-test, STS/STSBenchmark, SICK",
@@ -334,20 +400,26 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("simcse-nli", "SimCSE's NLI triplets (sup-SimCSE and paper recipes)", SIMCSE_REPO, NLI_FILE,
                 "CC BY-SA 4.0 (SNLI) and MultiNLI's licences", "SimCSE's file, unchanged", _copy_file(NLI_FILE),
                 default=False),
+    _rerank_spec("rerank-askubuntu", "AskUbuntuDupQuestions"),
+    _rerank_spec("rerank-mindsmall", "MindSmallReranking"),
+    _rerank_spec("rerank-scidocs", "SciDocsRR"),
+    _rerank_spec("rerank-stackoverflow", "StackOverflowDupQuestions"),
 )}
 
 
-def select(only: Sequence[str] | None = None, transfer: bool = False) -> list[DatasetSpec]:
-    """The datasets to fetch: ``only`` (names), else the defaults (+ the transfer sets with ``transfer``)."""
+def select(only: Sequence[str] | None = None, transfer: bool = False, rerank: bool = False) -> list[DatasetSpec]:
+    """The datasets to fetch: ``only`` (names), else the defaults; plus the transfer sets with ``transfer`` and
+    the reranking sets with ``rerank``."""
+    def wanted(spec: DatasetSpec) -> bool:
+        return (transfer and spec.transfer) or (rerank and spec.rerank)
+
     if only:
         unknown = [n for n in only if n not in DATASETS]
         if unknown:
             raise FetchUsageError(f"unknown dataset {', '.join(unknown)}; known: {', '.join(DATASETS)}")
-        names = list(dict.fromkeys(only))
-        if transfer and "senteval-transfer" not in names:
-            names.append("senteval-transfer")
+        names = list(dict.fromkeys([*only, *(s.name for s in DATASETS.values() if wanted(s))]))
         return [DATASETS[n] for n in names]
-    return [s for s in DATASETS.values() if s.default or (transfer and s.transfer)]
+    return [s for s in DATASETS.values() if s.default or wanted(s)]
 
 
 # --------------------------------------------------------------------------------------------------- manifest
@@ -418,7 +490,8 @@ def fetch_one(spec: DatasetSpec, data_dir: Path, source: Source, *, force: bool 
         return Fetched(spec.name, "present", {}, len(spec.marks))
     revisions = {} if revisions is None else revisions
     if spec.repo not in revisions:
-        revisions[spec.repo] = source.revision(spec.repo)
+        revisions[spec.repo] = source.revision(spec.repo) if spec.revision is None or source.root is not None \
+            else spec.revision
     revision = revisions[spec.repo]
     data_dir.mkdir(parents=True, exist_ok=True)
     staging = data_dir / f".fetch-{spec.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -445,15 +518,16 @@ def fetch_one(spec: DatasetSpec, data_dir: Path, source: Source, *, force: bool 
     return Fetched(spec.name, "fetched", rows, len(files))
 
 
-def fetch(data_dir: Path, *, only: Sequence[str] | None = None, transfer: bool = False, force: bool = False,
-          source: Source | None = None, on_dataset: Callable[[Fetched], None] | None = None) -> list[Fetched]:
+def fetch(data_dir: Path, *, only: Sequence[str] | None = None, transfer: bool = False, rerank: bool = False,
+          force: bool = False, source: Source | None = None,
+          on_dataset: Callable[[Fetched], None] | None = None) -> list[Fetched]:
     """Fetch the selected datasets (`select`) into ``data_dir``; skipped when complete unless ``force``."""
     source = source or Source()
     if source.root is not None and not Path(source.root).is_dir():
         raise FetchUsageError(f"--source {source.root} is not a folder")
     revisions: dict[str, str | None] = {}
     done = []
-    for spec in select(only, transfer):
+    for spec in select(only, transfer, rerank):
         result = fetch_one(spec, Path(data_dir), source, force=force, revisions=revisions)
         done.append(result)
         if on_dataset is not None:

@@ -13,6 +13,10 @@ Offline, the STS tasks are fed from the SentEval files in the data directory (th
 
 The local files are tokenised and lower-cased, mteb's hub copies are not, so offline numbers can differ slightly
 from leaderboard numbers; records say ``mteb-local`` or ``mteb-hub``.
+
+Offline, any other task is read from ``<data_dir>/mteb/<task>/``, mteb's own dataset repo as the hub has it
+(``syncse data fetch --rerank`` puts the four reranking sets there): the task is pointed at that folder and mteb
+loads it with its own loader, so the data and the scoring are mteb's.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from syncse_ray.data.fetch import MTEB_DIR, sha256_file
 from syncse_ray.data.senteval import StsData, read_sick, read_sts_year, read_stsb
 from syncse_ray.errors import SyncseError
 from syncse_ray.models.encoders import Encoder
@@ -120,6 +125,29 @@ def hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
+def local_repo(data_dir: str | Path, name: str) -> Path | None:
+    """``<data_dir>/mteb/<name>/`` when it holds a dataset repo (its README.md with the configs), else None."""
+    folder = Path(data_dir) / MTEB_DIR / name
+    return folder if (folder / "README.md").is_file() else None
+
+
+def repo_fingerprint(folder: Path) -> str:
+    """sha256 over the repo folder's files (relative path and content), first 16 hex digits."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def uses_hub(source: str) -> bool:
+    """Whether mteb's data comes from the hub for this ``source`` (auto: when the hub is reachable)."""
+    if source not in DATA_SOURCES:
+        raise MtebTaskError(f"unknown mteb data source {source!r}; choose one of {', '.join(DATA_SOURCES)}")
+    return source == "hub" or (source == "auto" and hub_reachable())
+
+
 def feed_local(task: AbsTask, data_dir: str | Path) -> StsData:
     """Set ``task``'s test split to the local SentEval pairs, so that mteb evaluates it without the hub."""
     from datasets import Dataset, DatasetDict
@@ -137,14 +165,12 @@ def run_mteb(encoder: Encoder, names: Sequence[str], data_dir: str | Path, *, so
     ×100), metric, protocol (``mteb-local`` / ``mteb-hub``), n (local pairs), data (files or hub dataset), data_fingerprint, time,
     seconds (the task's evaluation).
 
-    ``source``: ``local`` feeds the STS tasks from the SentEval files; ``hub`` uses mteb's own loading;
-    ``auto`` uses the hub when it is reachable, else the local files."""
+    ``source``: ``local`` feeds the STS tasks from the SentEval files and any other task from its repo folder in
+    the data dir; ``hub`` uses mteb's own loading; ``auto`` uses the hub when it is reachable, else the local files."""
     import mteb
 
-    if source not in DATA_SOURCES:
-        raise MtebTaskError(f"unknown mteb data source {source!r}; choose one of {', '.join(DATA_SOURCES)}")
+    use_hub = uses_hub(source)
     tasks = [get_mteb_task(name) for name in expand_task_names(names)]  # every name checked before any work
-    use_hub = source == "hub" or (source == "auto" and hub_reachable())
     records: list[dict[str, Any]] = []
     model = mteb_model(encoder)
     for task in tasks:
@@ -160,11 +186,17 @@ def run_mteb(encoder: Encoder, names: Sequence[str], data_dir: str | Path, *, so
             data_desc = ", ".join(str(p) for p in data.files[:3]) + (" ..." if len(data.files) > 3 else "")
             fingerprint = data.fingerprint()
             n_pairs = len(data.gold)
+        elif (folder := local_repo(data_dir, name)) is not None:
+            # the task's own copy (class-level metadata is shared by every instance: replace, don't mutate)
+            task.metadata = task.metadata.model_copy(update={"dataset": {**task.metadata.dataset,
+                                                                         "path": str(folder)}})
+            protocol, data_desc, fingerprint, n_pairs = "mteb-local", str(folder), repo_fingerprint(folder), None
         else:
             raise MtebTaskError(
-                f"mteb task {name!r} needs its dataset ({task.metadata.dataset['path']}) from the Hugging Face "
-                f"hub, which is not reachable (or source='local'); offline only {', '.join(LOCAL_STS)} are fed "
-                f"from the local SentEval files")
+                f"mteb task {name!r} needs its dataset ({task.metadata.dataset['path']}): the Hugging Face hub is "
+                f"not reachable (or source='local') and {Path(data_dir) / MTEB_DIR / name} does not hold it; "
+                f"`syncse data fetch --rerank` fetches the reranking sets there, {', '.join(LOCAL_STS)} are read "
+                f"from the SentEval files")
         start = time.perf_counter()
         try:
             result = mteb.evaluate(model, task, cache=None, encode_kwargs={"batch_size": batch_size},

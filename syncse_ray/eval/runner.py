@@ -6,6 +6,9 @@ Task specs:
   STS12 … STS16, STSBenchmark, SICKRelatedness;
 - ``sts-dev``: STS-B dev and SICK-R trial (what training selects models on);
 - ``transfer``: MR, CR, SUBJ, MPQA, SST2, TREC, MRPC (absent data folders are skipped); ``transfer:<name>``;
+- ``rerank``: the SynCSE paper's four reranking sets through mteb (MAP@1000): AskUbuntuDupQuestions,
+  MindSmallReranking, SciDocsRR, StackOverflowDupQuestions; ``rerank:<name>``. Offline each is read from
+  ``<data_dir>/mteb/<task>/`` (``syncse data fetch --rerank``); a set that is not there is skipped, as transfer sets are;
 - ``mteb:<task>``: any mteb task name, or the groups ``mteb:sts`` and ``mteb:reranking``.
 
 Every task's data is read (and every mteb name checked) before the model is loaded, so a bad data directory or
@@ -40,7 +43,14 @@ from syncse_ray.data.senteval import (
     read_transfer,
 )
 from syncse_ray.errors import SyncseError
-from syncse_ray.eval.mteb_tasks import MTEB_GROUPS, expand_task_names, get_mteb_task, run_mteb
+from syncse_ray.eval.mteb_tasks import (
+    MTEB_GROUPS,
+    expand_task_names,
+    get_mteb_task,
+    local_repo,
+    run_mteb,
+    uses_hub,
+)
 from syncse_ray.eval.results import average_record, write_results
 from syncse_ray.eval.score_cache import ScoreCache, encoder_identity, score_key
 from syncse_ray.eval.sts import spearman_cosine
@@ -54,8 +64,9 @@ class EvalError(SyncseError, ValueError):
     """A task spec that names nothing known; the message lists what is."""
 
 
+RERANK_TASKS = MTEB_GROUPS["reranking"]
 TASK_SPEC_HELP = (f"sts, sts:<{'|'.join(STS_TEST_TASKS)}>, sts-dev, transfer, transfer:<{'|'.join(TRANSFER_TASKS)}>, "
-                  f"mteb:<any mteb task | {'|'.join(MTEB_GROUPS)}>")
+                  f"rerank, rerank:<{'|'.join(RERANK_TASKS)}>, mteb:<any mteb task | {'|'.join(MTEB_GROUPS)}>")
 
 
 def _now() -> str:
@@ -63,8 +74,10 @@ def _now() -> str:
 
 
 def parse_tasks(specs: Sequence[str]) -> dict[str, list[str]]:
-    """Task specs -> {"sts": [...], "sts-dev": [...], "transfer": [...], "mteb": [...]} (order kept, no repeats)."""
-    plan: dict[str, list[str]] = {"sts": [], "sts-dev": [], "transfer": [], "mteb": []}
+    """Task specs -> {"sts": [...], "sts-dev": [...], "transfer": [...], "rerank": [...], "mteb": [...]} (order
+    kept, no repeats)."""
+    plan: dict[str, list[str]] = {"sts": [], "sts-dev": [], "transfer": [], "rerank": [], "mteb": []}
+    rerank_names = {t.lower(): t for t in RERANK_TASKS}
 
     def add(kind: str, names: Sequence[str]) -> None:
         plan[kind] += [n for n in names if n not in plan[kind]]
@@ -82,6 +95,10 @@ def parse_tasks(specs: Sequence[str]) -> dict[str, list[str]]:
             add("transfer", TRANSFER_TASKS)
         elif kind == "transfer" and name.upper().replace("-", "") in TRANSFER_TASKS:
             add("transfer", [name.upper().replace("-", "")])
+        elif kind == "rerank" and not name:
+            add("rerank", RERANK_TASKS)
+        elif kind == "rerank" and name.lower() in rerank_names:
+            add("rerank", [rerank_names[name.lower()]])
         elif kind == "mteb" and name:
             add("mteb", expand_task_names([name]))
         else:
@@ -151,6 +168,16 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
             skipped.append(str(exc))
     for name in plan["mteb"]:
         get_mteb_task(name)
+    rerank_source = mteb_source
+    if plan["rerank"]:  # offline, a set not in the data dir is skipped (as transfer sets are), named in `skipped`
+        rerank_source = "hub" if uses_hub(mteb_source) else "local"
+        missing = [n for n in plan["rerank"] if rerank_source == "local" and local_repo(data_dir, n) is None]
+        for task in missing:
+            reason = (f"rerank {task}: skipped, {Path(data_dir) / 'mteb' / task} is missing (`syncse data fetch "
+                      f"--rerank` fetches it; or --mteb-source hub)")
+            log.warning("%s", reason)
+            skipped.append(reason)
+        plan["rerank"] = [n for n in plan["rerank"] if n not in missing]
 
     name = model if isinstance(model, str) else model.name
     identity = None
@@ -167,7 +194,7 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
         (protocol, task): score_key(identity, protocol=protocol, task=task, data_fingerprint=fp, kfold=kfold)
         for (protocol, task), (_, fp) in cacheable.items()}
     hits = {pt: entry for pt, key in keys.items() if (entry := cache.get(key)) is not None}  # type: ignore[union-attr]
-    all_cached = bool(hits) and len(hits) == len(cacheable) and not plan["mteb"]
+    all_cached = bool(hits) and len(hits) == len(cacheable) and not plan["mteb"] and not plan["rerank"]
 
     encoder: CachedEncoder | None = None
     if not all_cached:  # the model is loaded only when some task has to be scored
@@ -199,8 +226,8 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
             cache.put(keys[(rec["protocol"], rec["task"])], rec, type(inner).__name__)
         return rec
 
-    total = len(sts_data) + len(dev_data) + len(transfer_data) + len(plan["mteb"])
-    order = [*sts_data, *dev_data, *(d.task for d in transfer_data), *plan["mteb"]]
+    total = len(sts_data) + len(dev_data) + len(transfer_data) + len(plan["rerank"]) + len(plan["mteb"])
+    order = [*sts_data, *dev_data, *(d.task for d in transfer_data), *plan["rerank"], *plan["mteb"]]
 
     def tick(done: int) -> None:  # the task now running (the last one done at the end)
         if progress:
@@ -234,12 +261,13 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
         avg = average_record(transfer_records, "senteval-transfer", [r["task"] for r in transfer_records])
         avg["metric"] = f"mean of the {len(transfer_records)} tasks run"
         records.append(avg)
-    if plan["mteb"]:
-        for rec in run_mteb(encoder, plan["mteb"], data_dir, source=mteb_source, batch_size=batch_size,
+    for task, source in [*((t, rerank_source) for t in plan["rerank"]), *((t, mteb_source) for t in plan["mteb"])]:
+        for rec in run_mteb(encoder, [task], data_dir, source=source, batch_size=batch_size,
                             show_progress=show_progress):
             log.info("%s %s %s: %.2f", rec["protocol"], rec["task"], rec["split"], rec["score"])
             records.append({"model": name, **rec})
-        tick(total)
+        done += 1
+        tick(done)
 
     if inner is not None:
         encoder_class, used_precision = type(inner).__name__, getattr(inner, "precision", None)
