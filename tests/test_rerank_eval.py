@@ -17,7 +17,8 @@ from syncse_ray.data.fetch import DATASETS, RERANK_REPOS, Source, fetch, select
 from syncse_ray.eval.runner import EvalError, parse_tasks, run_eval
 
 # AskUbuntu-like: each query has candidates (top_ranked) and one or two duplicates among them (qrels). Some
-# distractors are close in wording, so the ranking is not perfect and MAP is not trivially 1.
+# distractors are close in wording, so the ranking is not perfect: MiniLM ranks a non-duplicate between q1's two
+# duplicates and above q2's, so MAP (77.8) differs from 1 and from MRR (83.3) and nDCG.
 QUERIES = {"q1": "how do I install a package from the terminal",
            "q2": "wifi stops working after the laptop wakes from sleep",
            "q3": "change the screen brightness from the keyboard"}
@@ -28,11 +29,11 @@ CORPUS = {"d1": "install software with apt-get on the command line",
           "d5": "brightness keys do nothing on my laptop",
           "d6": "how to add a ppa and install a package",
           "d7": "adjust display brightness with function keys"}
-QRELS = {"q1": ["d1", "d6"], "q2": ["d3"], "q3": ["d5", "d7"]}
+QRELS = {"q1": ["d1", "d2"], "q2": ["d3"], "q3": ["d5", "d7"]}
 TOP_RANKED = {"q1": ["d1", "d2", "d6", "d4"], "q2": ["d3", "d4", "d2"], "q3": ["d5", "d2", "d7", "d3"]}
 
 
-def _mteb_repo(folder: Path) -> None:
+def _mteb_repo(folder: Path, qrels: dict[str, list[str]] = QRELS) -> None:
     """An mteb reranking dataset repo as the hub has them: corpus, queries, default (qrels) and top_ranked configs,
     one parquet file each, the configs in README.md; plus a .gitattributes that is not data."""
     from datasets import Dataset
@@ -40,9 +41,9 @@ def _mteb_repo(folder: Path) -> None:
     tables = {
         "corpus": {"_id": list(CORPUS), "text": list(CORPUS.values())},
         "queries": {"_id": list(QUERIES), "text": list(QUERIES.values())},
-        "default": {"query-id": [q for q, ds in QRELS.items() for _ in ds],
-                    "corpus-id": [d for ds in QRELS.values() for d in ds],
-                    "score": [1 for ds in QRELS.values() for _ in ds]},
+        "default": {"query-id": [q for q, ds in qrels.items() for _ in ds],
+                    "corpus-id": [d for ds in qrels.values() for d in ds],
+                    "score": [1 for ds in qrels.values() for _ in ds]},
         "top_ranked": {"query-id": list(TOP_RANKED), "corpus-ids": list(TOP_RANKED.values())},
     }
     readme = ["---", "configs:"]
@@ -127,10 +128,10 @@ def test_fetched_rerank_set_is_scored_by_mteb_offline(hub, source, tmp_path):
 
     encoder = load_encoder("bundled:all-minilm-l6-v2")
     expected = _hand_map(encoder)
-    assert 0 < expected < 100  # a ranking with mistakes: the check below can tell a wrong MAP from a right one
+    assert expected == pytest.approx(100 * (5 / 6 + 1 / 2 + 1) / 3)  # AP: q1 (1 + 2/3)/2, q2 1/2, q3 1
     # SciDocsRR was not fetched: skipped with the command that fetches it, the other scored
     out = run_eval(encoder, ["rerank:AskUbuntuDupQuestions", "rerank:SciDocsRR"], data, tmp_path / "eval",
-                   mteb_source="local", show_progress=False)
+                   mteb_source="local", show_progress=False, cache_dir=tmp_path / "cache")
     assert len(out["skipped"]) == 1 and "SciDocsRR" in out["skipped"][0] and "--rerank" in out["skipped"][0]
     (record,) = out["records"]
     assert (record["task"], record["protocol"], record["metric"]) == ("AskUbuntuDupQuestions", "mteb-local",
@@ -146,3 +147,18 @@ def test_an_mteb_task_with_no_local_copy_offline_names_the_fetch(tmp_path, monke
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code != 0
     assert "syncse data fetch --rerank" in " ".join(result.output.split())
+
+
+def test_another_copy_of_a_task_is_read_as_it_is(hub, tmp_path):
+    """`datasets` names a local folder's cache after the folder and its file patterns: a second data dir whose
+    AskUbuntuDupQuestions has other qrels must not be served the first one's rows (the cache is keyed by content)."""
+    from syncse_ray.models.encoders import load_encoder
+
+    encoder = load_encoder("bundled:all-minilm-l6-v2")
+    scores = []
+    for name, qrels in (("a", QRELS), ("b", {**QRELS, "q1": ["d1"]})):  # b: q1's AP is 1
+        _mteb_repo(tmp_path / name / "mteb" / "AskUbuntuDupQuestions", qrels)
+        out = run_eval(encoder, ["rerank:AskUbuntuDupQuestions"], tmp_path / name, mteb_source="local",
+                       show_progress=False, cache_dir=tmp_path / "cache")
+        scores.append(out["records"][0]["score"])
+    assert scores == pytest.approx([100 * (5 / 6 + 1 / 2 + 1) / 3, 100 * (1 + 1 / 2 + 1) / 3], abs=1e-3)

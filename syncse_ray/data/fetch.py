@@ -54,6 +54,7 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -354,12 +355,14 @@ def _copy_mteb_repo(task: str) -> Callable[[Source, str | None, Path], dict[str,
         if not (target / "README.md").is_file():
             raise FetchError(f"{repo} has no README.md: not a dataset repo with configs (as mteb's are)")
         rows: dict[str, Any] = {}
-        try:
-            for config in datasets.get_dataset_config_names(str(target)):
-                ds = datasets.load_dataset(str(target), config)
-                rows[config] = {split: len(part) for split, part in ds.items()}
-        except (OSError, ValueError) as exc:
-            raise FetchError(f"{repo} could not be read back with datasets: {_short(exc)}") from None
+        # a cache of its own: `datasets` keys a local folder's cache by its name and file patterns, not its content
+        with tempfile.TemporaryDirectory(prefix="syncse-fetch-") as cache:
+            try:
+                for config in datasets.get_dataset_config_names(str(target)):
+                    ds = datasets.load_dataset(str(target), config, cache_dir=cache)
+                    rows[config] = {split: len(part) for split, part in ds.items()}
+            except (OSError, ValueError) as exc:
+                raise FetchError(f"{repo} could not be read back with datasets: {_short(exc)}") from None
         return rows
 
     return write

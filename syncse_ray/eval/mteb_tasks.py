@@ -24,8 +24,10 @@ from __future__ import annotations
 import os
 import re
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,6 +143,22 @@ def repo_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+@contextmanager
+def datasets_cache(root: Path | None, fingerprint: str):
+    """`datasets`' cache for one local repo, keyed by its content: `datasets` names a local folder's cache after
+    the folder and its file patterns only, so two copies of a task with other data (a test's, a newer revision)
+    would be served each other's rows. ``<root>/<fingerprint>``, or a temporary folder when ``root`` is None."""
+    import datasets
+
+    with tempfile.TemporaryDirectory(prefix="syncse-mteb-") as tmp:
+        folder = Path(tmp) if root is None else Path(root) / fingerprint
+        before, datasets.config.HF_DATASETS_CACHE = datasets.config.HF_DATASETS_CACHE, folder
+        try:
+            yield folder
+        finally:
+            datasets.config.HF_DATASETS_CACHE = before
+
+
 def uses_hub(source: str) -> bool:
     """Whether mteb's data comes from the hub for this ``source`` (auto: when the hub is reachable)."""
     if source not in DATA_SOURCES:
@@ -160,13 +178,16 @@ def feed_local(task: AbsTask, data_dir: str | Path) -> StsData:
 
 
 def run_mteb(encoder: Encoder, names: Sequence[str], data_dir: str | Path, *, source: str = "auto",
-             batch_size: int = 64, show_progress: bool = True) -> list[dict[str, Any]]:
+             batch_size: int = 64, show_progress: bool = True,
+             cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Evaluate ``encoder`` on mteb tasks; one dict per task/split/subset: task, split, subset, score (main score
     ×100), metric, protocol (``mteb-local`` / ``mteb-hub``), n (local pairs), data (files or hub dataset), data_fingerprint, time,
     seconds (the task's evaluation).
 
     ``source``: ``local`` feeds the STS tasks from the SentEval files and any other task from its repo folder in
-    the data dir; ``hub`` uses mteb's own loading; ``auto`` uses the hub when it is reachable, else the local files."""
+    the data dir; ``hub`` uses mteb's own loading; ``auto`` uses the hub when it is reachable, else the local files.
+    A local repo's `datasets` cache is ``<cache_dir>/mteb-datasets/<its fingerprint>`` (a temporary folder without
+    ``cache_dir``)."""
     import mteb
 
     use_hub = uses_hub(source)
@@ -175,6 +196,7 @@ def run_mteb(encoder: Encoder, names: Sequence[str], data_dir: str | Path, *, so
     model = mteb_model(encoder)
     for task in tasks:
         name = task.metadata.name
+        loading = nullcontext()
         if use_hub:
             protocol = "mteb-hub"
             data_desc = f"hf:{task.metadata.dataset['path']}@{task.metadata.dataset.get('revision')}"
@@ -191,6 +213,7 @@ def run_mteb(encoder: Encoder, names: Sequence[str], data_dir: str | Path, *, so
             task.metadata = task.metadata.model_copy(update={"dataset": {**task.metadata.dataset,
                                                                          "path": str(folder)}})
             protocol, data_desc, fingerprint, n_pairs = "mteb-local", str(folder), repo_fingerprint(folder), None
+            loading = datasets_cache(None if cache_dir is None else Path(cache_dir) / "mteb-datasets", fingerprint)
         else:
             raise MtebTaskError(
                 f"mteb task {name!r} needs its dataset ({task.metadata.dataset['path']}): the Hugging Face hub is "
@@ -199,8 +222,9 @@ def run_mteb(encoder: Encoder, names: Sequence[str], data_dir: str | Path, *, so
                 f"from the SentEval files")
         start = time.perf_counter()
         try:
-            result = mteb.evaluate(model, task, cache=None, encode_kwargs={"batch_size": batch_size},
-                                   show_progress_bar=show_progress, overwrite_strategy="always")
+            with loading:
+                result = mteb.evaluate(model, task, cache=None, encode_kwargs={"batch_size": batch_size},
+                                       show_progress_bar=show_progress, overwrite_strategy="always")
         except Exception as exc:
             raise MtebTaskError(f"mteb task {name!r} failed ({protocol}): {type(exc).__name__}: {exc}") from exc
         for task_result in result.task_results:

@@ -263,7 +263,7 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
         records.append(avg)
     for task, source in [*((t, rerank_source) for t in plan["rerank"]), *((t, mteb_source) for t in plan["mteb"])]:
         for rec in run_mteb(encoder, [task], data_dir, source=source, batch_size=batch_size,
-                            show_progress=show_progress):
+                            show_progress=show_progress, cache_dir=cache_dir):
             log.info("%s %s %s: %.2f", rec["protocol"], rec["task"], rec["split"], rec["score"])
             records.append({"model": name, **rec})
         done += 1
