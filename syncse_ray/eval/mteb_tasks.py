@@ -21,6 +21,7 @@ loads it with its own loader, so the data and the scoring are mteb's.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -135,8 +136,6 @@ def local_repo(data_dir: str | Path, name: str) -> Path | None:
 
 def repo_fingerprint(folder: Path) -> str:
     """sha256 over the repo folder's files (relative path and content), first 16 hex digits."""
-    import hashlib
-
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(f"{path.relative_to(folder).as_posix()}:{sha256_file(path)}\n".encode())
@@ -150,9 +149,9 @@ def datasets_cache(root: Path | None, fingerprint: str):
     would be served each other's rows. ``<root>/<fingerprint>``, or a temporary folder when ``root`` is None."""
     import datasets
 
-    with tempfile.TemporaryDirectory(prefix="syncse-mteb-") as tmp:
-        folder = Path(tmp) if root is None else Path(root) / fingerprint
-        before, datasets.config.HF_DATASETS_CACHE = datasets.config.HF_DATASETS_CACHE, folder
+    where = tempfile.TemporaryDirectory(prefix="syncse-mteb-") if root is None else nullcontext(Path(root) / fingerprint)
+    with where as folder:
+        before, datasets.config.HF_DATASETS_CACHE = datasets.config.HF_DATASETS_CACHE, Path(folder)
         try:
             yield folder
         finally:
