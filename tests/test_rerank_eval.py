@@ -162,3 +162,15 @@ def test_another_copy_of_a_task_is_read_as_it_is(hub, tmp_path):
                        show_progress=False, cache_dir=tmp_path / "cache")
         scores.append(out["records"][0]["score"])
     assert scores == pytest.approx([100 * (5 / 6 + 1 / 2 + 1) / 3, 100 * (1 + 1 / 2 + 1) / 3], abs=1e-3)
+
+
+def test_data_fetch_rerank_on_the_command_line(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    data = tmp_path / "data"
+    result = CliRunner().invoke(app, ["data", "fetch", "--to", str(data), "--source", str(hub), "--rerank",
+                                      "--only", "rerank-scidocs"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (data / "mteb").iterdir()) == sorted(RERANK_REPOS)
+    manifest = json.loads((data / "manifest.json").read_text())["datasets"]
+    assert list(manifest) == ["rerank-scidocs", "rerank-askubuntu", "rerank-mindsmall", "rerank-stackoverflow"]
