@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from syncse_ray.data.datadir import default_data_dir
+from syncse_ray.data.fetch import MTEB_DIR
 from syncse_ray.data.senteval import (
     STS_TEST_TASKS,
     TRANSFER_TASKS,
@@ -168,16 +169,16 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
             skipped.append(str(exc))
     for name in plan["mteb"]:
         get_mteb_task(name)
-    rerank_source = mteb_source
-    if plan["rerank"]:  # offline, a set not in the data dir is skipped (as transfer sets are), named in `skipped`
-        rerank_source = "hub" if uses_hub(mteb_source) else "local"
-        missing = [n for n in plan["rerank"] if rerank_source == "local" and local_repo(data_dir, n) is None]
-        for task in missing:
-            reason = (f"rerank {task}: skipped, {Path(data_dir) / 'mteb' / task} is missing (`syncse data fetch "
-                      f"--rerank` fetches it; or --mteb-source hub)")
-            log.warning("%s", reason)
-            skipped.append(reason)
-        plan["rerank"] = [n for n in plan["rerank"] if n not in missing]
+    # where mteb's data comes from, decided once (auto: a probe of the hub); offline, a reranking set not in the data
+    # dir is skipped (as transfer sets are) and named in `skipped`
+    source = ("hub" if uses_hub(mteb_source) else "local") if plan["rerank"] or plan["mteb"] else mteb_source
+    missing = [n for n in plan["rerank"] if source == "local" and local_repo(data_dir, n) is None]
+    for task in missing:
+        reason = (f"rerank {task}: skipped, {Path(data_dir) / MTEB_DIR / task} is missing (`syncse data fetch "
+                  f"--rerank` fetches it; or --mteb-source hub)")
+        log.warning("%s", reason)
+        skipped.append(reason)
+    plan["rerank"] = [n for n in plan["rerank"] if n not in missing]
 
     name = model if isinstance(model, str) else model.name
     identity = None
@@ -261,7 +262,7 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
         avg = average_record(transfer_records, "senteval-transfer", [r["task"] for r in transfer_records])
         avg["metric"] = f"mean of the {len(transfer_records)} tasks run"
         records.append(avg)
-    for task, source in [*((t, rerank_source) for t in plan["rerank"]), *((t, mteb_source) for t in plan["mteb"])]:
+    for task in [*plan["rerank"], *plan["mteb"]]:
         for rec in run_mteb(encoder, [task], data_dir, source=source, batch_size=batch_size,
                             show_progress=show_progress, cache_dir=cache_dir):
             log.info("%s %s %s: %.2f", rec["protocol"], rec["task"], rec["split"], rec["score"])
