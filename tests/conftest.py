@@ -18,8 +18,9 @@ from syncse_ray.errors import SyncseError
 
 REPO = Path(__file__).resolve().parents[1]
 
-# pytest-xdist (`-n N`, where cores are to spare): each worker gets a Ray temp dir of its own, so that what one worker's clusters
-# write there (sessions, the `ray_current_cluster` address that a bare `ray.init()` joins) never meets the other's.
+# pytest-xdist (`-n N`, where cores are to spare): each worker gets a Ray temp dir of its own, so that what one
+# worker's clusters write there (sessions, the `ray_current_cluster` address that a bare `ray.init()` joins) never
+# meets the other's.
 _XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if _XDIST_WORKER:
     os.environ["RAY_TMPDIR"] = f"{os.environ.get('RAY_TMPDIR', '/tmp')}/ray-{_XDIST_WORKER}"
@@ -218,8 +219,8 @@ def pytest_collection_modifyitems(config, items):
 
 # -- the suite's budget (README, "Test budget"): printed at the end of every run, so a CI log shows a regression.
 # Seconds on 2 cores, by CPU kind: the fast subset's test time (`-m "not slow"`, run alone), and the wall time of a
-# run with slow tests (`.ci/run`: the whole suite), which with set-up (~2 min) and the quickstart (~7 min on AMX,
-# ~12 held to AVX2) must fit .ci/run's 30 min on AMX and 45 min on AVX2.
+# run with slow tests (`.ci/run`: the whole suite), which with set-up (~2 min) and the quickstart (~6 min on AMX
+# and Zen 4, ~10 held to AVX2) must fit .ci/run's 30 min on AMX and 45 min on AVX2.
 BUDGET_S = {"amx": {"fast": 60, "wall": 20 * 60}, "avx2": {"fast": 120, "wall": 30 * 60}}
 _spent: dict[str, float] = {"fast": 0.0, "slow": 0.0}
 _started = time.monotonic()

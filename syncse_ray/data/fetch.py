@@ -493,8 +493,8 @@ def fetch_one(spec: DatasetSpec, data_dir: Path, source: Source, *, force: bool 
         return Fetched(spec.name, "present", {}, len(spec.marks))
     revisions = {} if revisions is None else revisions
     if spec.repo not in revisions:
-        revisions[spec.repo] = source.revision(spec.repo) if spec.revision is None or source.root is not None \
-            else spec.revision
+        # a pinned revision is what the hub is asked for; a local --source folder has none
+        revisions[spec.repo] = spec.revision if spec.revision and source.root is None else source.revision(spec.repo)
     revision = revisions[spec.repo]
     data_dir.mkdir(parents=True, exist_ok=True)
     staging = data_dir / f".fetch-{spec.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

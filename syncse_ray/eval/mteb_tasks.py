@@ -128,9 +128,14 @@ def hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
+def repo_folder(data_dir: str | Path, name: str) -> Path:
+    """Where the task's mteb dataset repo goes in the data dir: ``<data_dir>/mteb/<name>/``."""
+    return Path(data_dir) / MTEB_DIR / name
+
+
 def local_repo(data_dir: str | Path, name: str) -> Path | None:
-    """``<data_dir>/mteb/<name>/`` when it holds a dataset repo (its README.md with the configs), else None."""
-    folder = Path(data_dir) / MTEB_DIR / name
+    """``repo_folder`` when it holds a dataset repo (its README.md with the configs), else None."""
+    folder = repo_folder(data_dir, name)
     return folder if (folder / "README.md").is_file() else None
 
 
@@ -216,7 +221,7 @@ def run_mteb(encoder: Encoder, names: Sequence[str], data_dir: str | Path, *, so
         else:
             raise MtebTaskError(
                 f"mteb task {name!r} needs its dataset ({task.metadata.dataset['path']}): the Hugging Face hub is "
-                f"not reachable (or source='local') and {Path(data_dir) / MTEB_DIR / name} does not hold it; "
+                f"not reachable (or source='local') and {repo_folder(data_dir, name)} does not hold it; "
                 f"`syncse data fetch --rerank` fetches the reranking sets there, {', '.join(LOCAL_STS)} are read "
                 f"from the SentEval files")
         start = time.perf_counter()

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from syncse_ray.data.datadir import default_data_dir
-from syncse_ray.data.fetch import MTEB_DIR
 from syncse_ray.data.senteval import (
     STS_TEST_TASKS,
     TRANSFER_TASKS,
@@ -49,6 +48,7 @@ from syncse_ray.eval.mteb_tasks import (
     expand_task_names,
     get_mteb_task,
     local_repo,
+    repo_folder,
     run_mteb,
     uses_hub,
 )
@@ -174,7 +174,7 @@ def run_eval(model: str | Encoder, tasks: Sequence[str] = ("sts",), data_dir: st
     source = ("hub" if uses_hub(mteb_source) else "local") if plan["rerank"] or plan["mteb"] else mteb_source
     missing = [n for n in plan["rerank"] if source == "local" and local_repo(data_dir, n) is None]
     for task in missing:
-        reason = (f"rerank {task}: skipped, {Path(data_dir) / MTEB_DIR / task} is missing (`syncse data fetch "
+        reason = (f"rerank {task}: skipped, {repo_folder(data_dir, task)} is missing (`syncse data fetch "
                   f"--rerank` fetches it; or --mteb-source hub)")
         log.warning("%s", reason)
         skipped.append(reason)
