@@ -28,7 +28,12 @@ import psutil
 from _checkpoints import registered_checkpoint_step
 
 REPO = Path(__file__).resolve().parents[1]
-NODE_CPUS = 3  # per worker node: one engine (2 CPUs: never two on a node) and a helper, or training workers
+# Per worker node: one engine (the `vllm_node` resource, one a node, which the engines ask for) and room beside it
+# for all of Ray Data's light actors (request building, finishing, the judge: 2.5 CPUs at most), wherever they land
+# first. With CPUs alone keeping engines apart (3 a node, 2 an engine), light actors placed first could leave no node
+# 2 CPUs free: one engine ran the whole synthesis and the faults never landed (seen once in CI).
+NODE_CPUS = 5
+NODE_RESOURCES = {"vllm_node": 1}
 
 
 def _on_node(node, marker: str) -> list[int]:
@@ -54,7 +59,7 @@ def _replace_node_when(cluster, nodes: list, ready, marker: str, events: list, t
                 pids = _on_node(victim, marker)
                 cluster.remove_node(victim, allow_graceful=False)
                 nodes.remove(victim)
-                nodes.append(cluster.add_node(num_cpus=NODE_CPUS))
+                nodes.append(cluster.add_node(num_cpus=NODE_CPUS, resources=NODE_RESOURCES))
                 events.append({"removed": marker, "pids": pids, "at": time.time()})
                 return
         time.sleep(0.3)
@@ -94,9 +99,20 @@ def _hit_both_engines_when(cluster, nodes: list, ready, events: list, seen: dict
                 pids = _on_node(removed, "Generator")
                 cluster.remove_node(removed, allow_graceful=False)
                 nodes.remove(removed)
-                nodes.append(cluster.add_node(num_cpus=NODE_CPUS))
+                nodes.append(cluster.add_node(num_cpus=NODE_CPUS, resources=NODE_RESOURCES))
                 events.append({"removed": "Generator", "pids": pids, "at": time.time()})
         time.sleep(0.3)
+
+
+def _recording_errors(fn, events: list):
+    """`fn` for a watcher thread: an exception there ends the thread silently, so it goes into `events` (the
+    test then says why no fault landed)."""
+    def run(*args):
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001
+            events.append({"watcher_error": f"{fn.__name__}: {type(exc).__name__}: {exc}"})
+    return run
 
 
 def _left_running(pids) -> list[int]:
@@ -132,7 +148,7 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
     # the main thread, and nodes are added from the thread that watches the run; `finally` below ends them all.
     start = time.monotonic()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0}, shutdown_at_exit=False)
-    nodes = [cluster.add_node(num_cpus=NODE_CPUS) for _ in range(2)]
+    nodes = [cluster.add_node(num_cpus=NODE_CPUS, resources=NODE_RESOURCES) for _ in range(2)]
     events: list[dict] = []
     seconds: dict[str, float] = {"cluster": round(time.monotonic() - start)}  # where the time goes, for the log
     result: dict = {"events": events, "seconds": seconds}
@@ -144,6 +160,7 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
             *common, f"run_dir={tmp / 'synth-run'}", "synth.limit=16", "synth.chunk_size=2",
             "synth.engine.num_engines=2", "synth.engine.num_cpus_per_engine=2",
             "synth.engine.cpu_threads_bind=null", "synth.judge.num_cpus_per_actor=0.5",
+            "synth.engine.resources={vllm_node: 1}",
             # vLLM's own engine-core process (the GPU default; the CPU default keeps the core in the actor): the
             # process this scenario SIGKILLs
             "synth.engine.in_process=false"])
@@ -156,7 +173,7 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
 
         seen: dict[int, str] = {}
         stop = threading.Event()
-        watcher = threading.Thread(target=_hit_both_engines_when, daemon=True,
+        watcher = threading.Thread(target=_recording_errors(_hit_both_engines_when, events), daemon=True,
                                    args=(cluster, nodes, first_chunk_done, events, seen, stop))
         watcher.start()
         try:
@@ -188,7 +205,7 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
                 return False
             return running and registered_checkpoint_step(progress.parent) >= 2
 
-        killer = threading.Thread(target=_replace_node_when, daemon=True, args=(
+        killer = threading.Thread(target=_recording_errors(_replace_node_when, events), daemon=True, args=(
             cluster, nodes, after_checkpoint, "RayTrainWorker", events))
         killer.start()
         trained = run_train(train_cfg)

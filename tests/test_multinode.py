@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # a three-node Ray cluster, two vLLM engines, a t
 @pytest.mark.timeout(1000)
 def test_worker_nodes_removed_mid_synthesis_and_mid_training(tmp_path, data_dir, cache_dir, run_scenario):
     result = run_scenario("_multinode.py", tmp_path, str(data_dir), str(cache_dir), timeout=900)
-    print("multinode: seconds", result["seconds"])  # `pytest -s` shows where the time went
+    print("multinode:", json.dumps(result))  # where the time went; on a failure, the whole result (the report shows it)
     removed = [e["removed"] for e in result["events"] if "removed" in e]
     assert removed == ["Generator", "RayTrainWorker"], result  # each removal hit the stage it meant to
     assert [e["killed"] for e in result["events"] if "killed" in e] == ["VLLM::EngineCore"], result

@@ -128,22 +128,32 @@ def test_endpoint_writer_stops_on_failing_and_killed_endpoints_and_resumes_exact
 
     out = tmp_path / "run" / "synth"
     done_dir = out / "work" / "annotate" / "done"
-    # Part 1: the check before the run and the first chunk get answers; every request about the other chunks'
-    # sentences is held until the first chunk is done (judged and written: a chunk whose request gives up stops
-    # the run, and chunks in flight with it are redone on resume), then gets 500. Chunks run concurrently, so the
-    # fault goes by content, not by order.
-    later_chunks = [line.strip() for line in lines[4:]]
+    # Part 1: the check before the run and the first chunk the writer asks about get answers; every request about
+    # another chunk's sentences is held until that chunk is done (judged and written: a chunk whose request gives
+    # up stops the run, and chunks in flight with it are redone on resume), then gets 500. Which chunk comes first
+    # is Ray Data's choice (one writer actor takes chunks one at a time, in the order they reach it): the fault
+    # goes by content and picks the answered chunk by the first request, so no order can hold the writer on a chunk
+    # that waits for one it has not started. One deadline for the whole part (past it the fault lands early; on a
+    # slow or busy CPU a chunk takes minutes), not one per request: retries must not wait again.
+    chunk_of = {line.strip(): i // 4 for i, line in enumerate(lines)}
+    answered: list[int] = []
+    choose = threading.Lock()
+    deadline = time.monotonic() + 540
 
-    def fail_later_chunks(body: dict):
+    def fail_other_chunks(body: dict):
         text = " ".join(str(m.get("content") or "") for m in body.get("messages", []))
-        if not any(s in text for s in later_chunks):
+        chunk = next((c for s, c in chunk_of.items() if s in text), None)
+        if chunk is None:
             return None
-        deadline = time.monotonic() + 540  # past it the fault lands early; on a slow or busy CPU chunk 1 takes minutes
+        with choose:
+            answered[:] = answered or [chunk]
+        if chunk == answered[0]:
+            return None
         while not any(done_dir.glob("chunk-*.json")) and time.monotonic() < deadline:
             time.sleep(0.2)
         return ("status", 500)
 
-    with FaultServer(models=(SERVED,), fault_for=fail_later_chunks) as failing:
+    with FaultServer(models=(SERVED,), fault_for=fail_other_chunks) as failing:
         started = time.monotonic()
         with pytest.raises(SynthEndpointError) as info:
             run_synth(config(failing.base_url, "synth.writer.max_retries=2", "synth.writer.backoff_base_s=0.05",

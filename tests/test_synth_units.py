@@ -287,3 +287,19 @@ def test_an_engine_actor_starts_with_the_bound_cores_as_its_thread_count():
     every = load_config(None, ["synth.engine.cpu_threads_bind=all"]).synth.engine
     assert engine_actor_env(every, cores={0, 1}) == {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": "2"}}}
     assert engine_actor_env(load_config(None, []).synth.engine) == {}  # vLLM's choice: Ray's default stays
+
+
+def test_engine_actors_ask_for_the_custom_resources_the_config_names():
+    from syncse_ray.config import load_config
+    from syncse_ray.synth.pipeline import _writer_step
+    from syncse_ray.synth.steps import PhaseSpec
+
+    def ray_options(*overrides: str) -> dict:
+        cfg = load_config(None, list(overrides)).synth
+        spec = PhaseSpec(layout=None, cfg=cfg, run_seed=0, model_path="m", data_dir="d")
+        _, _, options, actors = _writer_step(spec, None, None)
+        return {**options, "actors": actors}
+
+    pinned = ray_options("synth.engine.resources={vllm_node: 1}", "synth.engine.num_engines=2")
+    assert pinned["resources"] == {"vllm_node": 1.0} and pinned["actors"] == 2
+    assert "resources" not in ray_options()  # nothing named: Ray's CPU/GPU accounting alone

@@ -22,6 +22,9 @@ class EngineConfig(Section):
     num_engines: int = resource(1, ge=1, description="engine actors (Ray Data actor pool size)")
     num_gpus_per_engine: float = resource(0.0, ge=0.0, description="0 on CPU")
     num_cpus_per_engine: float = resource(1.0, ge=0.0)
+    resources: dict[str, float] = resource(
+        {}, description="custom Ray resources each engine actor needs, e.g. {vllm_node: 1} to keep engines on the "
+                        "nodes that advertise it (a node type's `resources` in cluster/*.yaml); one each: one a node")
     tensor_parallel_size: int = Field(1, ge=1)
     dtype: PrecisionSetting = Field("auto", description="auto: bf16 on a CPU with AMX / AVX512-BF16, else fp32; "
                                                          "on a GPU vLLM's own choice (the model's dtype)")

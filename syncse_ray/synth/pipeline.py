@@ -240,6 +240,7 @@ def _writer_step(spec: PhaseSpec, board: Any, api_key: Any) -> tuple[type, tuple
         return (EndpointGenerator, (spec, board, api_key), {"num_gpus": 0, "num_cpus": writer.num_cpus_per_actor},
                 writer.num_actors)
     return (Generator, (spec, board), {"num_gpus": engine.num_gpus_per_engine, "num_cpus": engine.num_cpus_per_engine,
+                                       **({"resources": engine.resources} if engine.resources else {}),
                                        **engine_actor_env(engine)}, engine.num_engines)
 
 
