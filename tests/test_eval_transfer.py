@@ -129,3 +129,15 @@ def test_run_eval_skips_absent_transfer_tasks_with_a_message(minilm_encoder, tmp
     results = run_eval(minilm_encoder, ["transfer"], data, kfold=3, show_progress=False)
     assert [r["task"] for r in results["records"]] == ["MR", "avg"]
     assert len(results["skipped"]) == 6 and all("does not exist" in m for m in results["skipped"])
+
+
+def test_the_probe_gives_the_same_accuracy_in_parallel_as_one_fit_after_another():
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 60)
+    x = rng.normal(size=(120, 16)) + 0.6 * y[:, None]  # separable in part: C matters
+    split = {"train": x[:80], "dev": x[80:100], "test": x[100:]}
+    split_labels = {"train": y[:80], "dev": y[80:100], "test": y[100:]}
+    for feats, labels in (({"all": x}, {"all": y}), (split, split_labels),
+                          ({"train": x[:100], "test": x[100:]}, {"train": y[:100], "test": y[100:]})):
+        assert probe_accuracy(feats, labels, kfold=3, n_jobs=2) == probe_accuracy(feats, labels, kfold=3, n_jobs=1)
+    assert select_c(x, y, kfold=3, seed=0, n_jobs=2) == select_c(x, y, kfold=3, seed=0, n_jobs=1)

@@ -22,6 +22,10 @@ strength ``C`` chosen from ``2^-2 … 2^3`` (SentEval's grid for its scikit-lear
 inner stratified k-fold. For CV tasks the accuracy is the mean over the outer stratified 10 folds, each fold
 choosing its own ``C`` on its training part. Scores are accuracy ×100; the average is over the tasks run.
 A task whose folder is absent is skipped (with a message); a folder with a missing file is an error.
+
+The fits are independent and each is seeded, so they run in parallel (joblib processes, one BLAS thread each,
+``n_jobs`` of them: by default every core this process may use) with the same result as one after another: a CV
+task is 10 outer folds × (6 C × 10 inner folds + 1) = 610 fits, the probe's cost, not the encoder's.
 """
 
 from __future__ import annotations
@@ -49,40 +53,66 @@ def _folds(y: np.ndarray, k: int, seed: int):
     return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
 
 
-def select_c(x: np.ndarray, y: np.ndarray, *, kfold: int, seed: int) -> float:
+def _parallel(n_jobs: int):
+    from joblib import Parallel
+
+    return Parallel(n_jobs=n_jobs, backend="loky" if n_jobs > 1 else "sequential")
+
+
+def _accuracy(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, c: float, seed: int) -> float:
+    return float((_fit(x_tr, y_tr, c, seed).predict(x_te) == y_te).mean())
+
+
+def _fold_accuracy(x: np.ndarray, y: np.ndarray, tr: np.ndarray, va: np.ndarray, c: float, seed: int) -> float:
+    return _accuracy(x[tr], y[tr], x[va], y[va], c, seed)
+
+
+def select_c(x: np.ndarray, y: np.ndarray, *, kfold: int, seed: int, n_jobs: int = 1) -> float:
     """The ``C`` of ``C_GRID`` with the best mean accuracy over a stratified k-fold of (x, y); ties: smaller C."""
+    from joblib import delayed
+
     folds = list(_folds(y, kfold, seed))
-    accs = [np.mean([(_fit(x[tr], y[tr], c, seed).predict(x[va]) == y[va]).mean() for tr, va in folds])
-            for c in C_GRID]
-    return C_GRID[int(np.argmax(accs))]
+    accs = _parallel(n_jobs)(delayed(_fold_accuracy)(x, y, tr, va, c, seed) for c in C_GRID for tr, va in folds)
+    means = [np.mean(accs[i * len(folds):(i + 1) * len(folds)]) for i in range(len(C_GRID))]
+    return C_GRID[int(np.argmax(means))]
+
+
+def _outer_fold_accuracy(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, kfold: int,
+                         seed: int) -> float:
+    """One outer fold of a CV task: C chosen on its training part (inner k-fold), then scored on its test part."""
+    return _fold_accuracy(x, y, tr, te, select_c(x[tr], y[tr], kfold=kfold, seed=seed), seed)
 
 
 def probe_accuracy(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, kfold: int = 10,
-                   seed: int = 1111) -> float:
-    """Accuracy ×100 of the logistic-regression probe under the split's protocol (module docstring)."""
+                   seed: int = 1111, n_jobs: int | None = None) -> float:
+    """Accuracy ×100 of the logistic-regression probe under the split's protocol (module docstring); `n_jobs`
+    processes (None: every usable core)."""
     from threadpoolctl import threadpool_limits
+
+    from syncse_ray.hardware import usable_cores
 
     # Hundreds of small fits: one BLAS thread each is much faster than oversubscribed threads on a busy machine.
     with threadpool_limits(limits=1):
-        return _probe_accuracy(features, labels, kfold=kfold, seed=seed)
+        return _probe_accuracy(features, labels, kfold=kfold, seed=seed, n_jobs=n_jobs or usable_cores())
 
 
 def _probe_accuracy(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, kfold: int,
-                    seed: int) -> float:
+                    seed: int, n_jobs: int) -> float:
+    from joblib import delayed
+
     if "all" in features:
         x, y = features["all"], labels["all"]
-        accs = []
-        for tr, te in _folds(y, kfold, seed):
-            c = select_c(x[tr], y[tr], kfold=kfold, seed=seed)
-            accs.append((_fit(x[tr], y[tr], c, seed).predict(x[te]) == y[te]).mean())
+        accs = _parallel(n_jobs)(delayed(_outer_fold_accuracy)(x, y, tr, te, kfold, seed)
+                                 for tr, te in _folds(y, kfold, seed))
         return 100.0 * float(np.mean(accs))
     x_tr, y_tr = features["train"], labels["train"]
     if "dev" in features:
-        accs = [(_fit(x_tr, y_tr, c, seed).predict(features["dev"]) == labels["dev"]).mean() for c in C_GRID]
+        accs = _parallel(n_jobs)(delayed(_accuracy)(x_tr, y_tr, features["dev"], labels["dev"], c, seed)
+                                 for c in C_GRID)
         c = C_GRID[int(np.argmax(accs))]
     else:
-        c = select_c(x_tr, y_tr, kfold=kfold, seed=seed)
-    return 100.0 * float((_fit(x_tr, y_tr, c, seed).predict(features["test"]) == labels["test"]).mean())
+        c = select_c(x_tr, y_tr, kfold=kfold, seed=seed, n_jobs=n_jobs)
+    return 100.0 * _accuracy(x_tr, y_tr, features["test"], labels["test"], c, seed)
 
 
 def featurize(embed: Callable[[Sequence[str]], np.ndarray], data: TransferData) -> dict[str, np.ndarray]:
