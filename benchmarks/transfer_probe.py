@@ -14,6 +14,8 @@ import argparse
 import multiprocessing
 import time
 
+import psutil
+
 
 def _probe(feats, labels, n_jobs, queue) -> None:
     from syncse_ray.eval.transfer import probe_accuracy
@@ -41,17 +43,21 @@ def main() -> None:
     started = time.perf_counter()
     feats = featurize(lambda texts: encoder.encode(list(texts)), data)
     dims = next(iter(feats.values())).shape[1]
-    print(f"{this_machine().describe_cpu()}, {usable_cores()} cores; {args.task}: {sum(len(y) for y in data.labels.values())} examples, {dims} dimensions, "
-          f"encoded in {time.perf_counter() - started:.1f} s", flush=True)
+    examples = sum(len(y) for y in data.labels.values())
+    print(f"{this_machine().describe_cpu()}, {usable_cores()} cores; {args.task}: {examples} examples, {dims} "
+          f"dimensions, encoded in {time.perf_counter() - started:.1f} s", flush=True)
+    spawn = multiprocessing.get_context("spawn")  # each count in a fresh process that can be stopped at the limit
     for n_jobs in (int(j) for j in args.jobs.split(",")):
-        queue = multiprocessing.get_context("spawn").Queue()
-        proc = multiprocessing.get_context("spawn").Process(target=_probe, args=(feats, data.labels, n_jobs, queue))
+        queue = spawn.Queue()
+        proc = spawn.Process(target=_probe, args=(feats, data.labels, n_jobs, queue))
         started = time.perf_counter()
         proc.start()
         proc.join(args.max_seconds)
         seconds = time.perf_counter() - started
         if proc.is_alive():
-            proc.kill()
+            # its joblib workers too: orphaned, they would run their fits on (and hold this one's stdout open)
+            for child in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+                child.kill()
             proc.join()
             print(f"n_jobs={n_jobs}: stopped after {seconds:.0f} s (more than that)", flush=True)
         else:

@@ -36,6 +36,11 @@ NODE_CPUS = 5
 NODE_RESOURCES = {"vllm_node": 1}
 
 
+def _add_node(cluster):
+    """A worker node: NODE_CPUS and one engine's `vllm_node` (also what an autoscaler adds as a replacement)."""
+    return cluster.add_node(num_cpus=NODE_CPUS, resources=NODE_RESOURCES)
+
+
 def _on_node(node, marker: str) -> list[int]:
     """Pids of the processes on `node` (children of its raylet) whose title holds `marker`."""
     raylet = node.all_processes["raylet"][0].process.pid
@@ -59,7 +64,7 @@ def _replace_node_when(cluster, nodes: list, ready, marker: str, events: list, t
                 pids = _on_node(victim, marker)
                 cluster.remove_node(victim, allow_graceful=False)
                 nodes.remove(victim)
-                nodes.append(cluster.add_node(num_cpus=NODE_CPUS, resources=NODE_RESOURCES))
+                nodes.append(_add_node(cluster))
                 events.append({"removed": marker, "pids": pids, "at": time.time()})
                 return
         time.sleep(0.3)
@@ -99,7 +104,7 @@ def _hit_both_engines_when(cluster, nodes: list, ready, events: list, seen: dict
                 pids = _on_node(removed, "Generator")
                 cluster.remove_node(removed, allow_graceful=False)
                 nodes.remove(removed)
-                nodes.append(cluster.add_node(num_cpus=NODE_CPUS, resources=NODE_RESOURCES))
+                nodes.append(_add_node(cluster))
                 events.append({"removed": "Generator", "pids": pids, "at": time.time()})
         time.sleep(0.3)
 
@@ -148,7 +153,7 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
     # the main thread, and nodes are added from the thread that watches the run; `finally` below ends them all.
     start = time.monotonic()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0}, shutdown_at_exit=False)
-    nodes = [cluster.add_node(num_cpus=NODE_CPUS, resources=NODE_RESOURCES) for _ in range(2)]
+    nodes = [_add_node(cluster) for _ in range(2)]
     events: list[dict] = []
     seconds: dict[str, float] = {"cluster": round(time.monotonic() - start)}  # where the time goes, for the log
     result: dict = {"events": events, "seconds": seconds}
