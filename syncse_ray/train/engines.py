@@ -1,8 +1,8 @@
 """The two data-parallel backends behind one small interface: DeepSpeed (ZeRO 0–3) and plain DDP.
 
-Both use AdamW (torch's, so nothing is JIT-compiled) and transformers' linear schedule
-(`get_linear_schedule_with_warmup`): the learning rate rises linearly from 0 to `lr` over `warmup_steps`
-optimizer steps, then falls linearly to 0 at `total_steps`:
+Both use AdamW (torch's, so nothing is JIT-compiled; nor is DeepSpeed's CPU all-reduce op, below) and
+transformers' linear schedule (`get_linear_schedule_with_warmup`): the learning rate rises linearly from 0 to `lr`
+over `warmup_steps` optimizer steps, then falls linearly to 0 at `total_steps`:
 
     lr(s) = lr · s / warmup                          for s < warmup
     lr(s) = lr · (total − s) / (total − warmup)      afterwards
@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 
 from syncse_ray.config import TrainConfig
+
+SHM_COMM_OP = "deepspeed_shm_comm"  # deepspeed.ops.op_builder.cpu.ShareMemCommBuilder.NAME
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
@@ -48,6 +50,12 @@ class DeepSpeedEngine:
                  bucket_size: int | None):
         import deepspeed
 
+        if not train.use_gpu:
+            # DeepSpeed's CPU backend JIT-compiles its shared-memory all-reduce op (`deepspeed_shm_comm`) when it
+            # sets up communication: 30-40 s of g++ on 2 cores, in every run whose build flags differ from the
+            # cached build's, and a compiler every user must have. Only `inference_all_reduce` (tensor-parallel
+            # inference) uses the op; training's all-reduces are torch.distributed's (gloo) either way.
+            deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False
         self.zero_stage = train.deepspeed.zero_stage
         config = {
             "train_micro_batch_size_per_gpu": train.mini_batch_size or train.batch_size,
