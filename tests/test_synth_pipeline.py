@@ -165,7 +165,9 @@ def test_bad_input_fails_clearly_and_leaves_no_claim(tmp_path, cache_dir):
 def test_scratch_writes_sentences_then_triplets(tmp_path, cache_dir, ray_local):
     cfg = load_config(REPO / "configs" / "synth_scratch_cpu.yaml", [
         f"run_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}", "synth.scratch.num_requests=2",
-        "synth.scratch.requests_per_chunk=1", "synth.scratch.sentences_per_request=5",
+        # the two sentence requests decoded side by side (one chunk), 2 candidates a (sentence, kind): what is
+        # checked is the two phases and both judges, not chunking (the partial run) or selection among many
+        "synth.scratch.requests_per_chunk=2", "synth.scratch.sentences_per_request=5", "synth.candidates=2",
         "synth.sentence_sampling.max_tokens=200",
         # Both judges: the LLM's yes/no log-probabilities on the same engine, then MiniLM.
         "synth.judge.method=embedding+llm", "synth.judge.llm_min_entailment=0.0",
