@@ -81,7 +81,8 @@ def ray_head(tmp_path_factory, free_port):
             time.sleep(2)
         yield address, env
     finally:
-        stop_process_group(head, timeout_s=10)  # then SIGKILL: nothing of it is kept
+        # then SIGKILL: nothing of it is kept (`ray start --block` took the whole 10 s it was once given)
+        stop_process_group(head, timeout_s=3)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
