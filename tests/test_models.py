@@ -90,7 +90,10 @@ def test_killed_conversion_process_leaves_nothing_valid(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert not (tmp_path / "models" / "smollm2-135m-instruct-bf16").exists()
-    assert [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith(".tmp-")]
+    temporary = [p for p in (tmp_path / "models").iterdir() if p.name.startswith(".tmp-")]
+    # the conversion had finished (killed before its rename): a whole model folder, chat template included
+    assert len(temporary) == 1 and (temporary[0] / "config.json").is_file()
+    assert (temporary[0] / "chat_template.jinja").is_file() and any(temporary[0].glob("*.safetensors"))
     status = {r["reference"]: r["status"] for r in models.bundled_status(tmp_path)}
     assert status["bundled:smollm2-135m-instruct"] == "not prepared"
 
