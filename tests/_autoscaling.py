@@ -29,7 +29,8 @@ from _procs import stop_process_group
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-IDLE_TIMEOUT_MINUTES = 0.25
+# 6 s: a node is idle only once nothing holds its resources (the engine actor holds the GPU while it lives)
+IDLE_TIMEOUT_MINUTES = 0.1
 
 
 def _free_port() -> int:
