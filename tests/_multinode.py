@@ -162,8 +162,9 @@ def main(tmp: Path, data_dir: Path, cache_dir: Path) -> None:
 
         # 1. Synthesis across the nodes; mid-run one engine core is SIGKILLed and the other engine's node removed.
         synth_cfg = load_config(REPO / "configs" / "synth_partial_cpu.yaml", [
-            # 2 candidates a (sentence, kind): the faults and exactly-once are what is checked, not selection
-            *common, f"run_dir={tmp / 'synth-run'}", "synth.limit=16", "synth.chunk_size=2", "synth.candidates=2",
+            # 4 candidates a (sentence, kind), the default: with 2 one engine once wrote all 8 chunks before the
+            # second engine's core had started, and no fault landed (CI at 2a83430)
+            *common, f"run_dir={tmp / 'synth-run'}", "synth.limit=16", "synth.chunk_size=2",
             "synth.engine.num_engines=2", "synth.engine.num_cpus_per_engine=2",
             "synth.engine.cpu_threads_bind=null", "synth.judge.num_cpus_per_actor=0.5",
             "synth.engine.resources={vllm_node: 1}",
