@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import queue as queue_module
 import time
 
 import psutil
@@ -20,7 +21,9 @@ import psutil
 def _probe(feats, labels, n_jobs, queue) -> None:
     from syncse_ray.eval.transfer import probe_accuracy
 
-    queue.put(probe_accuracy(feats, labels, n_jobs=n_jobs))
+    started = time.perf_counter()
+    accuracy = probe_accuracy(feats, labels, n_jobs=n_jobs)
+    queue.put((accuracy, time.perf_counter() - started))
 
 
 def main() -> None:
@@ -50,18 +53,19 @@ def main() -> None:
     for n_jobs in (int(j) for j in args.jobs.split(",")):
         queue = spawn.Queue()
         proc = spawn.Process(target=_probe, args=(feats, data.labels, n_jobs, queue))
-        started = time.perf_counter()
         proc.start()
-        proc.join(args.max_seconds)
-        seconds = time.perf_counter() - started
-        if proc.is_alive():
-            # its joblib workers too: orphaned, they would run their fits on (and hold this one's stdout open)
-            for child in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
-                child.kill()
-            proc.join()
-            print(f"n_jobs={n_jobs}: stopped after {seconds:.0f} s (more than that)", flush=True)
+        try:
+            # the probe's own seconds, timed inside the process: a spawned process that used joblib's reusable
+            # loky pool can wait out the pool's 300-s idle timeout when it exits, which is not the probe's time
+            accuracy, seconds = queue.get(timeout=args.max_seconds)
+        except queue_module.Empty:
+            print(f"n_jobs={n_jobs}: stopped after {args.max_seconds:.0f} s (more than that)", flush=True)
         else:
-            print(f"n_jobs={n_jobs}: {args.task} {queue.get():.2f} in {seconds:.1f} s", flush=True)
+            print(f"n_jobs={n_jobs}: {args.task} {accuracy:.2f} in {seconds:.1f} s", flush=True)
+        # its joblib workers too: orphaned, they would run their fits on (and hold this one's stdout open)
+        for child in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+            child.kill()
+        proc.join()
 
 
 if __name__ == "__main__":

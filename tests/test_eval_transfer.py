@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from syncse_ray.data.senteval import TRANSFER_TASKS, DataError, TransferSkipped, read_transfer
 from syncse_ray.eval import run_eval
-from syncse_ray.eval.transfer import C_GRID, probe_accuracy, select_c
+from syncse_ray.eval.transfer import C_GRID, _fit, probe_accuracy, select_c, solver_for
 
 POS = ["a wonderful , moving film", "i loved every minute of it", "brilliant acting and a great story",
        "the best movie of the year", "a delightful and charming comedy", "beautifully shot and deeply touching",
@@ -141,3 +142,21 @@ def test_the_probe_gives_the_same_accuracy_in_parallel_as_one_fit_after_another(
                           ({"train": x[:100], "test": x[100:]}, {"train": y[:100], "test": y[100:]})):
         assert probe_accuracy(feats, labels, kfold=3, n_jobs=2) == probe_accuracy(feats, labels, kfold=3, n_jobs=1)
     assert select_c(x, y, kfold=3, seed=0, n_jobs=2) == select_c(x, y, kfold=3, seed=0, n_jobs=1)
+
+
+def test_a_two_class_probe_fit_reaches_the_optimum_on_badly_scaled_embeddings():
+    """Raw LM embeddings mix dimensions of very different scales: the fit must end at the L2-regularised optimum
+    (gradient ~0), not at an iteration cap (lbfgs stopped at 2,000 on MRPC's real pair features)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 300)
+    x = (rng.normal(size=(600, 64)) + 0.3 * y[:, None]) * np.logspace(-2, 2, 64)
+    c = 8.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = _fit(x, y, c, seed=0)
+    # sklearn's objective: C · Σ log-loss + ½‖w‖² (the intercept unpenalised): its gradient in w
+    gradient = c * x.T @ (model.predict_proba(x)[:, 1] - y) + model.coef_[0]
+    assert np.linalg.norm(gradient) < 1e-3 * np.linalg.norm(model.coef_)
+    assert solver_for(2) == "newton-cholesky" and solver_for(6) == "lbfgs"  # TREC: the (d·k)² Hessian costs more
