@@ -54,14 +54,20 @@ def main() -> None:
         queue = spawn.Queue()
         proc = spawn.Process(target=_probe, args=(feats, data.labels, n_jobs, queue))
         proc.start()
-        try:
-            # the probe's own seconds, timed inside the process: a spawned process that used joblib's reusable
-            # loky pool can wait out the pool's 300-s idle timeout when it exits, which is not the probe's time
-            accuracy, seconds = queue.get(timeout=args.max_seconds)
-        except queue_module.Empty:
+        # the probe's own seconds, timed inside the process: a spawned process that used joblib's reusable loky
+        # pool can wait out the pool's 300-s idle timeout when it exits, which is not the probe's time
+        deadline, result = time.monotonic() + args.max_seconds, None
+        while result is None and time.monotonic() < deadline and (proc.is_alive() or not queue.empty()):
+            try:
+                result = queue.get(timeout=1.0)
+            except queue_module.Empty:
+                pass
+        if result is not None:
+            print(f"n_jobs={n_jobs}: {args.task} {result[0]:.2f} in {result[1]:.1f} s", flush=True)
+        elif proc.is_alive():
             print(f"n_jobs={n_jobs}: stopped after {args.max_seconds:.0f} s (more than that)", flush=True)
         else:
-            print(f"n_jobs={n_jobs}: {args.task} {accuracy:.2f} in {seconds:.1f} s", flush=True)
+            print(f"n_jobs={n_jobs}: the probe's process failed (exit code {proc.exitcode})", flush=True)
         # its joblib workers too: orphaned, they would run their fits on (and hold this one's stdout open)
         for child in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
             child.kill()

@@ -19,9 +19,10 @@ An MRPC pair's feature is ``[|u - v|, u * v]``.
 
 The probe: scikit-learn ``LogisticRegression`` (L2; Newton-Cholesky for two classes, lbfgs for more: `solver_for`)
 on the raw embeddings, the inverse regularisation strength ``C`` chosen from ``2^-2 … 2^3`` (SentEval's grid for
-its scikit-learn probe) by the dev split or by an inner stratified k-fold. For CV tasks the accuracy is the mean over the outer stratified 10 folds, each fold
-choosing its own ``C`` on its training part. Scores are accuracy ×100; the average is over the tasks run.
-A task whose folder is absent is skipped (with a message); a folder with a missing file is an error.
+its scikit-learn probe) by the dev split or by an inner stratified k-fold. For CV tasks the accuracy is the mean
+over the outer stratified 10 folds, each fold choosing its own ``C`` on its training part. Scores are accuracy
+×100; the average is over the tasks run. A task whose folder is absent is skipped (with a message); a folder with a
+missing file is an error.
 
 The fits are independent and each is seeded, so they run in parallel (joblib processes, one BLAS thread each,
 ``n_jobs`` of them: by default every core this process may use) with the same result as one after another: a CV
